@@ -1,0 +1,359 @@
+"""The answers model: every choice the installer needs, loaded from TOML, validated, saved.
+
+One schema serves both front-ends: the headless `--answers FILE` path and the guided forms
+(which use `FIELDS` for help text and `check_field` for inline validation). Secrets are never
+part of the answers: only the names of the environment variables that hold them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import tomli_w
+
+from installer import checks
+from installer.files import write_private
+
+
+def _key(default: Any, help: str, check: checks.Check | None = None, *, choices: tuple[str, ...] = ()) -> Any:
+    if choices and check is None:
+        check = checks.one_of(*choices)
+    return field(default=default, metadata={"help": help, "check": check, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Domain:
+    server_name: str = _key("", "user IDs are @alice:example.org; can never change later", checks.fqdn)
+    matrix_host: str = _key("", "where clients and servers connect: public_baseurl https://matrix_host", checks.fqdn)
+    delegation: str = _key(
+        "well-known", '"well-known" | "srv" | "none" (matrix_host == server_name)', choices=("well-known", "srv", "none")
+    )
+    serve_server_name: bool = _key(True, "this box's Caddy answers for server_name (.well-known + redirect)")
+    redirect_to: str = _key("", "optional: where other requests to server_name go", checks.url)
+    acme_email: str = _key("", "optional: Let's Encrypt account e-mail", checks.email)
+    tls: str = _key("acme", '"acme" | "internal" (Caddy\'s local CA: labs, private networks)', choices=("acme", "internal"))
+
+
+@dataclass(frozen=True)
+class Cloud:
+    provider: str = _key("oci", '"oci" | "existing" (any Ubuntu/Debian host reachable over SSH)', choices=("oci", "existing"))
+    oci_config: str = _key("~/.oci/config", "the OCI CLI/SDK config file", checks.path)
+    oci_profile: str = _key("DEFAULT", "profile (section) in that file", checks.pattern(r"[A-Za-z0-9_.-]{1,64}", "a profile name (letters, digits, _ . -)"))
+    compartment_id: str = _key(
+        "", "default: the tenancy", checks.pattern(r"ocid1\.[a-z0-9]+\.[a-z0-9-]+\.[a-z0-9-]*\.[a-z0-9._-]+", "an OCID (ocid1.compartment.oc1..xxxx)", optional=True)
+    )
+    availability_domain: str = _key(
+        "", "default: each in turn", checks.pattern(r"[A-Za-z0-9]+:[A-Za-z0-9-]+", 'an availability domain such as "Uocm:PHX-AD-1"', optional=True)
+    )
+    shape: str = _key(
+        "VM.Standard.A1.Flex",
+        'Always Free: "VM.Standard.A1.Flex" (arm64, up to 4 OCPUs / 24 GB) or "VM.Standard.E2.1.Micro" (amd64, 1 GB)',
+        choices=("VM.Standard.A1.Flex", "VM.Standard.E2.1.Micro"),
+    )
+    ocpus: int = _key(2, "Flex shapes only: 1 to 4 OCPUs free", checks.int_range(1, 4))
+    memory_gb: int = _key(12, "Flex shapes only: 1 to 24 GB free", checks.int_range(1, 24))
+    ubuntu_version: str = _key("24.04", "Canonical Ubuntu release", choices=("22.04", "24.04"))
+    instance_name: str = _key("matrix", "display name of the VM", checks.pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", "a name of letters, digits, _ . - (up to 63)"))
+    subnet_id: str = _key(
+        "", "default: a public subnet found, or a VCN created", checks.pattern(r"ocid1\.subnet\.[a-z0-9-]+\.[a-z0-9-]*\.[a-z0-9._-]+", "a subnet OCID (ocid1.subnet.oc1...)", optional=True)
+    )
+    launch_retry_minutes: int = _key(60, 'keep retrying "Out of host capacity" this long', checks.int_range(0, 1440))
+
+
+@dataclass(frozen=True)
+class Packages:
+    source: str = _key("vendor", '"vendor" (Caddy\'s and Docker\'s apt repos) | "distro" (the OS\'s own packages)', choices=("vendor", "distro"))
+
+
+@dataclass(frozen=True)
+class Ssh:
+    host: str = _key("", 'required for "existing"; filled in from the cloud otherwise', lambda v: None if v == "" else checks.host_or_ip(v))
+    port: int = _key(22, "SSH port", checks.port)
+    user: str = _key("ubuntu", "login user (sudo without a password)", checks.pattern(r"[a-z_][a-z0-9_-]{0,31}", "a Unix user name (a-z, 0-9, _ -)"))
+    private_key: str = _key("~/.ssh/id_ed25519", "ed25519 pair created (0600) when missing", checks.path)
+    host_key: str = _key("", 'optional pin, "ssh-ed25519 AAAA..."', checks.ssh_public_key)
+
+
+@dataclass(frozen=True)
+class Registration:
+    policy: str = _key("closed", '"closed" | "token" | "open-until-admin"', choices=("closed", "token", "open-until-admin"))
+    admin_user: str = _key("admin", "the admin's user ID is @admin_user:server_name", checks.pattern(r"[a-z0-9._=-]{1,64}", "a Matrix user name (a-z, 0-9, . _ = -)"))
+    admin_password_env: str = _key(
+        "MATRIX_ADMIN_PASSWORD", "unset: generate one, show it once", checks.pattern(r"[A-Za-z_][A-Za-z0-9_]{0,63}", "an environment variable name")
+    )
+    tokens: int = _key(0, 'registration tokens to create with policy "token"', checks.int_range(0, 100))
+
+
+@dataclass(frozen=True)
+class Synapse:
+    image: str = _key(
+        "matrixdotorg/synapse:latest",
+        "the Synapse container image",
+        checks.pattern(
+            r"(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?",
+            'an image reference such as "matrixdotorg/synapse:latest"',
+        ),
+    )
+    report_stats: bool = _key(False, "send anonymous usage statistics to matrix.org")
+    max_upload_size: str = _key("50M", "largest upload (Synapse and Caddy both)", checks.pattern(r"[1-9][0-9]{0,4}[KMG]", 'a size such as "50M" (K, M or G)'))
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    reboot: str = _key("ask", '"ask" | "yes" | "no" when the OS wants a reboot (headless: "ask" means no)', choices=("ask", "yes", "no"))
+    keep_backups: int = _key(3, "backups kept on the host", checks.int_range(1, 100))
+
+
+SECTIONS: dict[str, type] = {
+    "domain": Domain,
+    "cloud": Cloud,
+    "packages": Packages,
+    "ssh": Ssh,
+    "registration": Registration,
+    "synapse": Synapse,
+    "upgrade": Upgrade,
+}
+
+
+@dataclass(frozen=True)
+class Answers:
+    version: int = 1
+    domain: Domain = field(default_factory=Domain)
+    cloud: Cloud = field(default_factory=Cloud)
+    packages: Packages = field(default_factory=Packages)
+    ssh: Ssh = field(default_factory=Ssh)
+    registration: Registration = field(default_factory=Registration)
+    synapse: Synapse = field(default_factory=Synapse)
+    upgrade: Upgrade = field(default_factory=Upgrade)
+
+    def replace(self, section: str, **changes: Any) -> Answers:
+        """A copy with some keys of one section changed."""
+        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def federation_port(self) -> int:
+        """Where other servers connect: 8448 only with SRV delegation, else 443."""
+        return 8448 if self.domain.delegation == "srv" else 443
+
+    @property
+    def serves_server_name(self) -> bool:
+        """Whether this box's Caddy has a site for server_name besides the Matrix host."""
+        return self.domain.serve_server_name and self.domain.server_name != self.domain.matrix_host
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One answers key as the forms and the validator see it."""
+
+    section: str
+    key: str
+    default: Any
+    help: str
+    check: checks.Check | None
+    choices: tuple[str, ...]
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+FIELDS: tuple[FieldSpec, ...] = tuple(
+    FieldSpec(name, f.name, f.default, f.metadata["help"], f.metadata["check"], f.metadata["choices"])
+    for name, cls in SECTIONS.items()
+    for f in dataclasses.fields(cls)
+)
+FIELDS_BY_PATH = {spec.path: spec for spec in FIELDS}
+
+
+class AnswersError(Exception):
+    """The answers are invalid; `problems` lists every one, formatted for the user."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _type_problem(spec: FieldSpec, value: Any) -> str | None:
+    want = type(spec.default)
+    if want is bool and not isinstance(value, bool):
+        return "must be true or false (no quotes)"
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        return "must be a whole number (no quotes)"
+    if want is str and not isinstance(value, str):
+        return "must be a quoted string"
+    return None
+
+
+def check_field(path: str, value: Any) -> str | None:
+    """What is wrong with one value on its own (type and format), or None."""
+    spec = FIELDS_BY_PATH[path]
+    if problem := _type_problem(spec, value):
+        return problem
+    return spec.check(value) if spec.check else None
+
+
+def parse_field_text(path: str, text: str) -> tuple[Any, str | None]:
+    """Turn what a person typed into a form field into a value of the key's type."""
+    want = type(FIELDS_BY_PATH[path].default)
+    if want is int:
+        try:
+            return int(text.strip()), None
+        except ValueError:
+            return text, "must be a whole number"
+    if want is bool:
+        return text.strip().lower() in ("1", "true", "yes", "on"), None
+    return text, None
+
+
+def cross_problems(answers: Answers) -> list[tuple[str, str]]:
+    """Problems that involve more than one key: (path, message) pairs."""
+    d, c, s, r = answers.domain, answers.cloud, answers.ssh, answers.registration
+    problems: list[tuple[str, str]] = []
+    if d.delegation == "none" and d.server_name and d.matrix_host and d.server_name != d.matrix_host:
+        problems.append(("domain.delegation", '"none" needs matrix_host equal to server_name; use "well-known" to delegate'))
+    if d.delegation != "none" and d.server_name and d.server_name == d.matrix_host:
+        problems.append(("domain.delegation", f'matrix_host equals server_name, so there is nothing to delegate: set delegation = "none"'))
+    if d.redirect_to and urlsplit(d.redirect_to).hostname == d.server_name and answers.serves_server_name:
+        problems.append(("domain.redirect_to", f"points back at {d.server_name}, which this box serves: requests would loop; use another host"))
+    if d.redirect_to and not answers.serves_server_name:
+        problems.append(("domain.redirect_to", "only used when this box serves server_name (serve_server_name = true, matrix_host != server_name)"))
+    if c.provider == "existing" and not s.host:
+        problems.append(("ssh.host", 'is required with provider = "existing": the address of your server'))
+    if c.provider == "oci" and c.shape == "VM.Standard.A1.Flex" and c.memory_gb < c.ocpus:
+        problems.append(("cloud.memory_gb", f"must be at least 1 GB per OCPU ({c.ocpus} OCPUs)"))
+    if r.policy == "token" and r.tokens < 1:
+        problems.append(("registration.tokens", 'policy "token" needs at least one token, or nobody can register'))
+    if r.policy != "token" and r.tokens:
+        problems.append(("registration.tokens", f'tokens are only created with policy = "token" (policy is "{r.policy}")'))
+    return problems
+
+
+_HEADER = re.compile(r'^\s*\[\s*([A-Za-z0-9_-]+)\s*\]')
+_ASSIGN = re.compile(r'^\s*([A-Za-z0-9_-]+|"[^"]*")\s*=')
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Map "section.key" (and "section") to the 1-based line where it is written."""
+    lines: dict[str, int] = {}
+    section = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if m := _HEADER.match(line):
+            section = m.group(1)
+            lines.setdefault(section, number)
+        elif m := _ASSIGN.match(line):
+            key = m.group(1).strip('"')
+            lines.setdefault(f"{section}.{key}" if section else key, number)
+    return lines
+
+
+def _suggest(word: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def parse_answers(text: str, source: str = "answers") -> Answers:
+    """Validate TOML text into Answers, or raise AnswersError listing every problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        where = f"{source}:{m.group(1)}" if m else source
+        reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
+        column = f" (column {m.group(2)})" if m else ""
+        raise AnswersError([f"{where}: syntax: {reason}{column}: fix the TOML syntax"]) from None
+
+    lines = _key_lines(text)
+    found: list[tuple[int, str, str]] = []
+
+    def problem(path: str, message: str) -> None:
+        section = path.split(".")[0]
+        line = lines.get(path) or lines.get(section) or 1
+        found.append((line, path, message))
+
+    version = data.pop("version", 1)
+    if version != 1:
+        problem("version", f"must be 1 (this installer reads answers version 1, got {version!r})")
+
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in SECTIONS:
+            hint = _suggest(name, list(SECTIONS))
+            problem(name, f"unknown section{hint}; sections are {', '.join(SECTIONS)}")
+            continue
+        if not isinstance(table, dict):
+            problem(name, f"must be a table: write [{name}] on its own line")
+            continue
+        cls = SECTIONS[name]
+        known = [f.name for f in dataclasses.fields(cls)]
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            path = f"{name}.{key}"
+            if key not in known:
+                hint = _suggest(key, known)
+                if not hint:
+                    elsewhere = [s for s, c in SECTIONS.items() if key in [f.name for f in dataclasses.fields(c)]]
+                    hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else ""
+                problem(path, f"unknown key{hint}")
+                continue
+            if msg := check_field(path, value):
+                problem(path, msg)
+                continue
+            values[key] = value
+        sections[name] = cls(**values)
+
+    answers = Answers(**sections)
+    for spec in FIELDS:
+        if spec.key in ("server_name", "matrix_host") and spec.section == "domain":
+            value = getattr(answers.domain, spec.key)
+            if not value and not any(p == spec.path for _, p, _ in found):
+                problem(spec.path, "is required")
+    if not found:
+        for path, message in cross_problems(answers):
+            problem(path, message)
+    if found:
+        found.sort(key=lambda item: item[0])
+        raise AnswersError([f"{source}:{line}: {path}: {message}" for line, path, message in found])
+    return answers
+
+
+def load_answers(path: Path) -> Answers:
+    """Read and validate an answers file; every problem is reported at once."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AnswersError([f"{path}: not found: check the path given to --answers"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnswersError([f"{path}: cannot read: {exc}"]) from None
+    return parse_answers(text, str(path))
+
+
+def dump_answers(answers: Answers) -> str:
+    """The answers as annotated TOML, in the same shape as assets/example-answers.toml."""
+    out = [
+        "# matrix-installer answers: replay with `matrix-installer --answers THIS_FILE`.",
+        "# Secrets are not stored here: the admin password comes from the environment variable",
+        "# named in [registration], or is generated and shown once.",
+        "version = 1",
+    ]
+    for name in SECTIONS:
+        out.append(f"\n[{name}]")
+        section = getattr(answers, name)
+        for spec in (s for s in FIELDS if s.section == name):
+            rendered = tomli_w.dumps({spec.key: getattr(section, spec.key)}).strip()
+            out.append(f"{rendered:<40} # {spec.help}")
+    return "\n".join(out) + "\n"
+
+
+def save_answers(answers: Answers, path: Path) -> None:
+    """Write the answers file atomically, mode 0600 (it names hosts and key paths)."""
+    write_private(path, dump_answers(answers).encode())

@@ -1,0 +1,321 @@
+"""The engine: stages with declared dependencies, run concurrently where independent.
+
+A stage is a small async function: check what is there, change only what differs, and return
+`Status.DONE` or `Status.UNCHANGED` (or `Status.SKIPPED` when it does not apply). It reports
+through its `StageContext`; it fails by raising `StageError` (message + what to do next).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from installer.answers import Answers
+from installer.events import (
+    Listener,
+    RunFinished,
+    RunResult,
+    StageFinished,
+    StageLog,
+    StageProgress,
+    StageResult,
+    StageStarted,
+    Status,
+)
+from installer.remote import CommandResult, Remote, RemoteCommandError
+from installer.secrets import Secrets
+from installer.state import RunState
+
+StageFn = Callable[["StageContext"], Awaitable["Status | None"]]
+Decision = Literal["retry", "skip", "fail"]
+DecideFn = Callable[["Stage", str], Awaitable[Decision]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    title: str
+    run: StageFn
+    needs: tuple[str, ...] = ()
+    skippable: bool = False
+    """Whether the guided setup may offer "Skip" after a failure (nothing later depends on it being right)."""
+
+
+class StageError(Exception):
+    """A stage failed in a way the user can act on: `hint` says what to do next."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConnectionLost(Exception):
+    """The SSH connection dropped mid-stage: the engine reconnects and retries the stage once."""
+
+
+@dataclass
+class RunOptions:
+    """Everything about this run that is not an answer: the command line's flags."""
+
+    mode: str = "install"
+    dry_run: bool = False
+    state_dir: Path | None = None
+    report: Path | None = None
+    connect_to: list[tuple[str, int, str, int]] = field(default_factory=list)
+    dns_server: tuple[str, int] | None = None
+    ca_file: Path | None = None
+
+
+@dataclass
+class Session:
+    """What the stages of one run share: answers, state, secrets, back-ends, results."""
+
+    answers: Answers
+    state: RunState
+    options: RunOptions = field(default_factory=RunOptions)
+    secrets: Secrets = field(default_factory=Secrets)
+    listeners: list[Listener] = field(default_factory=list)
+    remote: Remote | None = None
+    federation: dict[str, Any] | None = None
+    shown_once: list[tuple[str, str]] = field(default_factory=list)
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dry_run(self) -> bool:
+        return self.options.dry_run
+
+    def emit(self, event: Any) -> None:
+        for listener in self.listeners:
+            listener(event)
+
+
+class StageContext:
+    """A stage's handle on the run: its log, progress, state facts, and the remote host."""
+
+    def __init__(self, session: Session, stage: Stage) -> None:
+        self.session = session
+        self.stage = stage
+
+    @property
+    def answers(self) -> Answers:
+        return self.session.answers
+
+    @property
+    def facts(self) -> dict[str, Any]:
+        return self.session.state.facts
+
+    @property
+    def dry_run(self) -> bool:
+        return self.session.dry_run
+
+    @property
+    def options(self) -> RunOptions:
+        return self.session.options
+
+    # --- telling the user -------------------------------------------------------------
+    def log(self, line: str, kind: str = "log") -> None:
+        for part in str(line).splitlines() or [""]:
+            self.session.emit(StageLog(self.stage.name, self.session.secrets.redact(part), kind))
+
+    def progress(self, text: str, fraction: float | None = None) -> None:
+        self.session.emit(StageProgress(self.stage.name, self.session.secrets.redact(text), fraction))
+
+    def cloud_call(self, description: str) -> None:
+        """Log a cloud API call (the dry-run plan lists these in order)."""
+        self.log(description, "cloud")
+
+    def secret(self, value: str) -> str:
+        """Register a secret so no log, report or state file ever shows it."""
+        return self.session.secrets.add(value)
+
+    def reveal(self, label: str, value: str) -> None:
+        """A secret the user must see once (a generated password): shown at the end, never logged."""
+        self.secret(value)
+        self.session.shown_once.append((label, value))
+
+    # --- state ------------------------------------------------------------------------
+    def remember(self, key: str, value: Any) -> None:
+        """Record a fact about the deployment now (not at stage end): a crash must not lose it."""
+        self.session.state.remember(key, value)
+
+    async def sleep(self, seconds: float) -> None:
+        if not self.dry_run:
+            await asyncio.sleep(seconds)
+
+    # --- the host ---------------------------------------------------------------------
+    @property
+    def remote(self) -> Remote:
+        if self.session.remote is None:
+            raise StageError("not connected to the host", "the host.ssh stage must run first")
+        return self.session.remote
+
+    def attach_remote(self, remote: Remote) -> None:
+        self.session.remote = remote
+
+    def _remote_log(self, line: str, kind: str) -> None:
+        self.log(line, kind)
+
+    async def run(self, command: str, **kwargs: Any) -> CommandResult:
+        return await self.remote.run(command, log=self._remote_log, **kwargs)
+
+    async def probe(self, command: str, *, sudo: bool = False) -> bool:
+        return await self.remote.probe(command, log=self._remote_log, sudo=sudo)
+
+    async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
+        return await self.remote.read_file(path, sudo=sudo)
+
+    async def put_file(self, path: str, data: bytes, **kwargs: Any) -> bool:
+        return await self.remote.put_file(path, data, log=self._remote_log, **kwargs)
+
+
+class PlanError(Exception):
+    """The stage list itself is wrong (a programming error, caught by the tests)."""
+
+
+def check_plan(stages: Iterable[Stage]) -> list[Stage]:
+    """Stages in a valid order: unique names, known dependencies listed before use, no cycles."""
+    stages = list(stages)
+    seen: set[str] = set()
+    for stage in stages:
+        if stage.name in seen:
+            raise PlanError(f"stage {stage.name} is listed twice")
+        for need in stage.needs:
+            if need not in seen:
+                raise PlanError(f"stage {stage.name} needs {need}, which is not listed before it")
+        seen.add(stage.name)
+    return stages
+
+
+class Engine:
+    """Runs a plan: every stage whose needs have finished starts at once (up to `max_parallel`)."""
+
+    def __init__(self, stages: Iterable[Stage], session: Session, *, max_parallel: int | None = None,
+                 decide: DecideFn | None = None) -> None:
+        self.stages = check_plan(stages)
+        self.session = session
+        # The dry-run prints a plan: one stage at a time, in the listed order, so it reads top to bottom.
+        self.max_parallel = 1 if session.dry_run else (max_parallel or len(self.stages) or 1)
+        self.decide = decide
+        self.results: dict[str, StageResult] = {s.name: StageResult(s.name, s.title, Status.PENDING) for s in self.stages}
+
+    def _finish(self, stage: Stage, status: Status, seconds: float, error: str | None = None, hint: str | None = None) -> None:
+        redact = self.session.secrets.redact
+        error = redact(error) if error else None
+        hint = redact(hint) if hint else None
+        self.results[stage.name] = StageResult(stage.name, stage.title, status, seconds, error, hint)
+        if not self.session.dry_run and status is not Status.PENDING:
+            self.session.state.record_stage(stage.name, status.value, seconds, error)
+        self.session.emit(StageFinished(stage.name, status, seconds, error, hint))
+
+    async def _execute(self, stage: Stage) -> None:
+        ctx = StageContext(self.session, stage)
+        self.results[stage.name] = StageResult(stage.name, stage.title, Status.RUNNING)
+        self.session.emit(StageStarted(stage.name, stage.title))
+        started = time.monotonic()
+        reconnected = False
+        while True:
+            error: str | None = None
+            hint: str | None = None
+            try:
+                outcome = await stage.run(ctx) or Status.DONE
+                if self.session.dry_run and outcome is not Status.SKIPPED:
+                    outcome = Status.PLANNED
+                self._finish(stage, outcome, time.monotonic() - started)
+                return
+            except StageError as exc:
+                error, hint = str(exc), exc.hint
+            except RemoteCommandError as exc:
+                error = str(exc)
+            except ConnectionLost as exc:
+                if not reconnected:
+                    reconnected = True
+                    ctx.log(f"connection lost ({exc}); reconnecting and retrying this stage once")
+                    continue
+                error, hint = f"connection lost again: {exc}", "check the host is up and reachable, then rerun to resume"
+            except Exception as exc:  # a bug or an unforeseen failure: keep the run alive and honest
+                error = f"unexpected error: {type(exc).__name__}: {exc}"
+                for line in traceback.format_exc().splitlines():
+                    ctx.log(line, "debug")
+            decision: Decision = "fail"
+            if self.decide is not None:
+                decision = await self.decide(stage, self.session.secrets.redact(error))
+            if decision == "retry":
+                ctx.log("retrying")
+                started = time.monotonic()
+                continue
+            if decision == "skip" and stage.skippable:
+                ctx.log(f"skipped at the user's request after: {error}")
+                self._finish(stage, Status.SKIPPED, time.monotonic() - started)
+                return
+            self._finish(stage, Status.FAILED, time.monotonic() - started, error, hint)
+            return
+
+    def _block_dependents(self) -> None:
+        """Stages whose needs failed are skipped, with the reason."""
+        changed = True
+        while changed:
+            changed = False
+            for stage in self.stages:
+                if self.results[stage.name].status is not Status.PENDING:
+                    continue
+                for need in stage.needs:
+                    dep = self.results[need]
+                    if dep.status is Status.FAILED or (dep.status is Status.SKIPPED and dep.error):
+                        self._finish(stage, Status.SKIPPED, 0.0, f"not run: {need} did not finish")
+                        changed = True
+                        break
+
+    def _ready(self) -> list[Stage]:
+        return [
+            s for s in self.stages
+            if self.results[s.name].status is Status.PENDING
+            and all(self.results[n].status.finished_ok for n in s.needs)
+        ]
+
+    async def run(self) -> RunResult:
+        running: dict[asyncio.Task[None], Stage] = {}
+        interrupted = False
+        try:
+            while True:
+                self._block_dependents()
+                for stage in self._ready()[: max(0, self.max_parallel - len(running))]:
+                    running[asyncio.create_task(self._execute(stage), name=stage.name)] = stage
+                    self.results[stage.name] = StageResult(stage.name, stage.title, Status.RUNNING)
+                if not running:
+                    break
+                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    running.pop(task)
+                    task.result()
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            interrupted = True
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            for task, stage in running.items():
+                self._finish(stage, Status.FAILED, 0.0, "interrupted", "rerun the same command to resume")
+        result = RunResult(
+            mode=self.session.options.mode,
+            dry_run=self.session.dry_run,
+            stages=[self.results[s.name] for s in self.stages],
+            federation=self.session.federation,
+            shown_once=list(self.session.shown_once),
+            interrupted=interrupted,
+        )
+        self.session.emit(RunFinished(result))
+        if interrupted:
+            raise Interrupted(result)
+        return result
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the state is saved; the partial result rides along for the report."""
+
+    def __init__(self, result: RunResult) -> None:
+        super().__init__("interrupted")
+        self.result = result

@@ -1,0 +1,108 @@
+"""How stages act on the host: the interface, and the recording back-end the dry-run uses.
+
+Stages never build an SSH connection themselves; they call `ctx.run`, `ctx.probe`,
+`ctx.read_file` and `ctx.put_file`, which go to a `Remote`. The real one is `installer.ssh`;
+`RecordingRemote` prints what would be done and touches nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+LogFn = Callable[[str, str], None]
+"""(line, kind): kind is "out", "err", "command" or "file"."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+class RemoteCommandError(Exception):
+    """A remote command failed: its exit status and the last lines of its output."""
+
+    def __init__(self, command: str, result: CommandResult, tail: list[str]) -> None:
+        self.command = command
+        self.result = result
+        self.tail = tail
+        last = "\n".join(f"  | {line}" for line in tail)
+        super().__init__(f"`{command}` exited with status {result.exit_status}" + (f"; last output:\n{last}" if tail else ""))
+
+
+class Remote(Protocol):
+    async def run(
+        self,
+        command: str,
+        *,
+        log: LogFn,
+        sudo: bool = False,
+        check: bool = True,
+        timeout: float = 900,
+        input: str | None = None,
+        quiet: bool = False,
+        dry_output: str = "",
+    ) -> CommandResult:
+        """Run a shell command line; stream each output line to `log`; raise RemoteCommandError
+        on a non-zero exit when `check`. `quiet` keeps the command line itself out of the log
+        (its output is still streamed). `dry_output` is what the recording back-end returns."""
+        ...
+
+    async def probe(self, command: str, *, log: LogFn, sudo: bool = False) -> bool:
+        """Whether a check command succeeds ("is this already so?"). The dry-run says no."""
+        ...
+
+    async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
+        """The file's content, or None when it does not exist."""
+        ...
+
+    async def put_file(
+        self, path: str, data: bytes, *, log: LogFn, mode: int = 0o644, owner: str = "root:root", backup: bool = True, secret: bool = False
+    ) -> bool:
+        """Install a file atomically with owner and mode, backing up a different previous version.
+        Returns whether anything changed. `secret` keeps the content out of the log."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class RecordingRemote:
+    """The dry-run back-end: logs every command and file, and pretends nothing exists yet."""
+
+    def __init__(self, host: str = "HOST") -> None:
+        self.host = host
+        self.commands: list[str] = []
+
+    async def run(self, command: str, *, log: LogFn, sudo: bool = False, check: bool = True, timeout: float = 900,
+                  input: str | None = None, quiet: bool = False, dry_output: str = "") -> CommandResult:
+        shown = f"sudo {command}" if sudo else command
+        self.commands.append(shown)
+        log(f"$ {shown}" + (" <<< (stdin)" if input else ""), "command")
+        return CommandResult(0, dry_output, "")
+
+    async def probe(self, command: str, *, log: LogFn, sudo: bool = False) -> bool:
+        shown = f"sudo {command}" if sudo else command
+        self.commands.append(shown)
+        log(f"? {shown}", "command")
+        return False
+
+    async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
+        return None
+
+    async def put_file(self, path: str, data: bytes, *, log: LogFn, mode: int = 0o644, owner: str = "root:root",
+                       backup: bool = True, secret: bool = False) -> bool:
+        self.commands.append(f"write {path}")
+        log(f"write {path} (owner {owner}, mode {mode:04o}, {len(data)} bytes)", "file")
+        if not secret:
+            for line in data.decode("utf-8", "replace").splitlines():
+                log(f"    | {line}", "file")
+        return True
+
+    async def close(self) -> None:
+        return None
