@@ -83,6 +83,8 @@ COMMIT
 RULES
 chmod 0640 /etc/iptables/rules.v4 /etc/iptables/rules.v6
 systemctl enable netfilter-persistent.service ssh.service
+# A container cannot load kernel modules: the unit would only fail and degrade the boot.
+systemctl mask systemd-modules-load.service
 
 # A machine in a container: every container gets its own machine id at boot.
 : > /etc/machine-id
