@@ -142,8 +142,9 @@ class Answers:
 
     @property
     def federation_port(self) -> int:
-        """Where other servers connect: 8448 only with SRV delegation, else 443."""
-        return 8448 if self.domain.delegation == "srv" else 443
+        """Where other servers connect: 443 with .well-known delegation; 8448, the spec's default,
+        with an SRV record or no delegation at all."""
+        return 443 if self.domain.delegation == "well-known" else 8448
 
     @property
     def serves_server_name(self) -> bool:

@@ -69,6 +69,8 @@ class RunOptions:
     connect_to: list[tuple[str, int, str, int]] = field(default_factory=list)
     dns_server: tuple[str, int] | None = None
     ca_file: Path | None = None
+    launch_retry_minutes: int | None = None
+    """Overrides answers.cloud.launch_retry_minutes (the --launch-retry-minutes flag)."""
 
 
 @dataclass

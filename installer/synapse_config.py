@@ -1,0 +1,105 @@
+"""Edits to the homeserver.yaml that Synapse's image generated: only the keys we own, with the
+file's comments and order kept (ruamel round-trip), so a rerun with the same answers is a no-op."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from installer.answers import Answers
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ConfigEdit:
+    text: str
+    changed: list[str] = field(default_factory=list)
+    """The keys that changed: names only, safe to log (never values: some are secrets)."""
+
+
+def _yaml() -> YAML:
+    yaml = YAML()  # round-trip: keeps comments, order and quoting
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    return yaml
+
+
+def registration_keys(policy: str, *, open_now: bool = False) -> dict[str, Any]:
+    """The registration keys for a policy. `open_now` is the brief open window of
+    "open-until-admin" (the manual guide's way), which Synapse only accepts with the
+    no-verification flag."""
+    if policy == "token":
+        return {"enable_registration": True, "registration_requires_token": True,
+                "enable_registration_without_verification": False}
+    if policy == "open-until-admin" and open_now:
+        return {"enable_registration": True, "registration_requires_token": False,
+                "enable_registration_without_verification": True}
+    return {"enable_registration": False, "registration_requires_token": False,
+            "enable_registration_without_verification": False}
+
+
+def wanted_settings(answers: Answers, *, open_now: bool = False) -> dict[str, Any]:
+    return {
+        "public_baseurl": f"https://{answers.domain.matrix_host}/",
+        "report_stats": answers.synapse.report_stats,
+        "max_upload_size": answers.synapse.max_upload_size,
+        **registration_keys(answers.registration.policy, open_now=open_now),
+    }
+
+
+def edit_homeserver_config(
+    text: str,
+    answers: Answers,
+    *,
+    new_secret: Callable[[], str],
+    open_now: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> ConfigEdit:
+    """Apply the answers to a generated homeserver.yaml. `new_secret` makes a
+    registration_shared_secret only when the file has none; `extra` sets further keys
+    (a lab's `trusted_key_servers: []`, for instance)."""
+    yaml = _yaml()
+    try:
+        data = yaml.load(text)
+    except Exception as exc:  # ruamel raises many kinds; all mean the same to the user
+        raise ConfigError(f"homeserver.yaml is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("homeserver.yaml does not hold a mapping of settings")
+    if data.get("server_name") != answers.domain.server_name:
+        raise ConfigError(
+            f"homeserver.yaml is for server_name {data.get('server_name')!r}, not {answers.domain.server_name!r}: "
+            "the server name can never change once Synapse has run"
+        )
+    changed: list[str] = []
+
+    def put(key: str, value: Any) -> None:
+        if data.get(key) != value:
+            data[key] = value
+            changed.append(key)
+
+    for key, value in {**wanted_settings(answers, open_now=open_now), **(extra or {})}.items():
+        put(key, value)
+    if not data.get("registration_shared_secret"):
+        data["registration_shared_secret"] = new_secret()
+        changed.append("registration_shared_secret")
+    for listener in data.get("listeners") or []:
+        if listener.get("type") == "http" and listener.get("port") == 8008 and listener.get("x_forwarded") is not True:
+            listener["x_forwarded"] = True
+            changed.append("listeners[8008].x_forwarded")
+    if not changed:
+        return ConfigEdit(text, [])
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return ConfigEdit(out.getvalue(), changed)
+
+
+def read_setting(text: str, key: str) -> Any:
+    """One top-level setting of a homeserver.yaml (e.g. the shared secret, kept out of logs)."""
+    return (_yaml().load(text) or {}).get(key)
