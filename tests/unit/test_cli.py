@@ -1,0 +1,126 @@
+"""The command line as a user meets it: exit codes, messages, the dry-run plan, the report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "assets" / "example-answers.toml"
+
+
+def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "HOME": str(cwd or ROOT), **(env or {})}
+    full_env.pop("MATRIX_ADMIN_PASSWORD", None)
+    return subprocess.run(
+        [sys.executable, "-m", "installer", *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, stdin=subprocess.DEVNULL, timeout=120,
+    )
+
+
+def test_version_and_help() -> None:
+    assert run("--version").stdout.startswith("matrix-installer ")
+    help_text = run("--help").stdout
+    for flag in ("--answers", "--upgrade", "--check", "--dry-run", "--state-dir", "--report", "--connect-to", "--dns-server", "--ca-file"):
+        assert flag in help_text
+
+
+def test_broken_answers_exit_2_naming_every_bad_key_and_change_nothing(tmp_path: Path) -> None:
+    answers = tmp_path / "broken.toml"
+    answers.write_text(
+        EXAMPLE.read_text()
+        .replace('server_name = "example.org"', 'server_name = "example.org; reboot"')
+        .replace("port = 22", "port = 0")
+        .replace('policy = "closed"', 'policy = "open"')
+        .replace("keep_backups = 3", "keep_backups = 3\nkeep_backup = 4")
+    )
+    state_dir = tmp_path / "state"
+    result = run("--answers", str(answers), "--state-dir", str(state_dir), "--report", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    for key in ("domain.server_name", "ssh.port", "registration.policy", "upgrade.keep_backup"):
+        assert f"{answers}:" in result.stderr and key in result.stderr
+    assert 'did you mean "keep_backups"' in result.stderr
+    assert not state_dir.exists() and not (tmp_path / "r.json").exists()
+    assert not (tmp_path / ".ssh").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--connect-to", "example.org:443"], "--connect-to example.org:443: must be HOST1:PORT1:HOST2:PORT2"),
+        (["--connect-to", "example.org:443:127.0.0.1:99999"], "port 99999"),
+        (["--dns-server", "dns.example.org"], "must be an IP address"),
+        (["--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem: cannot be read"),
+        (["--check", "bad name!"], "--check: the server name"),
+        (["--check", "example.org", "--upgrade"], "use it without --answers and --upgrade"),
+    ],
+)
+def test_bad_flags_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_flag_exits_2() -> None:
+    result = run("--frobnicate")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+def test_guided_setup_without_a_terminal_says_what_to_do() -> None:
+    result = run()
+    assert result.returncode == 2
+    assert "needs a terminal" in result.stderr and "--answers FILE" in result.stderr
+
+
+def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_path: Path) -> None:
+    """The README's promise, on a machine with no ~/.oci/config and no SSH key."""
+    result = run("--answers", str(EXAMPLE), "--dry-run", "--report", str(tmp_path / "r.json"), "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.startswith("Dry run: nothing will be contacted or changed.")
+    stage_order = [
+        "local.ssh_key", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh",
+        "host.firewall", "host.caddy", "host.docker", "synapse.config", "synapse.start", "caddy.config",
+        "synapse.admin", "registration.policy", "federation.check",
+    ]
+    starts = [out.index(f"{name:<20} -- ") for name in stage_order]
+    assert starts == sorted(starts), "stages are shown one after another in plan order"
+    # Cloud calls, remote commands and rendered files all appear in the plan.
+    assert "cloud: " in out
+    assert "$ sudo " in out
+    assert "write /etc/caddy/Caddyfile" in out
+    assert "reverse_proxy /_matrix/* " in out
+    assert "Dry run: 15 stages planned; nothing was contacted or changed." in out
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["ok"] is True and report["dry_run"] is True and report["mode"] == "install"
+    assert [s["name"] for s in report["stages"]] == stage_order
+    assert {s["status"] for s in report["stages"]} == {"planned"}
+    # Nothing was created: no state, no key pair.
+    assert not (tmp_path / "state").exists()
+    assert not (tmp_path / ".ssh").exists()
+
+
+def test_dry_run_of_an_existing_server_has_no_cloud_stages(tmp_path: Path) -> None:
+    answers = tmp_path / "existing.toml"
+    answers.write_text(EXAMPLE.read_text().replace('provider = "oci"', 'provider = "existing"').replace('host = ""', 'host = "203.0.113.7"'))
+    result = run("--answers", str(answers), "--dry-run", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "cloud." not in result.stdout.split("Summary")[1]
+
+
+def test_upgrade_dry_run_lists_the_upgrade_stages(tmp_path: Path) -> None:
+    result = run("--upgrade", "--answers", str(EXAMPLE), "--dry-run", "--report", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["mode"] == "upgrade"
+    assert [s["name"] for s in report["stages"]][2:] == [
+        "upgrade.preflight", "upgrade.backup", "upgrade.packages", "upgrade.reboot", "upgrade.synapse",
+        "upgrade.prune", "federation.check",
+    ]
