@@ -1,3 +1,3 @@
 """Shared test set-up. Fixture modules of the real components are plugins listed here."""
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["tests.lab.fixtures"]
