@@ -1,0 +1,415 @@
+"""The Oracle Cloud calls the stages make, behind one small interface with two back-ends.
+
+`OciCloud` talks to the real API through the `oci` SDK: imported lazily (it costs seconds), every
+blocking call run in a thread so the event loop and the screen stay live, the SDK's own retries
+off (the stages decide what to retry and show it). `DryRunCloud` contacts nothing: it logs each
+call and returns placeholders, so `--dry-run` prints the whole cloud plan in order.
+
+Every call is announced through `log_call` (the stage's `ctx.cloud_call`) before it is made;
+descriptions never carry secrets (no user data, no keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import datetime
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from installer.cloud.config import config_value, endpoint_override
+
+LogCall = Callable[[str], None]
+
+VCN_NAME = "matrix-vcn"
+SUBNET_NAME = "matrix-public-subnet"
+GATEWAY_NAME = "matrix-internet-gateway"
+
+
+class CloudError(Exception):
+    """An Oracle Cloud API call failed: HTTP status (0: never reached the service), code, message."""
+
+    def __init__(self, status: int, code: str, message: str, operation: str = "", request_id: str | None = None) -> None:
+        self.status = status
+        self.code = code or ""
+        self.message = message or ""
+        self.operation = operation
+        self.request_id = request_id
+        super().__init__(f"{operation}: {status} {code}: {message}" if operation else f"{status} {code}: {message}")
+
+    @property
+    def out_of_capacity(self) -> bool:
+        return self.status == 500 and "out of host capacity" in self.message.lower()
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+
+@dataclass(frozen=True)
+class RouteRule:
+    destination: str
+    network_entity_id: str
+
+
+def short(ocid: str) -> str:
+    """An OCID shortened for log lines: its type and the last characters."""
+    if not ocid.startswith("ocid1."):
+        return ocid
+    parts = ocid.split(".")
+    return f"{parts[1]}…{parts[-1][-8:]}"
+
+
+async def load_sdk() -> Any:
+    """Import the oci SDK off the event loop (it takes seconds the first time)."""
+    return await asyncio.to_thread(importlib.import_module, "oci")
+
+
+class OciCloud:
+    """The real back-end: one SDK client per service, all pointed at the override endpoint if set."""
+
+    def __init__(self, oci: Any, config_path: str, profile: str, log_call: LogCall) -> None:
+        self._oci = oci
+        self._log_call = log_call
+        self.config = oci.config.from_file(file_location=config_path, profile_name=profile)
+        kwargs: dict[str, Any] = {"retry_strategy": oci.retry.NoneRetryStrategy(), "timeout": (10, 60)}
+        if endpoint := endpoint_override():
+            kwargs["service_endpoint"] = endpoint
+        self.endpoint = endpoint
+        self.identity = oci.identity.IdentityClient(self.config, **kwargs)
+        self.compute = oci.core.ComputeClient(self.config, **kwargs)
+        self.network = oci.core.VirtualNetworkClient(self.config, **kwargs)
+        self.dns = oci.dns.DnsClient(self.config, **kwargs)
+
+    @classmethod
+    async def open(cls, config_path: str, profile: str, log_call: LogCall) -> OciCloud:
+        oci = await load_sdk()
+        path = str(Path(config_path).expanduser())
+        try:
+            return await asyncio.to_thread(cls, oci, path, profile, log_call)
+        except oci.exceptions.ClientError as exc:
+            raise CloudError(0, type(exc).__name__, str(exc), "config") from None
+
+    @property
+    def tenancy(self) -> str:
+        return str(self.config["tenancy"])
+
+    def bind(self, log_call: LogCall) -> OciCloud:
+        """The same clients, announcing calls through another stage's log."""
+        other = copy.copy(self)
+        other._log_call = log_call
+        return other
+
+    @property
+    def models(self) -> Any:
+        return self._oci.core.models
+
+    async def _call(self, description: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        self._log_call(description)
+        oci = self._oci
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except oci.exceptions.ServiceError as exc:
+            raise CloudError(exc.status, exc.code, exc.message, description.split("(")[0], exc.request_id) from None
+        except (oci.exceptions.RequestException, oci.exceptions.ConnectTimeout, OSError) as exc:
+            raise CloudError(0, "ConnectionError", str(exc), description.split("(")[0]) from None
+        except Exception as exc:  # requests' own ConnectionError and friends
+            if type(exc).__module__.startswith(("requests", "urllib3", "oci._vendor")):
+                raise CloudError(0, "ConnectionError", str(exc), description.split("(")[0]) from None
+            raise
+
+    async def _all(self, description: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
+        pager = self._oci.pagination.list_call_get_all_results
+        response = await self._call(description, pager, fn, *args, **kwargs)
+        return list(response.data)
+
+    # --- identity -----------------------------------------------------------------------
+    async def list_availability_domains(self, compartment_id: str) -> list[str]:
+        ads = await self._call(
+            f"identity.list_availability_domains(compartment={compartment_id})",
+            self.identity.list_availability_domains, compartment_id,
+        )
+        return [ad.name for ad in ads.data]
+
+    # --- network ------------------------------------------------------------------------
+    async def get_vcn(self, vcn_id: str) -> Any:
+        return (await self._call(f"network.get_vcn({vcn_id})", self.network.get_vcn, vcn_id)).data
+
+    async def list_vcns(self, compartment_id: str) -> list[Any]:
+        return await self._all(f"network.list_vcns(compartment={compartment_id})", self.network.list_vcns, compartment_id)
+
+    async def create_vcn(self, compartment_id: str, cidr: str, name: str, dns_label: str) -> Any:
+        details = self.models.CreateVcnDetails(compartment_id=compartment_id, cidr_blocks=[cidr], display_name=name, dns_label=dns_label)
+        return (await self._call(f"network.create_vcn(name={name}, cidr={cidr})", self.network.create_vcn, details)).data
+
+    async def list_internet_gateways(self, compartment_id: str, vcn_id: str) -> list[Any]:
+        return await self._all(
+            f"network.list_internet_gateways(vcn={vcn_id})", self.network.list_internet_gateways, compartment_id, vcn_id=vcn_id
+        )
+
+    async def create_internet_gateway(self, compartment_id: str, vcn_id: str, name: str) -> Any:
+        details = self.models.CreateInternetGatewayDetails(compartment_id=compartment_id, vcn_id=vcn_id, is_enabled=True, display_name=name)
+        return (await self._call(f"network.create_internet_gateway(name={name}, vcn={vcn_id})", self.network.create_internet_gateway, details)).data
+
+    async def get_route_table(self, rt_id: str) -> Any:
+        return (await self._call(f"network.get_route_table({rt_id})", self.network.get_route_table, rt_id)).data
+
+    async def add_route_rules(self, rt_id: str, existing: list[Any], new: list[RouteRule]) -> Any:
+        m = self.models
+        rules = list(existing) + [
+            m.RouteRule(destination=r.destination, destination_type="CIDR_BLOCK", network_entity_id=r.network_entity_id) for r in new
+        ]
+        shown = ", ".join(f"{r.destination} -> {r.network_entity_id}" for r in new)
+        details = m.UpdateRouteTableDetails(route_rules=rules)
+        return (await self._call(f"network.update_route_table({rt_id}, add {shown})", self.network.update_route_table, rt_id, details)).data
+
+    async def get_subnet(self, subnet_id: str) -> Any:
+        return (await self._call(f"network.get_subnet({subnet_id})", self.network.get_subnet, subnet_id)).data
+
+    async def list_subnets(self, compartment_id: str, vcn_id: str) -> list[Any]:
+        return await self._all(f"network.list_subnets(vcn={vcn_id})", self.network.list_subnets, compartment_id, vcn_id=vcn_id)
+
+    async def create_subnet(self, compartment_id: str, vcn_id: str, cidr: str, name: str, dns_label: str,
+                            route_table_id: str, security_list_ids: list[str]) -> Any:
+        details = self.models.CreateSubnetDetails(
+            compartment_id=compartment_id, vcn_id=vcn_id, cidr_block=cidr, display_name=name, dns_label=dns_label,
+            prohibit_public_ip_on_vnic=False, route_table_id=route_table_id, security_list_ids=security_list_ids,
+        )
+        return (await self._call(f"network.create_subnet(name={name}, cidr={cidr}, public)", self.network.create_subnet, details)).data
+
+    async def get_security_list(self, sl_id: str) -> tuple[Any, str]:
+        response = await self._call(f"network.get_security_list({sl_id})", self.network.get_security_list, sl_id)
+        return response.data, response.headers.get("etag", "")
+
+    async def add_ingress_tcp_rules(self, sl_id: str, existing: list[Any], ports: list[int], etag: str) -> Any:
+        """PUT the list back with every existing rule kept and one TCP rule per new port."""
+        m = self.models
+        new = [
+            m.IngressSecurityRule(
+                protocol="6", source="0.0.0.0/0", source_type="CIDR_BLOCK", is_stateless=False,
+                tcp_options=m.TcpOptions(destination_port_range=m.PortRange(min=port, max=port)),
+                description=f"matrix-installer: TCP {port}",
+            )
+            for port in ports
+        ]
+        details = m.UpdateSecurityListDetails(ingress_security_rules=list(existing) + new)
+        shown = ", ".join(f"tcp/{p} from 0.0.0.0/0" for p in ports)
+        return (await self._call(
+            f"network.update_security_list({sl_id}, add ingress {shown}, if_match=etag)",
+            self.network.update_security_list, sl_id, details, if_match=etag,
+        )).data
+
+    async def get_vnic(self, vnic_id: str) -> Any:
+        return (await self._call(f"network.get_vnic({vnic_id})", self.network.get_vnic, vnic_id)).data
+
+    # --- compute ------------------------------------------------------------------------
+    async def list_images(self, compartment_id: str, version: str, shape: str) -> list[Any]:
+        return await self._all(
+            f'compute.list_images(os="Canonical Ubuntu", version={version}, shape={shape})',
+            self.compute.list_images, compartment_id, operating_system="Canonical Ubuntu",
+            operating_system_version=version, shape=shape, sort_by="TIMECREATED", sort_order="DESC", lifecycle_state="AVAILABLE",
+        )
+
+    async def list_instances(self, compartment_id: str, display_name: str) -> list[Any]:
+        return await self._all(
+            f"compute.list_instances(name={display_name})", self.compute.list_instances, compartment_id, display_name=display_name
+        )
+
+    async def launch_instance(self, *, compartment_id: str, availability_domain: str, name: str, shape: str,
+                              ocpus: int | None, memory_gb: int | None, image_id: str, subnet_id: str,
+                              ssh_public_key: str, user_data_b64: str) -> Any:
+        m = self.models
+        shape_config = m.LaunchInstanceShapeConfigDetails(ocpus=float(ocpus), memory_in_gbs=float(memory_gb)) if ocpus else None
+        details = m.LaunchInstanceDetails(
+            compartment_id=compartment_id, availability_domain=availability_domain, display_name=name, shape=shape,
+            shape_config=shape_config,
+            source_details=m.InstanceSourceViaImageDetails(source_type="image", image_id=image_id),
+            create_vnic_details=m.CreateVnicDetails(subnet_id=subnet_id, assign_public_ip=True),
+            metadata={"ssh_authorized_keys": ssh_public_key, "user_data": user_data_b64},
+            freeform_tags={"created-by": "matrix-installer"},
+        )
+        return (await self._call(describe_launch(shape, ocpus, memory_gb, availability_domain, image_id, subnet_id),
+                                 self.compute.launch_instance, details)).data
+
+    async def get_instance(self, instance_id: str) -> Any:
+        return (await self._call(f"compute.get_instance({instance_id})", self.compute.get_instance, instance_id)).data
+
+    async def list_vnic_attachments(self, compartment_id: str, instance_id: str) -> list[Any]:
+        return await self._all(
+            f"compute.list_vnic_attachments(instance={instance_id})",
+            self.compute.list_vnic_attachments, compartment_id, instance_id=instance_id,
+        )
+
+    async def console_history(self, instance_id: str) -> str:
+        """The serial console's recent output (cloud-init prints the host keys there)."""
+        details = self.models.CaptureConsoleHistoryDetails(instance_id=instance_id)
+        history = (await self._call(f"compute.capture_console_history(instance={instance_id})",
+                                    self.compute.capture_console_history, details)).data
+        content = await self._call(f"compute.get_console_history_content({history.id})",
+                                   self.compute.get_console_history_content, history.id)
+        data = content.data
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+
+    # --- dns ----------------------------------------------------------------------------
+    async def find_zone(self, compartment_id: str, name: str) -> Any | None:
+        zones = await self._all(
+            f"dns.list_zones(name={name}, type=PRIMARY)", self.dns.list_zones, compartment_id, name=name, zone_type="PRIMARY"
+        )
+        return zones[0] if zones else None
+
+    async def get_rrset(self, zone: str, domain: str, rtype: str) -> list[Any]:
+        try:
+            response = await self._call(f"dns.get_rr_set(zone={zone}, {domain} {rtype})", self.dns.get_rr_set, zone, domain, rtype)
+        except CloudError as exc:
+            if exc.not_found:
+                return []
+            raise
+        return list(response.data.items or [])
+
+    async def set_rrset(self, zone: str, domain: str, rtype: str, rdatas: list[str], ttl: int) -> None:
+        dm = self._oci.dns.models
+        items = [dm.RecordDetails(domain=domain, rtype=rtype, rdata=r, ttl=ttl) for r in rdatas]
+        await self._call(
+            f"dns.update_rr_set(zone={zone}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})",
+            self.dns.update_rr_set, zone, domain, rtype, dm.UpdateRRSetDetails(items=items),
+        )
+
+
+def describe_launch(shape: str, ocpus: int | None, memory_gb: int | None, ad: str, image_id: str, subnet_id: str) -> str:
+    size = f", ocpus={ocpus}, memory_gb={memory_gb}" if ocpus else ""
+    return f"compute.launch_instance(shape={shape}{size}, ad={ad}, image={image_id}, subnet={subnet_id}, public_ip=true, user_data=cloud-init)"
+
+
+class DryRunCloud:
+    """Contacts nothing: logs each call and answers with placeholders, as if the tenancy were empty."""
+
+    INSTANCE_ID = "ocid1.instance.dryrun"
+    ADDRESS = "203.0.113.10"
+
+    def __init__(self, log_call: LogCall, tenancy: str = "ocid1.tenancy.oc1..dryrun") -> None:
+        self._log_call = log_call
+        self.tenancy = tenancy
+        self.endpoint = endpoint_override()
+
+    @classmethod
+    def for_config(cls, config_path: str, profile: str, log_call: LogCall) -> DryRunCloud:
+        tenancy = config_value(config_path, profile, "tenancy") or "ocid1.tenancy.oc1..dryrun"
+        return cls(log_call, tenancy)
+
+    def bind(self, log_call: LogCall) -> DryRunCloud:
+        """The same clients, announcing calls through another stage's log."""
+        other = copy.copy(self)
+        other._log_call = log_call
+        return other
+
+    def _ns(self, **kwargs: Any) -> SimpleNamespace:
+        return SimpleNamespace(**kwargs)
+
+    async def list_availability_domains(self, compartment_id: str) -> list[str]:
+        self._log_call(f"identity.list_availability_domains(compartment={compartment_id})")
+        return ["DRYRUN:AD-1", "DRYRUN:AD-2", "DRYRUN:AD-3"]
+
+    async def get_vcn(self, vcn_id: str) -> Any:
+        self._log_call(f"network.get_vcn({vcn_id})")
+        return self._ns(id=vcn_id, lifecycle_state="AVAILABLE", display_name=VCN_NAME,
+                        default_route_table_id="ocid1.routetable.dryrun", default_security_list_id="ocid1.securitylist.dryrun")
+
+    async def list_vcns(self, compartment_id: str) -> list[Any]:
+        self._log_call(f"network.list_vcns(compartment={compartment_id})")
+        return []
+
+    async def create_vcn(self, compartment_id: str, cidr: str, name: str, dns_label: str) -> Any:
+        self._log_call(f"network.create_vcn(name={name}, cidr={cidr})")
+        return self._ns(id="ocid1.vcn.dryrun", lifecycle_state="AVAILABLE", display_name=name,
+                        default_route_table_id="ocid1.routetable.dryrun", default_security_list_id="ocid1.securitylist.dryrun")
+
+    async def list_internet_gateways(self, compartment_id: str, vcn_id: str) -> list[Any]:
+        self._log_call(f"network.list_internet_gateways(vcn={vcn_id})")
+        return []
+
+    async def create_internet_gateway(self, compartment_id: str, vcn_id: str, name: str) -> Any:
+        self._log_call(f"network.create_internet_gateway(name={name}, vcn={vcn_id})")
+        return self._ns(id="ocid1.internetgateway.dryrun", lifecycle_state="AVAILABLE", is_enabled=True)
+
+    async def get_route_table(self, rt_id: str) -> Any:
+        self._log_call(f"network.get_route_table({rt_id})")
+        return self._ns(id=rt_id, route_rules=[])
+
+    async def add_route_rules(self, rt_id: str, existing: list[Any], new: list[RouteRule]) -> Any:
+        shown = ", ".join(f"{r.destination} -> {r.network_entity_id}" for r in new)
+        self._log_call(f"network.update_route_table({rt_id}, add {shown})")
+        return self._ns(id=rt_id, route_rules=list(existing) + list(new))
+
+    async def get_subnet(self, subnet_id: str) -> Any:
+        self._log_call(f"network.get_subnet({subnet_id})")
+        return self._ns(id=subnet_id, vcn_id="ocid1.vcn.dryrun", lifecycle_state="AVAILABLE", prohibit_public_ip_on_vnic=False,
+                        route_table_id="ocid1.routetable.dryrun", security_list_ids=["ocid1.securitylist.dryrun"], display_name=SUBNET_NAME)
+
+    async def list_subnets(self, compartment_id: str, vcn_id: str) -> list[Any]:
+        self._log_call(f"network.list_subnets(vcn={vcn_id})")
+        return []
+
+    async def create_subnet(self, compartment_id: str, vcn_id: str, cidr: str, name: str, dns_label: str,
+                            route_table_id: str, security_list_ids: list[str]) -> Any:
+        self._log_call(f"network.create_subnet(name={name}, cidr={cidr}, public)")
+        return self._ns(id="ocid1.subnet.dryrun", vcn_id=vcn_id, lifecycle_state="AVAILABLE", prohibit_public_ip_on_vnic=False,
+                        route_table_id=route_table_id, security_list_ids=security_list_ids, display_name=name)
+
+    async def get_security_list(self, sl_id: str) -> tuple[Any, str]:
+        self._log_call(f"network.get_security_list({sl_id})")
+        return self._ns(id=sl_id, ingress_security_rules=[]), "dryrun-etag"
+
+    async def add_ingress_tcp_rules(self, sl_id: str, existing: list[Any], ports: list[int], etag: str) -> Any:
+        shown = ", ".join(f"tcp/{p} from 0.0.0.0/0" for p in ports)
+        self._log_call(f"network.update_security_list({sl_id}, add ingress {shown}, if_match=etag)")
+        return self._ns(id=sl_id)
+
+    async def get_vnic(self, vnic_id: str) -> Any:
+        self._log_call(f"network.get_vnic({vnic_id})")
+        return self._ns(id=vnic_id, public_ip=self.ADDRESS, private_ip="10.0.0.2", is_primary=True)
+
+    async def list_images(self, compartment_id: str, version: str, shape: str) -> list[Any]:
+        self._log_call(f'compute.list_images(os="Canonical Ubuntu", version={version}, shape={shape})')
+        arch = "-aarch64" if "A1" in shape else ""
+        return [self._ns(id="ocid1.image.dryrun", display_name=f"Canonical-Ubuntu-{version}{arch}-2000.01.01-0",
+                         time_created=datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc), lifecycle_state="AVAILABLE")]
+
+    async def list_instances(self, compartment_id: str, display_name: str) -> list[Any]:
+        self._log_call(f"compute.list_instances(name={display_name})")
+        return []
+
+    async def launch_instance(self, *, compartment_id: str, availability_domain: str, name: str, shape: str,
+                              ocpus: int | None, memory_gb: int | None, image_id: str, subnet_id: str,
+                              ssh_public_key: str, user_data_b64: str) -> Any:
+        self._log_call(describe_launch(shape, ocpus, memory_gb, availability_domain, image_id, subnet_id))
+        return self._ns(id=self.INSTANCE_ID, lifecycle_state="PROVISIONING", availability_domain=availability_domain, display_name=name)
+
+    async def get_instance(self, instance_id: str) -> Any:
+        self._log_call(f"compute.get_instance({instance_id})")
+        return self._ns(id=instance_id, lifecycle_state="RUNNING", availability_domain="DRYRUN:AD-1", display_name="matrix")
+
+    async def list_vnic_attachments(self, compartment_id: str, instance_id: str) -> list[Any]:
+        self._log_call(f"compute.list_vnic_attachments(instance={instance_id})")
+        return [self._ns(id="ocid1.vnicattachment.dryrun", vnic_id="ocid1.vnic.dryrun", lifecycle_state="ATTACHED")]
+
+    async def console_history(self, instance_id: str) -> str:
+        self._log_call(f"compute.capture_console_history(instance={instance_id})")
+        return ""
+
+    async def find_zone(self, compartment_id: str, name: str) -> Any | None:
+        self._log_call(f"dns.list_zones(name={name}, type=PRIMARY)")
+        return None
+
+    async def get_rrset(self, zone: str, domain: str, rtype: str) -> list[Any]:
+        self._log_call(f"dns.get_rr_set(zone={zone}, {domain} {rtype})")
+        return []
+
+    async def set_rrset(self, zone: str, domain: str, rtype: str, rdatas: list[str], ttl: int) -> None:
+        self._log_call(f"dns.update_rr_set(zone={zone}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})")
+
+
+Cloud = OciCloud | DryRunCloud
