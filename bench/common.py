@@ -1,0 +1,48 @@
+"""Timing helpers and the one table format every benchmark prints."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@dataclass
+class Row:
+    """One measured figure next to its anchor: ratio = ours / anchor, judged against the goal."""
+
+    name: str
+    ours: float
+    anchor: float
+    unit: str
+    goal: str
+    met: bool
+
+    @property
+    def ratio(self) -> float:
+        return self.ours / self.anchor if self.anchor else float("inf")
+
+
+def median_seconds(argv: list[str], runs: int, *, env: dict[str, str] | None = None) -> float:
+    """Median wall time of a command, after one warm-up run (file cache, .pyc files)."""
+    subprocess.run(argv, capture_output=True, check=True, cwd=ROOT, env=env)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True, cwd=ROOT, env=env)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def print_rows(title: str, rows: list[Row]) -> None:
+    print(f"\n{title}")
+    print(f"  {'measure':<44} {'ours':>10} {'anchor':>10} {'ratio':>7}  goal")
+    for r in rows:
+        mark = "met" if r.met else "MISSED"
+        print(f"  {r.name:<44} {r.ours:>8.3f}{r.unit:<2} {r.anchor:>8.3f}{r.unit:<2} {r.ratio:>7.2f}  {r.goal} ({mark})")

@@ -1,0 +1,20 @@
+"""Start an app headless and exit as soon as its first frame is drawn (timed from outside).
+
+Usage: python -m bench.first_frame MODULE:FACTORY
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+
+def main(target: str) -> None:
+    module_name, _, factory = target.partition(":")
+    app = getattr(importlib.import_module(module_name), factory)()
+    app.call_after_refresh(app.exit)
+    app.run(headless=True, size=(80, 24))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

@@ -1,0 +1,13 @@
+"""The anchor for the first-frame figure: the smallest Textual app that shows something."""
+
+from textual.app import App, ComposeResult
+from textual.widgets import Static
+
+
+class HelloApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield Static("Hello")
+
+
+def build_app() -> HelloApp:
+    return HelloApp()
