@@ -29,8 +29,8 @@ deb $MIRROR $SUITE-updates main
 deb http://deb.debian.org/debian-security $SUITE-security main
 SOURCES
 
-chroot "$ROOTFS" /bin/sh -eu <<'CHROOT'
-export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
+chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
+    DEBIAN_FRONTEND=noninteractive /bin/sh -eu <<'CHROOT'
 # iptables-persistent asks whether to save the current rules: answer no (the chroot would save
 # the runner's rules); the lab's rules are written below.
 debconf-set-selections <<'DEBCONF'
@@ -85,6 +85,26 @@ chmod 0640 /etc/iptables/rules.v4 /etc/iptables/rules.v6
 systemctl enable netfilter-persistent.service ssh.service
 # A container cannot load kernel modules: the unit would only fail and degrade the boot.
 systemctl mask systemd-modules-load.service
+# Docker mounts /proc/sys read-only in containers. A nested dockerd must write its containers'
+# network sysctls (it fails with "failed to disable IPv6 on container's interface eth0"), as it
+# can on a VM: make /proc/sys/net writable. It is per network namespace, so only the lab host's
+# own network is affected (the rest of /proc/sys stays read-only: it is the runner's kernel).
+cat > /etc/systemd/system/lab-proc-sys-net.service <<'UNIT'
+[Unit]
+Description=matrix-installer lab: writable /proc/sys/net (Docker mounts /proc/sys read-only)
+DefaultDependencies=no
+Before=sysinit.target systemd-sysctl.service
+ConditionVirtualization=container
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'mount --bind /proc/sys/net /proc/sys/net && mount -o remount,bind,rw /proc/sys/net'
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+systemctl enable lab-proc-sys-net.service
 
 # A machine in a container: every container gets its own machine id at boot.
 : > /etc/machine-id

@@ -1,0 +1,81 @@
+"""pytest plugin for the lab host (tests/lab): the `lab` marker and session fixtures.
+
+List it in the top-level conftest: `pytest_plugins = ["tests.lab.fixtures"]` (tests/lab/conftest.py
+registers it by itself for runs of tests/lab alone). Lab tests are skipped only by choice
+(`-m "not lab"`): when Docker or the build fails, the fixtures fail with the reason.
+
+Fixtures (session scope):
+  lab_docker     a Docker engine on the runner (started by hand when none answers, stopped at
+                 the end if it was started here)
+  lab_host       a running LabHost (tests/lab/lab.py): ssh_port, http_port, https_port,
+                 fed_port, user, private_key_path, host_key, exec(), load_image(), ...
+  synapse_image  the tag of the lab's stand-in for matrixdotorg/synapse (Synapse 1.163.2)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from . import lab as _lab
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "lab: needs the lab host (a systemd Debian machine in Docker, built by tests/lab)"
+    )
+
+
+def _fail(exc: BaseException):
+    pytest.fail(f"the lab could not be set up: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def lab_docker():
+    """A Docker engine on the runner; yields True when this session started dockerd."""
+    try:
+        started = _lab.ensure_docker_engine()
+        _lab.remove_stale_containers()
+    except _lab.LabError as exc:
+        _fail(exc)
+    try:
+        yield started
+    finally:
+        _lab.stop_docker_engine()
+
+
+@pytest.fixture(scope="session")
+def lab_host_image(lab_docker):
+    try:
+        return _lab.build_host_image()
+    except _lab.LabError as exc:
+        _fail(exc)
+
+
+@pytest.fixture(scope="session")
+def lab_session_key(tmp_path_factory):
+    """The session's SSH key (ed25519, mode 0600): returns the private key's path."""
+    return _lab.session_key(tmp_path_factory.mktemp("lab-ssh"))
+
+
+@pytest.fixture(scope="session")
+def lab_host(lab_host_image, lab_session_key):
+    """One lab host for the session, removed at the end (also when tests fail)."""
+    try:
+        host = _lab.LabHost.start(lab_host_image, lab_session_key)
+    except _lab.LabError as exc:
+        _fail(exc)
+    try:
+        yield host
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope="session")
+def synapse_image(lab_docker):
+    """Tag of the stand-in Synapse image (`matrix-installer-lab/synapse:1.163.2`) in the
+    runner's Docker. Load it into the lab host with `lab_host.load_image(tag, as_tag=...)`;
+    build other versions with `tests.lab.lab.build_synapse_image(version=..., broken=...)`."""
+    try:
+        return _lab.build_synapse_image()
+    except _lab.LabError as exc:
+        _fail(exc)
