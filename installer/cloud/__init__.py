@@ -61,7 +61,7 @@ async def cloud_for(ctx: StageContext) -> OciCloud | DryRunCloud:
 
     cached = ctx.session.shared.get(_CLIENT_KEY)
     if cached is not None:
-        return cached.bind(ctx.cloud_call)  # calls are announced under the stage making them
+        return cached.bind(ctx.cloud_call, lambda text: _throttled(ctx, text))  # announced under the calling stage
     c = ctx.answers.cloud
     if ctx.dry_run:
         client: OciCloud | DryRunCloud = DryRunCloud.for_config(c.oci_config, c.oci_profile, ctx.cloud_call)
@@ -74,14 +74,20 @@ async def cloud_for(ctx: StageContext) -> OciCloud | DryRunCloud:
                 f"fix {Path(c.oci_config).expanduser()} as listed in the log, then rerun",
             )
         try:
-            client = await OciCloud.open(c.oci_config, c.oci_profile, ctx.cloud_call)
+            timing = timing_for(ctx)
+            client = await OciCloud.open(c.oci_config, c.oci_profile, ctx.cloud_call, (timing.backoff_base, timing.backoff_max))
         except CloudError as exc:
             raise StageError(f"the OCI SDK cannot use profile [{c.oci_profile}]: {exc.message}",
                              f"fix {c.oci_config}, then rerun") from None
         if client.endpoint:
             ctx.log(f"Oracle Cloud endpoint override ({ENDPOINT_ENV}): {client.endpoint}")
     ctx.session.shared[_CLIENT_KEY] = client
-    return client
+    return client.bind(ctx.cloud_call, lambda text: _throttled(ctx, text))
+
+
+def _throttled(ctx: StageContext, text: str) -> None:
+    ctx.log(text)
+    ctx.progress(text)
 
 
 def compartment_of(ctx: StageContext, cloud: OciCloud | DryRunCloud) -> str:

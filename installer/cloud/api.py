@@ -24,6 +24,8 @@ from typing import Any
 from installer.cloud.config import config_value, endpoint_override
 
 LogCall = Callable[[str], None]
+Notify = Callable[[str], None]
+THROTTLE_TRIES = 5
 
 VCN_NAME = "matrix-vcn"
 SUBNET_NAME = "matrix-public-subnet"
@@ -72,9 +74,13 @@ async def load_sdk() -> Any:
 class OciCloud:
     """The real back-end: one SDK client per service, all pointed at the override endpoint if set."""
 
-    def __init__(self, oci: Any, config_path: str, profile: str, log_call: LogCall) -> None:
+    def __init__(self, oci: Any, config_path: str, profile: str, log_call: LogCall,
+                 backoff: tuple[float, float] = (15.0, 240.0)) -> None:
         self._oci = oci
         self._log_call = log_call
+        self._notify: Notify = log_call
+        self.backoff = backoff
+        """(first wait, longest wait) after a 429 TooManyRequests; doubles each time."""
         self.config = oci.config.from_file(file_location=config_path, profile_name=profile)
         kwargs: dict[str, Any] = {"retry_strategy": oci.retry.NoneRetryStrategy(), "timeout": (10, 60)}
         if endpoint := endpoint_override():
@@ -86,11 +92,11 @@ class OciCloud:
         self.dns = oci.dns.DnsClient(self.config, **kwargs)
 
     @classmethod
-    async def open(cls, config_path: str, profile: str, log_call: LogCall) -> OciCloud:
+    async def open(cls, config_path: str, profile: str, log_call: LogCall, backoff: tuple[float, float] = (15.0, 240.0)) -> OciCloud:
         oci = await load_sdk()
         path = str(Path(config_path).expanduser())
         try:
-            return await asyncio.to_thread(cls, oci, path, profile, log_call)
+            return await asyncio.to_thread(cls, oci, path, profile, log_call, backoff)
         except oci.exceptions.ClientError as exc:
             raise CloudError(0, type(exc).__name__, str(exc), "config") from None
 
@@ -98,29 +104,39 @@ class OciCloud:
     def tenancy(self) -> str:
         return str(self.config["tenancy"])
 
-    def bind(self, log_call: LogCall) -> OciCloud:
-        """The same clients, announcing calls through another stage's log."""
+    def bind(self, log_call: LogCall, notify: Notify | None = None) -> OciCloud:
+        """The same clients, announcing calls (and 429 waits) through another stage's log."""
         other = copy.copy(self)
         other._log_call = log_call
+        other._notify = notify or log_call
         return other
 
     @property
     def models(self) -> Any:
         return self._oci.core.models
 
-    async def _call(self, description: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, description: str, fn: Callable[..., Any], *args: Any, throttle_retry: bool = True, **kwargs: Any) -> Any:
+        """Announce and make one call in a thread; a 429 is waited out (doubling) unless the caller handles it."""
         self._log_call(description)
-        oci = self._oci
-        try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except oci.exceptions.ServiceError as exc:
-            raise CloudError(exc.status, exc.code, exc.message, description.split("(")[0], exc.request_id) from None
-        except (oci.exceptions.RequestException, oci.exceptions.ConnectTimeout, OSError) as exc:
-            raise CloudError(0, "ConnectionError", str(exc), description.split("(")[0]) from None
-        except Exception as exc:  # requests' own ConnectionError and friends
-            if type(exc).__module__.startswith(("requests", "urllib3", "oci._vendor")):
-                raise CloudError(0, "ConnectionError", str(exc), description.split("(")[0]) from None
-            raise
+        operation = description.split("(")[0]
+        tries = THROTTLE_TRIES if throttle_retry else 1
+        for attempt in range(1, tries + 1):
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            except self._oci.exceptions.ServiceError as exc:
+                error = CloudError(exc.status, exc.code, exc.message, operation, exc.request_id)
+            except Exception as exc:  # requests/urllib3 connection failures, timeouts
+                network = (OSError, self._oci.exceptions.RequestException, self._oci.exceptions.ConnectTimeout)
+                if not isinstance(exc, network) and not type(exc).__module__.startswith(("requests", "urllib3", "oci._vendor")):
+                    raise
+                error = CloudError(0, "ConnectionError", str(exc), operation)
+            if error.status != 429 or attempt == tries:
+                raise error
+            delay = min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1))
+            self._notify(f"{operation}: too many requests (429); next try in {delay:.0f} s" if delay >= 1
+                         else f"{operation}: too many requests (429); next try in {delay:.2f} s")
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _all(self, description: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
         pager = self._oci.pagination.list_call_get_all_results
@@ -233,7 +249,7 @@ class OciCloud:
             freeform_tags={"created-by": "matrix-installer"},
         )
         return (await self._call(describe_launch(shape, ocpus, memory_gb, availability_domain, image_id, subnet_id),
-                                 self.compute.launch_instance, details)).data
+                                 self.compute.launch_instance, details, throttle_retry=False)).data
 
     async def get_instance(self, instance_id: str) -> Any:
         return (await self._call(f"compute.get_instance({instance_id})", self.compute.get_instance, instance_id)).data
@@ -300,8 +316,8 @@ class DryRunCloud:
         tenancy = config_value(config_path, profile, "tenancy") or "ocid1.tenancy.oc1..dryrun"
         return cls(log_call, tenancy)
 
-    def bind(self, log_call: LogCall) -> DryRunCloud:
-        """The same clients, announcing calls through another stage's log."""
+    def bind(self, log_call: LogCall, notify: Notify | None = None) -> DryRunCloud:
+        """The same placeholders, announcing calls through another stage's log."""
         other = copy.copy(self)
         other._log_call = log_call
         return other
