@@ -1,0 +1,220 @@
+"""The guided setup: the app that walks from Welcome to Done, and `run_guided`, its entry point."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+
+from installer import discovery
+from installer.answers import Answers, AnswersError, save_answers
+from installer.engine import RunOptions, Session, Stage
+from installer.events import RunResult
+from installer.plan import plan_for
+from installer.state import RunState, StateError, default_state_dir
+from screens.dialogs import ConfirmDialog, ErrorDialog
+
+CSS_FILE = Path(__file__).resolve().parent.parent / "assets" / "installer.tcss"
+EXIT_OK, EXIT_FAILED, EXIT_RESUME_LATER = 0, 1, 130
+
+PlanFn = Callable[[str, Answers], Sequence[Stage]]
+
+
+def report_data(result: RunResult) -> dict[str, Any]:
+    """The JSON report of SPEC.md, from a run's result."""
+    return {
+        "ok": result.ok,
+        "mode": result.mode,
+        "dry_run": result.dry_run,
+        "stages": [
+            {"name": s.name, "status": s.status.value, "seconds": round(s.seconds, 2), "error": s.error}
+            for s in result.stages
+        ],
+        "federation": result.federation,
+    }
+
+
+class InstallerApp(App[int]):
+    """Holds the answers being built and the run; each step is a screen pushed on top of the last."""
+
+    CSS_PATH = str(CSS_FILE)
+    TITLE = "matrix-installer"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(
+        self,
+        answers: Answers | None,
+        options: RunOptions,
+        *,
+        found: discovery.Found | None = None,
+        plan: PlanFn = plan_for,
+        clock: Callable[[], float] = time.monotonic,
+        home: Path | None = None,
+        env: Callable[[str], bool] = discovery.env_is_set,
+        default_answers_path: Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.answers = answers or Answers()
+        self.options = options
+        self.found = found
+        self.plan = plan
+        self.clock = clock
+        self.home = home
+        self.env_is_set = env
+        self.default_answers_path = default_answers_path or Path.cwd() / "matrix-answers.toml"
+        self.answers_path: Path | None = None
+        self.session: Session | None = None
+        self.result: RunResult | None = None
+        self.report_path: Path | None = None
+        self.state_folder: Path | None = None
+        self.running = False
+
+    @property
+    def state_dir(self) -> Path:
+        return self.options.state_dir or default_state_dir()
+
+    def on_mount(self) -> None:
+        from screens.welcome import WelcomeScreen
+
+        if self.found is None:
+            self.found = discovery.discover(self.home, self.state_dir)
+        self.push_screen(WelcomeScreen())
+
+    # --- moving between steps ---------------------------------------------------------
+    def go_next(self, current: Screen[Any]) -> None:
+        """Open the step after `current` (forms keep the ones before on the stack for Back)."""
+        from screens.cloud import CloudScreen
+        from screens.domain import DomainScreen
+        from screens.keys import KeysScreen
+        from screens.registration import RegistrationScreen
+        from screens.review import ReviewScreen
+
+        order: list[type[Screen[Any]]] = [CloudScreen, DomainScreen, KeysScreen, RegistrationScreen, ReviewScreen]
+        names = ["WelcomeScreen"] + [cls.__name__ for cls in order]
+        index = names.index(type(current).__name__)
+        self.push_screen(order[index]())
+
+    def continue_run(self, index: int, mode: str) -> None:
+        """Resume or upgrade a previous run: its saved answers, straight to Review."""
+        from screens.cloud import CloudScreen
+        from screens.review import ReviewScreen
+
+        assert self.found is not None
+        run = self.found.previous_runs[index]
+        self.options.mode = mode
+        saved = discovery.run_answers(run)
+        if saved is not None:
+            self.answers = saved
+            self.answers_path = run.answers_path
+            self.push_screen(ReviewScreen())
+        else:
+            self.answers = self.answers.replace("domain", server_name=run.server_name)
+            self.notify("No saved answers for this run: check each step.", title=run.server_name)
+            self.push_screen(CloudScreen())
+
+    def plan_stages(self) -> list[Stage]:
+        return list(self.plan(self.options.mode, self.answers))
+
+    # --- the run ----------------------------------------------------------------------
+    def start_run(self) -> None:
+        """Build the session (state loaded, answers kept beside it) and open the Provision screen."""
+        from screens.provision import ProvisionScreen
+
+        answers = self.answers
+        try:
+            if self.options.dry_run:
+                state = RunState.in_memory()
+            else:
+                state = RunState.load(self.state_dir, answers.domain.server_name)
+                self.state_folder = state.folder
+                save_answers(answers, self.state_dir / answers.domain.server_name / discovery.ANSWERS_FILE)
+        except (StateError, OSError, AnswersError) as exc:
+            self.push_screen(ErrorDialog("Cannot start the run", str(exc), f"check that {self.state_dir} is writable, or pass --state-dir"))
+            return
+        stages = self.plan_stages()
+        self.session = Session(answers, state, self.options)
+        self.running = True
+        self.push_screen(ProvisionScreen(stages, self.session))
+
+    def stop_run(self) -> None:
+        """Quit and resume later: cancel the engine (it saves state and reports the interruption)."""
+        for worker in list(self.workers):
+            if worker.group == "engine":
+                worker.cancel()
+
+    def run_finished(self, result: RunResult, *, interrupted: bool) -> None:
+        """The engine is done: keep the result, write the report, leave with 130 if interrupted."""
+        self.running = False
+        self.result = result
+        if interrupted:
+            self.finish(EXIT_RESUME_LATER)
+            return
+        target = self.options.report
+        if target is None and self.state_folder is not None:
+            target = self.state_folder / "report.json"
+        if target is not None:
+            try:
+                from installer.files import write_private
+
+                write_private(Path(target), json.dumps(report_data(result), indent=2).encode())
+                self.report_path = Path(target)
+            except OSError as exc:
+                self.push_screen(ErrorDialog("Could not write the report", f"{target}: {exc}", "the run itself is unaffected; pass --report with a writable path next time"))
+
+    def show_results(self) -> None:
+        from screens.federation import FederationScreen
+
+        assert self.result is not None
+        self.push_screen(FederationScreen(self.result.federation, self.report_path))
+
+    def show_done(self) -> None:
+        from screens.done import DoneScreen
+
+        assert self.result is not None
+        self.push_screen(DoneScreen(self.answers, self.result, state_folder=self.state_folder,
+                                    answers_path=self.answers_path, report_path=self.report_path))
+
+    # --- leaving ----------------------------------------------------------------------
+    def finish(self, code: int) -> None:
+        """Leave the app; `run_guided` returns `code` as the process exit status."""
+        self.exit(code, return_code=code)
+
+    def request_quit(self) -> None:
+        """Ctrl+Q: confirm, then stop (a running engine saves its state first)."""
+        if self.result is not None and not self.running:
+            self.finish(EXIT_OK if self.result.ok else EXIT_FAILED)
+            return
+        if self.running:
+            question = "Stop the run now? Finished stages are saved: run matrix-installer again to resume."
+        else:
+            question = "Quit the guided setup? Nothing has been changed. Answers are kept only if you saved them (Review › Save answers)."
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            if self.running:
+                self.stop_run()
+            else:
+                self.finish(EXIT_RESUME_LATER)
+
+        self.push_screen(ConfirmDialog("Quit", question, "Quit"), answered)
+
+    async def action_quit(self) -> None:
+        self.request_quit()
+
+
+def run_guided(answers: Answers | None, options: RunOptions) -> int:
+    """Run the full-screen setup; the process exit status: 0 ok, 1 failed, 130 quit to resume later."""
+    app = InstallerApp(answers, options)
+    code = app.run()
+    if code is None:
+        return app.return_code if app.return_code is not None else EXIT_RESUME_LATER
+    return code

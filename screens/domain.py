@@ -1,0 +1,87 @@
+"""The server's names: the server name in user IDs, the Matrix host, and how one points to the other."""
+
+from __future__ import annotations
+
+import json
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.markup import escape
+from textual.widgets import Collapsible, Input, Static
+
+from installer.answers import Answers
+from screens.base import FormScreen
+from screens.widgets import FormField
+
+DELEGATIONS = [
+    ("well-known", "well-known file (recommended)"),
+    ("srv", "SRV record (federation on port 8448)"),
+    ("none", "none: server name = Matrix host"),
+]
+DELEGATION_HELP = ("how other servers find the Matrix host from the server name: a small file served at "
+                   "https://server_name/.well-known/matrix/server, or a DNS SRV record")
+
+
+def preview_lines(answers: Answers, host_ip: str) -> list[str]:
+    """What the user will see on the internet: the .well-known document and the DNS records."""
+    d = answers.domain
+    server, host = escape(d.server_name or "example.org"), escape(d.matrix_host or "matrix.example.org")
+    host_ip = escape(host_ip)
+    lines: list[str] = []
+    if d.delegation == "well-known":
+        lines += [f"[b]https://{server}/.well-known/matrix/server[/]",
+                  f"  {json.dumps({'m.server': f'{host}:{answers.federation_port}'})}"]
+    elif d.delegation == "srv":
+        lines += ["[b]SRV record (create it at your DNS provider)[/]",
+                  f"  _matrix-fed._tcp.{server}. SRV 10 0 8448 {host}."]
+    else:
+        lines += ["[b]No delegation[/]", f"  other servers connect to {host}:443"]
+    lines.append("[b]DNS A records[/]")
+    lines.append(f"  {host}.  A  {host_ip}")
+    if answers.serves_server_name:
+        lines.append(f"  {server}.  A  {host_ip}")
+    return lines
+
+
+class DomainScreen(FormScreen):
+    """Server name, Matrix host, delegation (with a live preview), redirect, certificates."""
+
+    STEP = "Domain"
+    HEADING = "Which names will your server use?"
+
+    def compose_form(self) -> ComposeResult:
+        yield self.field("domain.server_name", placeholder="example.org")
+        yield self.field("domain.matrix_host", placeholder="matrix.example.org")
+        yield self.field("domain.delegation", options=DELEGATIONS, help=DELEGATION_HELP)
+        yield self.field("domain.serve_server_name")
+        yield self.field("domain.redirect_to", placeholder="https://www.example.org")
+        yield self.field("domain.acme_email", placeholder="admin@example.org")
+        with Collapsible(title="Certificates", collapsed=True):
+            yield self.field("domain.tls")
+
+    def compose_aside(self) -> ComposeResult:
+        with VerticalScroll(id="aside", can_focus=False) as aside:
+            aside.border_title = "Preview"
+            yield Static("", id="preview")
+
+    _suggested = ""
+
+    @on(FormField.Changed, "#field-domain-server_name")
+    def _suggest_host(self, event: FormField.Changed) -> None:
+        """Until the user types a Matrix host, offer matrix.<server name>."""
+        host = self.query_one("#field-domain-matrix_host", FormField)
+        server = event.field.value
+        if host.value in ("", self._suggested) and server:
+            self._suggested = f"matrix.{server}"
+            control = host.control
+            with control.prevent(Input.Changed):
+                host.set_text(self._suggested)
+
+    def update_aside(self) -> None:
+        answers = self.draft()
+        if answers.cloud.provider == "existing" and answers.ssh.host:
+            ip = answers.ssh.host
+        else:
+            ip = "(the VM's public IP)"
+        self.query_one("#preview", Static).update("\n".join(preview_lines(answers, ip)))

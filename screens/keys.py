@@ -1,0 +1,79 @@
+"""The keys: the SSH key pair to log in with (used or created) and the OCI API key's status."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.markup import escape
+from textual.widgets import Select, Static
+
+from installer import discovery
+from screens.base import FormScreen
+from screens.widgets import FormField
+
+
+class KeysScreen(FormScreen):
+    """Which SSH key, its fingerprint, an optional host key pin, and the OCI key status."""
+
+    STEP = "Keys"
+    HEADING = "Which keys will the installer use?"
+
+    def compose_form(self) -> ComposeResult:
+        found = self.installer.found
+        keys = found.ssh_keys if found else ()
+        if keys:
+            options = [(f"{k.private_path.name}  {k.key_type}  {k.fingerprint[:27]}…", str(k.private_path)) for k in keys]
+            yield Static("Key pairs found in ~/.ssh (pick one, or type a path below)", classes="field-help")
+            yield Select(options, prompt="Use a key found on this machine", id="found-keys", compact=True)
+        yield self.field("ssh.private_key", help="")
+        yield Static("", id="key-status", classes="status-line")
+        yield self.field("ssh.host_key", placeholder="ssh-ed25519 AAAA... (leave empty for cloud VMs)",
+                         help="optional: pin the server's host key; cloud VMs' keys are learned before the first login")
+        with Vertical(id="oci-key-group", classes="group"):
+            yield Static("Oracle Cloud API key", classes="subheading")
+            yield Static("", id="oci-key-status", classes="status-line")
+
+    @on(Select.Changed, "#found-keys")
+    def _pick_key(self, event: Select.Changed) -> None:
+        if isinstance(event.value, str):
+            self.query_one("#field-ssh-private_key", FormField).set_text(self._home_relative(event.value))
+
+    def _home_relative(self, path: str) -> str:
+        home = str(self.installer.home or Path.home())
+        return "~" + path[len(home):] if path.startswith(home + "/") else path
+
+    def update_visibility(self) -> None:
+        self.query_one("#oci-key-group").set_class(self.installer.answers.cloud.provider != "oci", "-na")
+
+    def update_aside(self) -> None:
+        answers = self.draft()
+        key_path = discovery.expand(answers.ssh.private_key, self.installer.home)
+        found = self.installer.found
+        known = {k.private_path: k for k in found.ssh_keys} if found else {}
+        pair = known.get(key_path) or discovery.key_pair(key_path)
+        if pair is not None:
+            status = f"[$text-success]✓[/] {escape(pair.key_type)} {escape(pair.fingerprint)}"
+        elif key_path.exists():
+            status = f"[$text-warning]![/] {escape(str(key_path))} exists but its .pub is missing or unreadable"
+        else:
+            status = "[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600)"
+        self.query_one("#key-status", Static).update(status)
+        if answers.cloud.provider == "oci":
+            config = discovery.expand(answers.cloud.oci_config, self.installer.home)
+            if found and found.oci_config == config:
+                listed = list(found.oci_profiles)
+            else:
+                listed = discovery.oci_profiles(config, self.installer.home)
+            profile = {p.name: p for p in listed}.get(answers.cloud.oci_profile)
+            if not listed and not config.is_file():
+                text = f"[$text-error]✗[/] {escape(answers.cloud.oci_config)} not found: run \"oci setup config\" first"
+            elif profile is None:
+                text = f"[$text-error]✗[/] no profile {escape(answers.cloud.oci_profile)} in {escape(answers.cloud.oci_config)}"
+            elif profile.key_present:
+                text = f"[$text-success]✓[/] {escape(profile.key_status)}"
+            else:
+                text = f"[$text-error]✗[/] {escape(profile.key_status)}"
+            self.query_one("#oci-key-status", Static).update(text)

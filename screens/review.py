@@ -1,0 +1,136 @@
+"""Every answer on one page, the stages that will run, Save answers, and Install."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.markup import escape
+from textual.widgets import Button, Footer, Static
+
+from installer.answers import FIELDS, SECTIONS, AnswersError, check_field, cross_problems, save_answers
+from screens.base import StepScreen
+from screens.dialogs import ErrorDialog, PathDialog
+from screens.widgets import label_for
+
+SCREEN_OF_SECTION = {
+    "cloud": "Cloud", "packages": "Cloud", "domain": "Domain", "ssh": "Keys",
+    "registration": "Accounts", "synapse": "Accounts", "upgrade": "Accounts",
+}
+
+
+class ReviewScreen(StepScreen):
+    """Check everything before anything happens; save the answers to replay them headless."""
+
+    STEP = "Review"
+    HEADING = "Review, then install"
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("ctrl+s", "save", "Save answers"),
+        Binding("ctrl+n", "install", "Install"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_steps()
+        with VerticalScroll(id="form"):
+            yield Static("", id="problems")
+            yield Static("", id="answers-table")
+            yield Static("", id="plan")
+        with Horizontal(id="nav"):
+            yield Button("← Back", id="back", compact=True)
+            yield Button("Save answers…", id="save", compact=True)
+            yield Static("", id="nav-status")
+            verb = "Upgrade" if self.installer.options.mode == "upgrade" else "Install"
+            yield Button(f"{verb} (dry run)" if self.installer.options.dry_run else verb, id="install", variant="primary", compact=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.refresh_review()
+        self.query_one("#install", Button).focus()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_review()
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(path, message) for every answer that is wrong, alone or together."""
+        answers = self.installer.answers
+        found = []
+        for spec in FIELDS:
+            value = getattr(getattr(answers, spec.section), spec.key)
+            if message := check_field(spec.path, value):
+                found.append((spec.path, message))
+        return found + cross_problems(answers) if not found else found
+
+    def refresh_review(self) -> None:
+        answers = self.installer.answers
+        problems = self.problems()
+        problem_view = self.query_one("#problems", Static)
+        if problems:
+            lines = [f"[b $text-error]✗ {len(problems)} answer{'s' if len(problems) != 1 else ''} to fix (Back to change):[/]"]
+            for path, message in problems:
+                where = SCREEN_OF_SECTION.get(path.split(".")[0], "")
+                lines.append(f"  {escape(where)} › {escape(label_for(path))}: {escape(message)}")
+            problem_view.update("\n".join(lines))
+        else:
+            problem_view.update("")
+        problem_view.display = bool(problems)
+        self.query_one("#install", Button).disabled = bool(problems)
+
+        rows = []
+        for section in SECTIONS:
+            rows.append(f"[b $accent]{section}[/]")
+            for spec in (s for s in FIELDS if s.section == section):
+                value = getattr(getattr(answers, section), spec.key)
+                shown = escape(str(value).lower() if isinstance(value, bool) else str(value)) if value != "" else "[$text-muted]—[/]"
+                changed = "" if value == spec.default else " [$text-primary]•[/]"
+                rows.append(f"  {escape(label_for(spec.path)):<22} {shown}{changed}")
+        self.query_one("#answers-table", Static).update("\n".join(rows))
+
+        plan_view = self.query_one("#plan", Static)
+        if problems:
+            plan_view.update("")
+            return
+        stages = self.installer.plan_stages()
+        lines = [f"[b $accent]The plan: {len(stages)} stages[/]"]
+        lines += [f"  {i:>2}. {escape(s.title)} [$text-muted]({escape(s.name)})[/]" for i, s in enumerate(stages, start=1)]
+        plan_view.update("\n".join(lines))
+
+    # --- actions ----------------------------------------------------------------------
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_save(self) -> None:
+        default = self.installer.answers_path or self.installer.default_answers_path
+        note = "The answers file replays this setup headless (matrix-installer --answers FILE). It holds no secrets; it is written with mode 0600."
+        self.app.push_screen(PathDialog("Save answers", default, note), self._save_to)
+
+    def _save_to(self, path: Path | None) -> None:
+        if path is None:
+            return
+        try:
+            save_answers(self.installer.answers, path)
+        except (OSError, AnswersError) as exc:
+            self.app.push_screen(ErrorDialog("Could not save the answers", f"{path}: {exc}", "pick another folder, one you can write to"))
+            return
+        self.installer.answers_path = path
+        self.query_one("#nav-status", Static).update(f"Saved to {path}")
+        self.notify(f"Saved to {path} (mode 0600)", title="Answers saved")
+
+    def action_install(self) -> None:
+        if not self.problems():
+            self.installer.start_run()
+
+    @on(Button.Pressed, "#back")
+    def _back(self) -> None:
+        self.action_back()
+
+    @on(Button.Pressed, "#save")
+    def _save(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#install")
+    def _install(self) -> None:
+        self.action_install()

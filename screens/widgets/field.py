@@ -1,0 +1,209 @@
+"""One answers key as a form row: label, an input fitting its type, help text, and its problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Select, Static
+
+from installer.answers import FIELDS_BY_PATH, check_field, parse_field_text
+
+LABELS: dict[str, str] = {
+    "domain.server_name": "Server name",
+    "domain.matrix_host": "Matrix host",
+    "domain.delegation": "Delegation",
+    "domain.serve_server_name": "Serve server name",
+    "domain.redirect_to": "Redirect others to",
+    "domain.acme_email": "ACME e-mail",
+    "domain.tls": "Certificates",
+    "cloud.provider": "Where",
+    "cloud.oci_config": "OCI config file",
+    "cloud.oci_profile": "OCI profile",
+    "cloud.compartment_id": "Compartment",
+    "cloud.availability_domain": "Availability domain",
+    "cloud.shape": "Shape",
+    "cloud.ocpus": "OCPUs",
+    "cloud.memory_gb": "Memory (GB)",
+    "cloud.ubuntu_version": "Ubuntu version",
+    "cloud.instance_name": "VM name",
+    "cloud.subnet_id": "Subnet",
+    "cloud.launch_retry_minutes": "Capacity retry (min)",
+    "packages.source": "Package source",
+    "ssh.host": "Server address",
+    "ssh.port": "SSH port",
+    "ssh.user": "SSH user",
+    "ssh.private_key": "SSH private key",
+    "ssh.host_key": "Host key pin",
+    "registration.policy": "Registration",
+    "registration.admin_user": "Admin user",
+    "registration.admin_password_env": "Password variable",
+    "registration.tokens": "Tokens to create",
+    "synapse.image": "Synapse image",
+    "synapse.report_stats": "Report stats",
+    "synapse.max_upload_size": "Max upload size",
+    "upgrade.reboot": "Reboot when needed",
+    "upgrade.keep_backups": "Backups to keep",
+}
+
+
+_PREDICATES = ("is ", "must ", "contains ", "has ", "looks ", "points ", "only ")
+
+
+def label_for(path: str) -> str:
+    """The words a person sees for an answers key."""
+    return LABELS.get(path, path)
+
+
+class FormField(Vertical):
+    """A labelled input for one answers key, checked as the user types and when they leave it."""
+
+    @dataclass
+    class Changed(Message):
+        """The field's value changed (`final` when the user left the field)."""
+
+        field: FormField
+        final: bool
+
+        @property
+        def control(self) -> FormField:
+            return self.field
+
+    def __init__(
+        self,
+        path: str,
+        value: Any,
+        *,
+        options: list[tuple[str, str]] | None = None,
+        help: str | None = None,
+        placeholder: str = "",
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id or f"field-{path.replace('.', '-')}", classes="form-field")
+        self.path = path
+        self.spec = FIELDS_BY_PATH[path]
+        self._initial = value
+        self._options = options
+        self._help = self.spec.help if help is None else help
+        self._placeholder = placeholder
+        self._cross_problem: str | None = None
+        self._own_problem: str | None = None
+        self.touched = False
+
+    # --- composition ------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        if isinstance(self.spec.default, bool):
+            return "bool"
+        if self._options:
+            return "radio"
+        if self.spec.choices:
+            return "select"
+        return "text"
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="field-row"):
+            yield Label(label_for(self.path), classes="field-label")
+            control_id = "control"
+            if self.kind == "bool":
+                yield Checkbox(self._help, bool(self._initial), id=control_id, compact=True)
+            elif self.kind == "radio":
+                with RadioSet(id=control_id, compact=True):
+                    for value, text in self._options or []:
+                        yield RadioButton(text, value == self._initial, name=value)
+            elif self.kind == "select":
+                yield Select([(c, c) for c in self.spec.choices], value=self._initial, allow_blank=False, id=control_id, compact=True)
+            else:
+                yield Input(str(self._initial), placeholder=self._placeholder, id=control_id, compact=True, select_on_focus=False)
+        if self.kind != "bool" and self._help:
+            yield Static(self._help, classes="field-help", markup=False)
+        yield Static("", classes="field-problem", markup=False)
+
+    # --- value ------------------------------------------------------------------------
+    @property
+    def control(self) -> Input | Checkbox | RadioSet | Select[str]:
+        return self.query_one("#control")  # type: ignore[return-value]
+
+    def raw(self) -> tuple[Any, str | None]:
+        """The value in the key's type, and why it could not be read (None when it could)."""
+        control = self.control
+        if isinstance(control, Checkbox):
+            return control.value, None
+        if isinstance(control, RadioSet):
+            pressed = control.pressed_button
+            return (pressed.name if pressed else self._initial), None
+        if isinstance(control, Select):
+            return control.value, None
+        return parse_field_text(self.path, control.value)
+
+    @property
+    def value(self) -> Any:
+        """The parsed value, or the initial one when the text is not of the key's type yet."""
+        value, problem = self.raw()
+        return self._initial if problem else value
+
+    @property
+    def parsed(self) -> bool:
+        return self.raw()[1] is None
+
+    def set_text(self, text: str) -> None:
+        control = self.control
+        if isinstance(control, Input):
+            control.value = text
+
+    # --- problems ---------------------------------------------------------------------
+    def check(self) -> str | None:
+        """Check the value on its own; show and return what is wrong."""
+        value, problem = self.raw()
+        self._own_problem = problem or check_field(self.path, value)
+        self._show()
+        return self._own_problem
+
+    def set_cross_problem(self, problem: str | None) -> None:
+        """A problem involving other keys too (from installer.answers.cross_problems)."""
+        self._cross_problem = problem
+        self._show()
+
+    @property
+    def problem(self) -> str | None:
+        return self._own_problem or self._cross_problem
+
+    def _sentence(self, problem: str) -> str:
+        """Prefix the label when the problem reads as a predicate ("is required")."""
+        if problem.startswith(_PREDICATES):
+            return f"{label_for(self.path)} {problem}"
+        return problem[:1].upper() + problem[1:]
+
+    def _show(self) -> None:
+        problem = self.problem
+        target = self.query_one(".field-problem", Static)
+        target.update(f"✗ {self._sentence(problem)}" if problem else "")
+        self.set_class(bool(problem), "-invalid")
+
+    # --- events -----------------------------------------------------------------------
+    def _changed(self, final: bool) -> None:
+        self.check()
+        self.post_message(self.Changed(self, final))
+
+    @on(Input.Changed)
+    def _input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.touched = True
+        self._changed(final=False)
+
+    @on(Input.Blurred)
+    def _input_left(self, event: Input.Blurred) -> None:
+        event.stop()
+        self._changed(final=True)
+
+    @on(Checkbox.Changed)
+    @on(RadioSet.Changed)
+    @on(Select.Changed)
+    def _choice_changed(self, event: Message) -> None:
+        event.stop()
+        self.touched = True
+        self._changed(final=True)
