@@ -52,3 +52,232 @@ async def test_from_nothing_to_a_running_instance(oci_emulator: EmulatorHandle, 
     assert image["displayName"] == "Canonical-Ubuntu-24.04-aarch64-2024.10.08-0"
     assert facts["host.address"].startswith("129.146.7.")
     assert any(p.startswith("waiting for the instance to run: PROVISIONING") for p in run.progress("cloud.instance"))
+
+
+async def test_rerun_creates_nothing(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    first = await runner(answers)
+    assert first.result.ok, first.all_text()
+    emu = oci_emulator.state
+    writes = emu.count("POST") + emu.count("PUT")
+    rerun = await runner(answers)
+    assert rerun.result.ok, rerun.all_text()
+    assert [rerun.status(s) for s in ("cloud.network", "cloud.ingress", "cloud.instance")] == [Status.UNCHANGED] * 3
+    assert emu.count("POST") + emu.count("PUT") == writes
+    assert len(emu.instances()) == 1
+    assert rerun.state.facts == first.state.facts
+
+
+async def test_existing_public_subnet_is_used_and_user_rules_are_kept(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    user_rule = {"protocol": "6", "source": "192.0.2.0/24", "sourceType": "CIDR_BLOCK", "isStateless": False,
+                 "description": "the user's own postgres rule", "tcpOptions": {"destinationPortRange": {"min": 5432, "max": 5432}}}
+    seeded = emu.add_network(public=True, extra_ingress=[user_rule])
+    run = await runner(answers)
+    assert run.result.ok, run.all_text()
+    assert run.status("cloud.network") is Status.UNCHANGED
+    assert run.state.facts["cloud.subnet_id"] == seeded["subnet"]
+    assert emu.count("POST", "create_vcn") == 0
+    rules = emu.security_list(seeded["securityList"])["ingressSecurityRules"]
+    assert user_rule in rules
+    ports = [r["tcpOptions"]["destinationPortRange"]["min"] for r in rules if r.get("tcpOptions")]
+    assert sorted(ports) == [22, 80, 443, 5432]
+    assert 8448 not in ports
+
+    again = await runner(answers)
+    assert again.status("cloud.ingress") is Status.UNCHANGED
+    assert emu.security_list(seeded["securityList"])["ingressSecurityRules"] == rules
+
+
+async def test_private_subnet_is_not_used(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    emu.add_network(public=False)
+    run = await runner(answers)
+    assert run.result.ok, run.all_text()
+    assert run.status("cloud.network") is Status.DONE
+    assert emu.count("POST", "create_vcn") == 1
+
+
+async def test_subnet_given_in_answers_must_be_public(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    private = oci_emulator.state.add_network(public=False)
+    run = await runner(answers.replace("cloud", subnet_id=private["subnet"]), names=("cloud.network",))
+    finished = run.finished("cloud.network")
+    assert finished.status is Status.FAILED
+    assert "private" in finished.error and "cloud.subnet_id" in finished.hint
+
+
+async def test_security_list_edit_retries_on_412(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    seeded = emu.add_network(public=True)
+    concurrent = {"protocol": "17", "source": "0.0.0.0/0", "sourceType": "CIDR_BLOCK", "isStateless": False,
+                  "description": "added by someone else meanwhile", "udpOptions": {"destinationPortRange": {"min": 51820, "max": 51820}}}
+
+    def someone_else_edits(e) -> None:
+        e.store["securityLists"][seeded["securityList"]]["ingressSecurityRules"].append(concurrent)
+        e._bump(seeded["securityList"])
+
+    emu.after("get_security_list", someone_else_edits, times=1)
+    run = await runner(answers.replace("domain", delegation="srv"), names=("cloud.network", "cloud.ingress"))
+    assert run.result.ok, run.all_text()
+    assert emu.count("PUT", "update_security_list", status=412) == 1
+    assert emu.count("PUT", "update_security_list", status=200) == 1
+    assert any("etag mismatch" in line for line in run.logs("cloud.ingress"))
+    rules = emu.security_list(seeded["securityList"])["ingressSecurityRules"]
+    assert concurrent in rules
+    ports = sorted(r["tcpOptions"]["destinationPortRange"]["min"] for r in rules if r.get("tcpOptions"))
+    assert ports == [22, 80, 443, 8448]  # SRV delegation puts federation on 8448
+
+
+async def test_capacity_errors_move_on_to_another_availability_domain(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    emu.inject_capacity(AD1, times=3)
+    emu.inject_capacity(AD2, times=2)
+    emu.inject_capacity(AD3, times=99)
+    run = await runner(answers)
+    assert run.result.ok, run.all_text()
+    (instance,) = emu.instances()
+    assert instance["availabilityDomain"] == AD2
+    assert run.state.facts["cloud.availability_domain"] == AD2
+    assert emu.count("POST", "launch_instance", status=500) == 7
+    progress = run.progress("cloud.instance")
+    assert progress[0].startswith("attempt 1 in PHX-AD-1 failed: out of host capacity; next try in ")
+    assert any(p.startswith("attempt 7 in PHX-AD-1 failed: out of host capacity") for p in progress)
+    assert "attempt 2 in PHX-AD-2 failed: out of host capacity; next try in 0.01 s" in run.logs("cloud.instance")
+
+
+async def test_capacity_gives_up_at_the_deadline(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    for ad in (AD1, AD2, AD3):
+        emu.inject_capacity(ad, times=99)
+    run = await runner(answers, launch_retry_minutes=0)
+    finished = run.finished("cloud.instance")
+    assert finished.status is Status.FAILED
+    assert "out of host capacity after 3 attempts" in finished.error
+    assert "launch_retry_minutes" in finished.hint
+    assert emu.instances() == []
+    assert "cloud.instance_id" not in run.state.facts
+
+
+async def test_too_many_requests_backs_off(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    emu.inject("launch_instance", 429, "TooManyRequests", "Too many requests for the user", times=2)
+    emu.inject("get_instance", 429, "TooManyRequests", "Too many requests for the user", times=1)
+    run = await runner(answers)
+    assert run.result.ok, run.all_text()
+    assert emu.count("POST", "launch_instance", status=429) == 2
+    progress = run.progress("cloud.instance")
+    assert "attempt 1 in PHX-AD-1 failed: too many requests (429); next try in 0.01 s" in progress
+    assert "attempt 2 in PHX-AD-1 failed: too many requests (429); next try in 0.02 s" in progress
+    assert "compute.get_instance: too many requests (429); next try in 0.01 s" in progress
+    (instance,) = emu.instances()
+    assert instance["availabilityDomain"] == AD1
+
+
+async def test_limit_exceeded_stops_with_a_clear_message(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    emu.inject("launch_instance", 400, "LimitExceeded",
+               "The following service limits were exceeded: standard-a1-core-count. Request a service limit increase.")
+    run = await runner(answers)
+    finished = run.finished("cloud.instance")
+    assert finished.status is Status.FAILED
+    assert "service limit" in finished.error and "standard-a1-core-count" in finished.error
+    assert "Always Free" in finished.hint
+    assert emu.count("POST", "launch_instance") == 1
+
+
+async def test_terminated_instance_in_state_is_reported_not_replaced(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    first = await runner(answers)
+    assert first.result.ok, first.all_text()
+    emu = oci_emulator.state
+    emu.set_instance_state(first.state.facts["cloud.instance_id"], "TERMINATED")
+    launches = emu.count("POST", "launch_instance")
+    rerun = await runner(answers)
+    finished = rerun.finished("cloud.instance")
+    assert finished.status is Status.FAILED
+    assert "TERMINATED" in finished.error
+    assert "cloud.instance_id" in finished.hint and "state.json" in finished.hint
+    assert emu.count("POST", "launch_instance") == launches
+    assert len(emu.instances()) == 1
+
+
+async def test_missing_instance_in_state_is_reported(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    first = await runner(answers)
+    emu = oci_emulator.state
+    emu.store["instances"].clear()
+    rerun = await runner(answers)
+    finished = rerun.finished("cloud.instance")
+    assert finished.status is Status.FAILED and "no longer exists" in finished.error
+    assert emu.count("POST", "launch_instance") == 1
+    assert first.state.facts["cloud.instance_id"] in finished.error
+
+
+async def test_same_named_instance_unknown_to_state_is_not_duplicated(oci_emulator: EmulatorHandle, runner: Runner, answers, tmp_path: Path) -> None:
+    await runner(answers)
+    fresh = Runner(tmp_path / "other-state")
+    run = await fresh(answers)
+    finished = run.finished("cloud.instance")
+    assert finished.status is Status.FAILED and "already exists" in finished.error
+    assert len(oci_emulator.state.instances()) == 1
+
+
+async def test_wrong_api_key_gets_401_and_a_clear_message(oci_emulator: EmulatorHandle, runner: Runner, answers, tmp_path: Path) -> None:
+    # A well-formed, self-consistent config for a key the tenancy has never seen.
+    config = write_config(tmp_path / "stranger" / "config", oci_emulator.other_key)
+    run = await runner(answers.replace("cloud", oci_config=str(config)))
+    finished = run.finished("cloud.network")
+    assert finished.status is Status.FAILED
+    assert "rejected this machine's API key signature" in finished.error and "401 NotAuthenticated" in finished.error
+    assert str(config) in finished.hint and "API keys" in finished.hint
+    assert oci_emulator.state.count(status=401) >= 1
+    assert oci_emulator.state.count(status=200) == 0
+
+
+async def test_mismatched_fingerprint_stops_before_any_call(oci_emulator: EmulatorHandle, runner: Runner, answers, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "mixed" / "config", oci_emulator.other_key, fingerprint=oci_emulator.key.fingerprint)
+    run = await runner(answers.replace("cloud", oci_config=str(config)))
+    finished = run.finished("cloud.network")
+    assert finished.status is Status.FAILED
+    assert f"{config}:3: fingerprint: does not match key_file" in finished.error
+    assert oci_emulator.state.requests == []
+
+
+async def test_user_data_carries_the_host_key_and_secrets_stay_out_of_logs(oci_emulator: EmulatorHandle, runner: Runner, answers, tmp_path: Path) -> None:
+    run = await runner(answers)
+    assert run.result.ok, run.all_text()
+    emu = oci_emulator.state
+    (instance,) = emu.instances()
+    user_data = emu.user_data[instance["id"]]
+    assert user_data.startswith("#cloud-config\n")
+    doc = YAML(typ="safe").load(user_data)
+    public = run.state.facts["host.host_key"]
+    assert doc["ssh_keys"]["ed25519_public"] == public
+    assert doc["ssh_keys"]["ed25519_private"].startswith("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    assert doc["hostname"] == "matrix"
+    from cryptography.hazmat.primitives import serialization
+
+    private = serialization.load_ssh_private_key(doc["ssh_keys"]["ed25519_private"].encode(), None)
+    derived = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    assert derived == public
+    pub_line = Path(f"{answers.ssh.private_key}.pub").read_text().strip()
+    assert instance["metadata"]["ssh_authorized_keys"] == pub_line
+    text = run.all_text()
+    state_text = (runner.state_dir / "example.org" / "state.json").read_text()
+    for leak in ("PRIVATE KEY", instance["metadata"]["user_data"][:40], doc["ssh_keys"]["ed25519_private"].splitlines()[1]):
+        assert leak not in text and leak not in state_text
+
+
+async def test_micro_shape_gets_an_x86_image_and_no_shape_config(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    run = await runner(answers.replace("cloud", shape="VM.Standard.E2.1.Micro", ubuntu_version="22.04"))
+    assert run.result.ok, run.all_text()
+    (instance,) = oci_emulator.state.instances()
+    image = next(i for i in oci_emulator.state.images if i["id"] == instance["imageId"])
+    assert image["displayName"] == "Canonical-Ubuntu-22.04-2024.10.01-0"
+    assert instance["shapeConfig"] is None
+
+
+async def test_console_history_shows_the_host_key(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    from installer.cloud.api import OciCloud
+
+    run = await runner(answers)
+    cloud = await OciCloud.open(oci_emulator.config_path, "DEFAULT", lambda line: None)
+    text = await cloud.console_history(run.state.facts["cloud.instance_id"])
+    assert run.state.facts["host.host_key"] in text
