@@ -1,0 +1,229 @@
+"""`run_check`: discovery, then every address and the client side in parallel, then one report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from installer.federation.client import client_checks
+from installer.federation.diagnose import connection_problem
+from installer.federation.discovery import Discovery, ServerNameError, discover, split_server_name
+from installer.federation.net import ConnectTo, Net, is_ip, join_host_port
+from installer.federation.report import CHECK_ORDER, Check, FederationReport
+from installer.federation.server import AddressReport, check_address
+
+FEDERATION_CHECKS = ("dns", "well-known", "tls", "server-keys", "federation-version")
+
+
+def _delegation_words(found: Discovery, host: str) -> str:
+    """How other servers were sent to the addresses, for fixes ("the .well-known m.server", ...)."""
+    if found.well_known.status == "found":
+        return f"the .well-known m.server of {host}"
+    if found.srv_records:
+        return f"the SRV record {found.srv_name}"
+    return f"the A record of {host}"
+
+
+def _dns_check(found: Discovery) -> Check:
+    problems: list[tuple[str, str]] = []
+    for target in found.unresolved:
+        error = found.hosts[target.host].error or f"{target.host} has no address"
+        problems.append((error, f"add an A record for {target.host} pointing at the server's public IP"))
+    for sentence in found.srv_rejected:
+        problems.append((sentence, "point the SRV record at a name with its own A record, not a CNAME"))
+    if not found.targets and not problems:
+        problems.append(("no server found", "publish .well-known delegation"))
+    if problems:
+        return Check("dns", False, "; ".join(d for d, _ in problems), problems[0][1])
+    parts = []
+    if found.srv_records:
+        shown = ", ".join(f"{r.target}:{r.port}" for r in found.srv_records)
+        parts.append(f"SRV {found.srv_name} -> {shown}")
+    for name, hosts in found.hosts.items():
+        if hosts.addrs:
+            parts.append(f"{name} -> {', '.join(hosts.addrs)}")
+        else:
+            parts.append(f"{name} (not in DNS; --connect-to used)")
+    detail = "; ".join(parts) or "nothing to look up"
+    if found.srv_deprecated:
+        detail += f" (deprecated _matrix._tcp: publish _matrix-fed._tcp.{found.server_name} too)"
+    return Check("dns", True, detail)
+
+
+def _well_known_check(found: Discovery, reports: list[AddressReport], host: str) -> Check:
+    wk = found.well_known
+    reached = bool(reports) and all(r.connection is None for r in reports)
+    if wk.status == "skipped":
+        return Check("well-known", True, f"not looked up: the server name has {'an IP' if not found.targets or found.targets[0].step == 'ip literal' else 'a port'}")
+    if wk.status == "invalid":
+        return Check("well-known", False, wk.detail,
+                     'serve valid JSON like {"m.server": "matrix.example.org:443"} there, with Content-Type '
+                     "application/json (the `respond /.well-known/matrix/server` line of the Caddyfile)")
+    if wk.status == "found":
+        _, port = split_server_name(wk.m_server)
+        closed = [r for r in reports if r.connection and r.address.target.port == port and port is not None]
+        if port not in (None, 443) and closed and not reached:
+            host_part = wk.m_server.rsplit(":", 1)[0]
+            return Check("well-known", False, f"m.server = {wk.m_server}, but nothing answers on port {port}",
+                         f"publish {{\"m.server\": \"{host_part}:443\"}} (Caddy serves federation on 443), "
+                         f"or open port {port} in the security list and iptables")
+        return Check("well-known", True, wk.detail)
+    # absent: the spec falls back to SRV and port 8448, which is fine when that works.
+    if reached:
+        return Check("well-known", True, f"none ({wk.detail}); servers use {found.route}")
+    if wk.error is not None and wk.error.kind != "dns":
+        detail, fix = connection_problem(wk.error, where=f"{host}:443", port=443)
+        return Check("well-known", False, f"{wk.url} could not be fetched: {detail}", fix)
+    return Check("well-known", False,
+                 f"{wk.detail}, and the fallback ({found.route}) does not work either",
+                 f'publish {{"m.server": "<matrix host>:443"}} at https://{host}/.well-known/matrix/server '
+                 f"(Caddy's site for {host}), or an SRV record, or serve federation on {host}:8448")
+
+
+def _address_checks(found: Discovery, reports: list[AddressReport], host: str) -> list[Check]:
+    if not reports:
+        why = "no address to connect to (see dns)"
+        return [Check(name, False, f"not tested: {why}", None) for name in ("tls", "server-keys", "federation-version")]
+    how = _delegation_words(found, host)
+    tls_bad = [r for r in reports if r.connection]
+    wk_error = found.well_known.error
+    if len(tls_bad) == len(reports) and wk_error is not None and wk_error.kind in ("tls-verify", "tls"):
+        # Nothing worked, and the server name's own HTTPS is broken too: that is the first thing to fix.
+        detail, fix = connection_problem(wk_error, where=f"{host}:443", port=443)
+        tls = Check("tls", False, f"https://{host}: {detail}", fix)
+    elif tls_bad:
+        first = tls_bad[0]
+        tls = Check("tls", False, first.connection.detail, first.connection.fix)
+    else:
+        parts = []
+        for r in reports:
+            cert = r.cert
+            if cert is None:
+                parts.append(f"{r.address.label}: no certificate seen")
+                continue
+            parts.append(f"{r.address.label}: certificate for {r.address.target.sni} from "
+                         f"\"{cert.issuer_cn}\", valid until {cert.not_after:%Y-%m-%d}, {r.tls_version}")
+        tls = Check("tls", True, "; ".join(parts))
+
+    reachable = [r for r in reports if not r.connection]
+    if not reachable:
+        skipped = "not fetched: no trusted TLS connection (see tls)"
+        return [tls, Check("server-keys", False, skipped, None), Check("federation-version", False, skipped, None)]
+    keys_bad = [r for r in reachable if r.keys_problem]
+    if keys_bad:
+        p = keys_bad[0].keys_problem
+        keys = Check("server-keys", False, f"{keys_bad[0].address.label}: {p.detail}", p.fix)
+    else:
+        keys = Check("server-keys", True, reachable[0].keys_detail)
+    version_bad = [r for r in reachable if r.version_problem]
+    if version_bad:
+        p = version_bad[0].version_problem
+        version = Check("federation-version", False, p.detail, p.fix)
+    else:
+        seen = sorted({f"{r.version['name']} {r.version['version']}".strip() for r in reachable if r.version})
+        version = Check("federation-version", True, ", ".join(seen))
+    return [tls, keys, version]
+
+
+def _timed_out(names: Iterable[str], seconds: float) -> list[Check]:
+    return [Check(name, False, f"did not finish within {seconds:g} s",
+                  "check the server is reachable from here; rerun with a longer timeout on slow links")
+            for name in names]
+
+
+async def _federation_side(net: Net, server_name: str) -> tuple[list[Check], dict]:
+    host, _ = split_server_name(server_name)
+    found = await discover(net, server_name)
+    how = _delegation_words(found, host)
+    reports = list(await asyncio.gather(*(check_address(net, a, server_name, how) for a in found.addresses)))
+    checks = [_dns_check(found), _well_known_check(found, reports, host), *_address_checks(found, reports, host)]
+    versions = [r.version for r in reports if r.version]
+    tester = {
+        "WellKnownResult": found.well_known.to_tester(),
+        "DNSResult": found.to_tester(),
+        "ConnectionReports": {r.address.key: r.to_tester() for r in reports if not r.connection},
+        "ConnectionErrors": {r.address.key: {"Message": r.connection.detail} for r in reports if r.connection},
+        "Version": versions[0] if versions else {"error": "no server answered /_matrix/federation/v1/version"},
+    }
+    return checks, tester
+
+
+async def run_check(
+    server_name: str,
+    *,
+    connect_to: Iterable[ConnectTo] = (),
+    dns_server: tuple[str, int] | None = None,
+    ca_file: Path | str | None = None,
+    expect_policy: str | None = None,
+    admin: tuple[str, str] | None = None,
+    timeout: float = 10,
+) -> FederationReport:
+    """Check `server_name` the way another homeserver and a new user would see it.
+
+    connect_to: (host, port, host2, port2) mappings, like curl's --connect-to; dns_server: the
+    resolver for A/AAAA/SRV; ca_file: trusted besides the system roots; expect_policy: the
+    registration policy that must hold; admin: (user, password) that must be able to log in."""
+    started = time.monotonic()
+    report = FederationReport(server_name)
+    try:
+        host, _ = split_server_name(server_name)
+    except ServerNameError as exc:
+        report.checks = [Check("dns", False, str(exc), "give the server name as in user IDs: example.org")]
+        report.tester = {"FederationOK": False}
+        return report
+    async with Net(connect_to=connect_to, dns_server=dns_server, ca_file=ca_file, timeout=timeout) as net:
+        # Discovery is a chain of up to ~4 round trips, each bounded by `timeout`.
+        fed_limit, client_limit = timeout * 4, timeout * 3
+        fed_task = asyncio.ensure_future(asyncio.wait_for(_federation_side(net, server_name), fed_limit))
+        client_task = asyncio.ensure_future(asyncio.wait_for(
+            client_checks(net, host, expect_policy=expect_policy, admin=admin), client_limit))
+        fed_result, client_result = await asyncio.gather(fed_task, client_task, return_exceptions=True)
+    checks: list[Check] = []
+    if isinstance(fed_result, BaseException):
+        if not isinstance(fed_result, asyncio.TimeoutError):
+            raise fed_result
+        checks += _timed_out(FEDERATION_CHECKS, fed_limit)
+        tester: dict = {}
+    else:
+        fed_checks, tester = fed_result
+        checks += fed_checks
+    if isinstance(client_result, BaseException):
+        if not isinstance(client_result, asyncio.TimeoutError):
+            raise client_result
+        names = ["client-well-known", "client-versions", "registration"] + (["admin-login"] if admin else [])
+        checks += _timed_out(names, client_limit)
+    else:
+        checks += client_result[0]
+    checks.sort(key=lambda c: CHECK_ORDER.index(c.name) if c.name in CHECK_ORDER else len(CHECK_ORDER))
+    report.checks = checks
+    report.tester = {"FederationOK": all(c.ok for c in checks if c.name in FEDERATION_CHECKS), **tester}
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def describe_requests(server_name: str, *, connect_to: Iterable[ConnectTo] = (), dns_server: tuple[str, int] | None = None,
+                      expect_policy: str | None = None, admin: bool = False) -> list[str]:
+    """The requests a check makes, in order, for the dry-run (nothing is contacted)."""
+    host, port = split_server_name(server_name)
+    resolver = f" (via {join_host_port(*dns_server)})" if dns_server else ""
+    lines = []
+    if port is None and not is_ip(host):
+        lines += [f"GET https://{host}/.well-known/matrix/server  (redirects followed, 50 KB cap)",
+                  f"  then the delegated host's SRV _matrix-fed._tcp / _matrix._tcp{resolver}, or port 8448",
+                  f"  if none: SRV _matrix-fed._tcp.{host}, SRV _matrix._tcp.{host}{resolver}, else A/AAAA {host}:8448"]
+    else:
+        lines.append(f"A/AAAA {host}{resolver}, port {port or 8448}")
+    lines += ["for each address found: TLS handshake (SNI = the delegated name), certificate chain check",
+              "  GET /_matrix/key/v2/server  (server name, valid_until_ts, ed25519 signatures)",
+              "  GET /_matrix/federation/v1/version",
+              f"GET https://{host}/.well-known/matrix/client  (m.homeserver.base_url, CORS)",
+              "GET <base_url>/_matrix/client/versions",
+              "POST <base_url>/_matrix/client/v3/register {}  (registration as a stranger sees it"
+              + (f"; policy {expect_policy!r} must hold)" if expect_policy else ")")]
+    if admin:
+        lines.append("POST <base_url>/_matrix/client/v3/login  (the admin's password), then /logout")
+    for h1, p1, h2, p2 in connect_to:
+        lines.append(f"--connect-to: {h1 or '*'}:{p1 or '*'} goes to {join_host_port(h2, p2)}")
+    return lines

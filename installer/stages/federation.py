@@ -1,0 +1,38 @@
+"""Stage federation.check: the installer's own federation test, the last stage of every run."""
+
+from __future__ import annotations
+
+from installer.engine import StageContext, StageError
+from installer.events import Status
+
+
+async def check(ctx: StageContext) -> Status:
+    """Check the server as the world sees it; fail with the failing checks named and the first fix."""
+    from installer.federation import describe_requests, run_check
+
+    server_name = ctx.answers.domain.server_name
+    options = ctx.options
+    # --check alone tests any server: its registration policy is not ours to know.
+    expect_policy = None if options.mode == "check" else ctx.answers.registration.policy
+    admin = ctx.session.shared.get("admin_credentials")
+    if admin is not None:
+        user, password = admin
+        ctx.secret(password)
+        admin = (user, password)
+    if ctx.dry_run:
+        for line in describe_requests(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
+                                      expect_policy=expect_policy, admin=admin is not None):
+            ctx.log(line, "command")
+        return Status.PLANNED
+    ctx.progress(f"testing {server_name} as other servers and new users see it")
+    report = await run_check(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
+                             ca_file=options.ca_file, expect_policy=expect_policy, admin=admin)
+    for line in report.summary_lines():
+        ctx.log(line)
+    ctx.log(f"federation test took {report.seconds:.2f} s")
+    ctx.session.federation = report.to_json()
+    if not report.ok:
+        failed = report.failed
+        raise StageError(f"federation test failed: {', '.join(c.name for c in failed)} ({failed[0].detail})",
+                         next((c.fix for c in failed if c.fix), None))
+    return Status.DONE

@@ -1,0 +1,300 @@
+"""The federation test against a real stack: Synapse and Caddy (the installer's own Caddyfile and
+homeserver.yaml edits) plus dnsmasq, all on loopback, reached through --connect-to mappings.
+
+Each test asserts what a user would see: the check's name, whether it passed, and the words of
+the diagnosis.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from installer.federation import FederationReport, run_check
+
+pytest.register_assert_rewrite("tests.fixtures.matrix_stack")
+from tests.fixtures.matrix_stack import (  # noqa: E402
+    LOOPBACK,
+    MATRIX_HOST,
+    SERVER_NAME,
+    CaddyLab,
+    CaddyServer,
+    DnsServer,
+    SynapseServer,
+    free_port,
+    lab_answers,
+)
+
+pytest_plugins = ["tests.fixtures.matrix_stack"]
+
+BOTH = (SERVER_NAME, MATRIX_HOST)
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert old in text, f"the rendered Caddyfile no longer contains {old!r}"
+    return text.replace(old, new)
+
+
+def start_caddy(lab: CaddyLab, answers, upstream: str, *, names=BOTH, change=None, extra_global=()) -> CaddyServer:
+    caddyfile, ports = lab.render(answers, upstream, extra_global=extra_global)
+    if change is not None:
+        caddyfile = change(caddyfile)
+    return lab.start(caddyfile, ports, wait_for=names)
+
+
+async def check(server_name: str, caddy: CaddyServer, dns: DnsServer, lab: CaddyLab, *, names=BOTH,
+                connect_to=None, trust_lab_ca: bool = True, **kwargs) -> FederationReport:
+    report = await run_check(server_name, connect_to=connect_to if connect_to is not None else caddy.connect_to(*names),
+                             dns_server=dns.address, ca_file=lab.ca_file if trust_lab_ca else None, timeout=5, **kwargs)
+    print("\n".join(report.summary_lines()))
+    return report
+
+
+def failing(report: FederationReport, name: str):
+    found = report.check(name)
+    assert found is not None, f"no {name} check in {[c.name for c in report.checks]}"
+    assert not found.ok, f"{name} passed: {found.detail}"
+    assert not report.ok
+    return found
+
+
+@pytest.fixture(scope="module")
+def well_known_caddy(caddy_lab: CaddyLab, synapse: SynapseServer) -> CaddyServer:
+    """The installer's Caddyfile for well-known delegation: example.test -> matrix.example.test:443."""
+    return start_caddy(caddy_lab, lab_answers(), synapse.upstream)
+
+
+# --- passing -------------------------------------------------------------------------------
+
+
+async def test_well_known_delegation_passes(well_known_caddy, dns_plain, caddy_lab, synapse):
+    await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab)  # warm-up: Python imports, first handshakes
+    started = time.monotonic()
+    report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, expect_policy="closed",
+                         admin=synapse.admin)
+    seconds = time.monotonic() - started
+    print(f"healthy full check: {seconds:.3f} s")
+    assert report.ok, report.summary_lines()
+    assert [c.name for c in report.checks] == ["dns", "well-known", "tls", "server-keys", "federation-version",
+                                               "client-well-known", "client-versions", "registration", "admin-login"]
+    assert report.check("well-known").detail == "m.server = matrix.example.test:443"
+    assert report.summary_lines()[1] == "✓ well-known  m.server = matrix.example.test:443"
+    assert "verified" in report.check("server-keys").detail
+    assert report.check("federation-version").detail.startswith("Synapse 1.")
+    assert "closed" in report.check("registration").detail
+    assert report.check("admin-login").detail == "@admin:example.test can log in"
+    assert seconds < 1.0, f"a healthy check took {seconds:.2f} s"
+
+    data = report.to_json()
+    assert synapse.admin[1] not in json.dumps(data)
+    assert data["server_name"] == SERVER_NAME and data["ok"] is True
+    assert {"name", "ok", "detail", "fix"} <= set(data["checks"][0])
+    tester = data["tester"]
+    assert tester["FederationOK"] is True
+    assert tester["WellKnownResult"]["m.server"] == "matrix.example.test:443"
+    assert tester["DNSResult"]["Hosts"][MATRIX_HOST]["Addrs"] == [LOOPBACK]
+    (address, connection), = tester["ConnectionReports"].items()
+    assert address == f"{LOOPBACK}:{well_known_caddy.https_port}"
+    assert connection["Checks"]["AllChecksOK"] is True
+    assert connection["Checks"]["ValidCertificates"] and connection["Checks"]["MatchingServerName"]
+    assert connection["Certificates"][0]["DNSNames"] == [MATRIX_HOST]
+    assert tester["Version"]["name"] == "Synapse"
+
+
+async def test_srv_delegation_passes(caddy_lab, dns_lab, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(delegation="srv"), synapse.upstream)
+    dns = dns_lab.start(srv=((f"_matrix-fed._tcp.{SERVER_NAME}", MATRIX_HOST, 8448),))
+    report = await check(SERVER_NAME, caddy, dns, caddy_lab)
+    assert report.ok, report.summary_lines()
+    assert report.check("dns").detail.startswith("SRV _matrix-fed._tcp.example.test -> matrix.example.test:8448")
+    assert report.check("well-known").detail.startswith("none (")
+    assert "SRV _matrix-fed._tcp.example.test" in report.check("well-known").detail
+    # SRV without .well-known: the certificate must be for the server name, not the SRV target.
+    assert "certificate for example.test" in report.check("tls").detail
+
+
+async def test_no_delegation_passes(caddy_lab, dns_plain, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(SERVER_NAME, SERVER_NAME, delegation="none"), synapse.upstream,
+                        names=(SERVER_NAME,))
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, names=(SERVER_NAME,), expect_policy="closed")
+    assert report.ok, report.summary_lines()
+    assert "the default port 8448" in report.check("well-known").detail
+    assert report.check("client-well-known").detail.startswith("m.homeserver.base_url = https://example.test")
+
+
+async def test_check_command_prints_the_summary_and_exits_0(well_known_caddy, dns_plain, caddy_lab, capsys):
+    from installer.engine import RunOptions
+    from installer.federation.cli import check_command
+
+    options = RunOptions(mode="check", connect_to=well_known_caddy.connect_to(*BOTH), dns_server=dns_plain.address,
+                         ca_file=caddy_lab.ca_file)
+    assert await check_command(SERVER_NAME, options) == 0
+    out = capsys.readouterr().out
+    assert "✓ well-known  m.server = matrix.example.test:443" in out
+    assert "federation OK" in out
+
+
+# --- failing: discovery --------------------------------------------------------------------
+
+
+async def test_no_well_known_and_nothing_on_8448(caddy_lab, dns_plain, synapse, capsys):
+    # The server name's site answers 404 for /.well-known/matrix/server; no SRV; 8448 closed.
+    caddy = start_caddy(caddy_lab, lab_answers(delegation="srv"), synapse.upstream)
+    closed = free_port()
+    mappings = [m for m in caddy.connect_to(*BOTH) if m[1] == 443] + [(SERVER_NAME, 8448, LOOPBACK, closed)]
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, connect_to=mappings)
+    wk = failing(report, "well-known")
+    assert "https://example.test/.well-known/matrix/server answered 404 Not Found" in wk.detail
+    assert "publish" in wk.fix and "m.server" in wk.fix
+    tls = failing(report, "tls")
+    assert "port 8448 is closed" in tls.detail
+    assert tls.fix.startswith("port 8448 is closed: open it in the security list and iptables")
+
+    from installer.engine import RunOptions
+    from installer.federation.cli import check_command
+
+    options = RunOptions(mode="check", connect_to=mappings, dns_server=dns_plain.address, ca_file=caddy_lab.ca_file)
+    assert await check_command(SERVER_NAME, options) == 1
+    assert "✗ well-known  https://example.test/.well-known/matrix/server answered 404" in capsys.readouterr().out
+
+
+async def test_well_known_with_bad_json(caddy_lab, dns_plain, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        text, '{"m.server": "matrix.example.test:443"}', '{"m.server": matrix.example.test:443'))
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    wk = failing(report, "well-known")
+    assert "https://example.test/.well-known/matrix/server is not valid JSON" in wk.detail
+    assert "Expecting value: line 1 column 14" in wk.detail
+    assert 'valid JSON like {"m.server": "matrix.example.org:443"}' in wk.fix
+
+
+async def test_well_known_without_m_server(caddy_lab, dns_plain, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        text, '{"m.server": "matrix.example.test:443"}', '{"m.homeserver": "matrix.example.test:443"}'))
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    wk = failing(report, "well-known")
+    assert 'has no "m.server" key (keys: m.homeserver)' in wk.detail
+
+
+async def test_wrong_port_in_m_server(caddy_lab, dns_plain, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        text, '"matrix.example.test:443"', '"matrix.example.test:8449"'))
+    closed = free_port()  # stands for the VM's port 8449, where nothing listens
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab,
+                         connect_to=caddy.connect_to(*BOTH) + [(MATRIX_HOST, 8449, LOOPBACK, closed)])
+    wk = failing(report, "well-known")
+    assert wk.detail == "m.server = matrix.example.test:8449, but nothing answers on port 8449"
+    assert wk.fix.startswith('publish {"m.server": "matrix.example.test:443"}')
+    tls = failing(report, "tls")
+    assert "cannot connect to matrix.example.test:8449" in tls.detail and "port 8449 is closed" in tls.detail
+
+
+# --- failing: TLS --------------------------------------------------------------------------
+
+
+async def test_certificate_for_the_wrong_name(caddy_lab, dns_lab, synapse):
+    # The manual guide's SRV catch: SRV to matrix.example.test:443, which only has a certificate
+    # for matrix.example.test, while SRV delegation needs one for example.test.
+    caddy = start_caddy(caddy_lab, lab_answers(serve_server_name=False), synapse.upstream, names=(MATRIX_HOST,),
+                        extra_global=(f"default_sni {MATRIX_HOST}",))
+    dns = dns_lab.start(srv=((f"_matrix-fed._tcp.{SERVER_NAME}", MATRIX_HOST, 443),))
+    report = await check(SERVER_NAME, caddy, dns, caddy_lab)
+    tls = failing(report, "tls")
+    assert tls.detail == "certificate is for matrix.example.test, not example.test"
+    assert tls.fix.startswith("use .well-known delegation")
+    assert tls.summary_line().startswith(
+        "✗ tls  certificate is for matrix.example.test, not example.test -> fix: use .well-known delegation")
+    assert report.tester["ConnectionErrors"]
+
+
+async def test_untrusted_certificate_without_the_ca_file(well_known_caddy, dns_plain, caddy_lab):
+    report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, trust_lab_ca=False)
+    tls = failing(report, "tls")
+    assert "certificate for example.test is not trusted" in tls.detail
+    assert "Caddy Local Authority" in tls.detail
+    assert 'tls = "acme"' in tls.fix
+    assert "not trusted" in failing(report, "client-well-known").detail
+
+
+# --- failing: keys and Synapse -------------------------------------------------------------
+
+
+async def test_server_name_mismatch_in_the_keys(caddy_lab, dns_plain, synapse):
+    # other.example.test delegates to a Synapse whose server_name is example.test.
+    other = "other.example.test"
+    caddy = start_caddy(caddy_lab, lab_answers(other, MATRIX_HOST), synapse.upstream, names=(other, MATRIX_HOST))
+    report = await check(other, caddy, dns_plain, caddy_lab, names=(other, MATRIX_HOST))
+    keys = failing(report, "server-keys")
+    assert "the keys are for example.test, not other.example.test" in keys.detail
+    assert "server_name is other.example.test" in keys.fix
+    assert report.check("tls").ok and report.check("well-known").ok
+    (connection,) = report.tester["ConnectionReports"].values()
+    assert connection["Checks"]["MatchingServerName"] is False
+
+
+async def test_tampered_key_signature(caddy_lab, dns_plain, synapse):
+    keys = httpx.get(f"{synapse.url}/_matrix/key/v2/server", timeout=5).json()
+    (key_id, signature), = keys["signatures"][SERVER_NAME].items()
+    keys["signatures"][SERVER_NAME][key_id] = ("A" if signature[0] != "A" else "B") + signature[1:]
+    served = json.dumps(keys)
+
+    def serve_tampered(text: str) -> str:
+        return edit(text, f"{MATRIX_HOST} {{\n", f"{MATRIX_HOST} {{\n\trespond /_matrix/key/v2/server `{served}` 200\n")
+
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=serve_tampered)
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    bad = failing(report, "server-keys")
+    assert f"key {key_id} signature does not verify" in bad.detail
+    assert "unchanged" in bad.fix
+    (connection,) = report.tester["ConnectionReports"].values()
+    assert connection["Checks"]["Ed25519Checks"][key_id] == {"ValidEd25519": True, "MatchingSignature": False}
+    assert connection["Checks"]["AllEd25519ChecksOK"] is False
+
+
+async def test_synapse_down_behind_caddy(caddy_lab, dns_plain):
+    caddy = start_caddy(caddy_lab, lab_answers(), f"{LOOPBACK}:{free_port()}")
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    keys = failing(report, "server-keys")
+    assert "answered 502 Bad Gateway: Synapse is down behind Caddy" in keys.detail
+    assert keys.fix.startswith("Synapse is down behind Caddy (502): check `docker compose ps` in /opt/matrix/synapse")
+    assert "502" in failing(report, "client-versions").detail
+    assert report.check("tls").ok and report.check("well-known").ok
+
+
+# --- failing: client side ------------------------------------------------------------------
+
+
+async def test_client_well_known_without_cors(caddy_lab, dns_plain, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        text, '\t\theader /.well-known/matrix/* Access-Control-Allow-Origin "*"\n', ""))
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    cors = failing(report, "client-well-known")
+    assert "has no Access-Control-Allow-Origin header" in cors.detail
+    assert 'Access-Control-Allow-Origin "*"' in cors.fix
+    assert [c.name for c in report.failed] == ["client-well-known"]
+
+
+async def test_registration_open_when_the_policy_says_closed(caddy_lab, dns_plain, synapse_open):
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse_open.upstream)
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, expect_policy="closed")
+    reg = failing(report, "registration")
+    assert reg.detail.startswith("registration is open to anyone (flows: m.login.dummy")
+    assert reg.detail.endswith('but the policy is "closed"')
+    assert "enable_registration: false" in reg.fix
+    assert [c.name for c in report.failed] == ["registration"]
+    # "open-until-admin" must have ended closed too; "token" wants a token flow.
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, expect_policy="open-until-admin")
+    assert not report.check("registration").ok
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, expect_policy="token")
+    assert "registration_requires_token: true" in failing(report, "registration").fix
+
+
+async def test_admin_with_a_wrong_password(well_known_caddy, dns_plain, caddy_lab):
+    secret = "not-the-password-" + "x" * 8
+    report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, admin=("admin", secret))
+    login = failing(report, "admin-login")
+    assert "@admin:example.test cannot log in: M_FORBIDDEN (wrong user or password)" == login.detail
+    assert secret not in json.dumps(report.to_json()) and secret not in "\n".join(report.summary_lines())
