@@ -1,0 +1,157 @@
+"""The DNS stage: records set in an OCI DNS zone, or shown and waited for in real DNS."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from installer.events import Status
+from tests.oci_emulator.dns_server import DnsServer
+from tests.oci_emulator.fixtures import EmulatorHandle, oci_api_keys, oci_emulator  # noqa: F401
+from tests.oci_emulator.harness import WITH_DNS, Runner, make_answers
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Runner:
+    return Runner(tmp_path / "state")
+
+
+@pytest.fixture
+def answers(oci_emulator: EmulatorHandle, tmp_path: Path):
+    return make_answers(oci_emulator.config_path, tmp_path / "ssh" / "id_ed25519")
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    server = DnsServer().start()
+    yield server
+    server.stop()
+
+
+async def test_records_created_in_an_oci_zone_and_left_alone_on_rerun(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    emu.add_zone("example.org")
+    run = await runner(answers, names=WITH_DNS)
+    assert run.result.ok, run.all_text()
+    address = run.state.facts["host.address"]
+    assert run.status("dns.records") is Status.DONE
+    for name in ("matrix.example.org", "example.org"):
+        (record,) = emu.rrset("example.org", name, "A")
+        assert (record["rdata"], record["ttl"]) == (address, 300)
+    assert f"OCI DNS zone example.org: matrix.example.org. 300 IN A {address} (created)" in run.logs("dns.records")
+    # The walk up the labels asks for matrix.example.org first, then finds example.org.
+    assert "dns.list_zones(name=matrix.example.org, type=PRIMARY)" in run.logs("dns.records", "cloud")
+
+    rerun = await runner(answers, names=WITH_DNS)
+    assert rerun.status("dns.records") is Status.UNCHANGED
+    assert emu.count("PUT", "update_rr_set") == 2
+
+
+async def test_wrong_record_in_the_zone_is_updated(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    emu.add_zone("example.org")
+    emu.rrsets[("example.org", "matrix.example.org", "A")] = [
+        {"domain": "matrix.example.org", "rtype": "A", "rdata": "198.51.100.7", "ttl": 3600, "recordHash": "x", "isProtected": False, "rrsetVersion": "1"}
+    ]
+    run = await runner(answers.replace("domain", serve_server_name=False, redirect_to=""), names=WITH_DNS)
+    assert run.result.ok, run.all_text()
+    address = run.state.facts["host.address"]
+    assert [r["rdata"] for r in emu.rrset("example.org", "matrix.example.org", "A")] == [address]
+    assert emu.rrset("example.org", "example.org", "A") == []
+    assert any(line.endswith("(updated)") for line in run.logs("dns.records"))
+
+
+async def test_srv_delegation_record_is_set_too(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    emu = oci_emulator.state
+    emu.add_zone("example.org")
+    run = await runner(answers.replace("domain", delegation="srv"), names=WITH_DNS)
+    assert run.result.ok, run.all_text()
+    (srv,) = emu.rrset("example.org", "_matrix-fed._tcp.example.org", "SRV")
+    assert srv["rdata"] == "0 10 8448 matrix.example.org."
+
+
+async def test_records_shown_and_waited_for_until_they_resolve(oci_emulator: EmulatorHandle, runner: Runner, answers, dns_server: DnsServer) -> None:
+    await runner(answers)  # the instance first, so its address is known
+    address = runner_state_address(runner)
+    dns_server.set("matrix.example.org", "A", address)
+
+    async def appear_later() -> None:
+        while dns_server.queries < 4:
+            await asyncio.sleep(0.02)
+        dns_server.set("example.org", "A", address)
+
+    helper = asyncio.create_task(appear_later())
+    run = await runner(answers, names=WITH_DNS, dns_server=dns_server.address)
+    await helper
+    assert run.status("dns.records") is Status.DONE, run.all_text()
+    logs = run.logs("dns.records")
+    assert "create these records at your DNS provider:" in logs
+    assert f"    matrix.example.org. 300 IN A {address}" in logs
+    assert f"    example.org. 300 IN A {address}" in logs
+    assert any(p.startswith("waiting for DNS: example.org; 0:0") and p.endswith(" left") for p in run.progress("dns.records"))
+
+
+async def test_srv_record_shown_for_manual_dns(oci_emulator: EmulatorHandle, runner: Runner, answers, dns_server: DnsServer) -> None:
+    srv_answers = answers.replace("domain", delegation="srv")
+    await runner(srv_answers)
+    address = runner_state_address(runner)
+    dns_server.set("matrix.example.org", "A", address)
+    dns_server.set("example.org", "A", address)
+    dns_server.set("_matrix-fed._tcp.example.org", "SRV", "0 10 8448 matrix.example.org.")
+    run = await runner(srv_answers, names=WITH_DNS, dns_server=dns_server.address)
+    assert run.status("dns.records") is Status.UNCHANGED, run.all_text()
+    assert "    _matrix-fed._tcp.example.org. 300 IN SRV 0 10 8448 matrix.example.org." in run.logs("dns.records")
+
+
+async def test_waiting_for_dns_fails_at_the_deadline(oci_emulator: EmulatorHandle, runner: Runner, answers, dns_server: DnsServer) -> None:
+    await runner(answers)
+    dns_server.set("matrix.example.org", "A", "198.51.100.99")  # points elsewhere
+    run = await runner(answers, names=WITH_DNS, dns_server=dns_server.address)
+    finished = run.finished("dns.records")
+    assert finished.status is Status.FAILED
+    assert "DNS records still not visible after 2 s" in finished.error
+    assert "matrix.example.org A -> 198.51.100.99" in finished.error and "example.org A -> nothing" in finished.error
+    assert "create the records" in finished.hint
+
+
+async def test_the_guided_app_can_skip_the_wait(oci_emulator: EmulatorHandle, runner: Runner, answers, dns_server: DnsServer) -> None:
+    await runner(answers)
+    skip = asyncio.Event()
+
+    async def press_skip() -> None:
+        while dns_server.queries < 2:
+            await asyncio.sleep(0.01)
+        skip.set()
+
+    presser = asyncio.create_task(press_skip())
+    run = await runner(answers, names=WITH_DNS, dns_server=dns_server.address, shared={"dns.skip_wait": skip})
+    await presser
+    finished = run.finished("dns.records")
+    assert finished.status is Status.SKIPPED and finished.error is None
+    assert run.result.ok
+
+
+async def test_private_address_skips_public_records(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    oci_emulator.state.public_ip_prefix = "10.20.30."
+    run = await runner(answers, names=WITH_DNS)
+    assert run.status("dns.records") is Status.SKIPPED
+    assert any("not a public one" in line for line in run.logs("dns.records"))
+    assert oci_emulator.state.count(op="list_zones") == 0
+
+
+async def test_existing_host_by_ip_with_a_lab_resolver(tmp_path: Path, runner: Runner, dns_server: DnsServer) -> None:
+    answers = make_answers(str(tmp_path / "no-oci-config"), tmp_path / "ssh" / "id_ed25519")
+    answers = answers.replace("cloud", provider="existing").replace("ssh", host="127.0.0.1", private_key=str(tmp_path / "k"))
+    dns_server.set("matrix.example.org", "A", "127.0.0.1")
+    dns_server.set("example.org", "A", "127.0.0.1")
+    run = await runner(answers, names=("dns.records",), dns_server=dns_server.address)
+    assert run.status("dns.records") is Status.UNCHANGED, run.all_text()
+
+
+def runner_state_address(runner: Runner) -> str:
+    import json
+
+    return json.loads((runner.state_dir / "example.org" / "state.json").read_text())["facts"]["host.address"]
