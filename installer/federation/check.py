@@ -89,8 +89,9 @@ def _address_checks(found: Discovery, reports: list[AddressReport], host: str) -
     how = _delegation_words(found, host)
     tls_bad = [r for r in reports if r.connection]
     wk_error = found.well_known.error
-    if len(tls_bad) == len(reports) and wk_error is not None and wk_error.kind in ("tls-verify", "tls"):
-        # Nothing worked, and the server name's own HTTPS is broken too: that is the first thing to fix.
+    if (len(tls_bad) == len(reports) and wk_error is not None and wk_error.kind in ("tls-verify", "tls")
+            and not any(r.connection_kind in ("tls-verify", "tls") for r in tls_bad)):
+        # Nothing answered, and the server name's own HTTPS is broken: that is the first thing to fix.
         detail, fix = connection_problem(wk_error, where=f"{host}:443", port=443)
         tls = Check("tls", False, f"https://{host}: {detail}", fix)
     elif tls_bad:

@@ -107,7 +107,7 @@ async def registration(net: Net, base_url: str, expect_policy: str | None) -> Ch
     state, words = _registration_state(answer)
     if state == "unknown":
         detail, fix = http_status_problem(answer.reason, answer.status, url, answer.body)
-        return Check("registration", False, f"{words}: {detail}" if answer.status >= 500 else words, fix)
+        return Check("registration", False, detail if answer.status >= 500 else words, fix)
     if expect_policy is None:
         return Check("registration", True, words)
     wanted = {"closed": "closed", "open-until-admin": "closed", "token": "token"}.get(expect_policy, expect_policy)

@@ -29,6 +29,7 @@ class AddressReport:
 
     address: Address
     connection: Problem | None = None
+    connection_kind: str = ""
     cert: CertInfo | None = None
     tls_version: str = ""
     cipher: str = ""
@@ -160,6 +161,7 @@ async def check_address(net: Net, address: Address, server_name: str, how: str) 
             detail, fix = connection_problem(answer, where=address.label, port=target.port, srv_step=target.step.startswith("srv") and target.sni == server_name,
                                              server_name=server_name)
             report.connection = Problem(detail, fix)
+            report.connection_kind = answer.kind
             report.cert = answer.cert
             report.errors.append(detail)
             return report

@@ -161,10 +161,15 @@ async def test_no_well_known_and_nothing_on_8448(caddy_lab, dns_plain, synapse, 
     assert "✗ well-known  https://example.test/.well-known/matrix/server answered 404" in capsys.readouterr().out
 
 
+def closed_8448(caddy: CaddyServer) -> list[tuple[str, int, str, int]]:
+    """Mappings to the Caddy for 443, and port 8448 of the server name closed (as on a VM that only opened 443)."""
+    return caddy.connect_to(*BOTH) + [(SERVER_NAME, 8448, LOOPBACK, free_port())]
+
+
 async def test_well_known_with_bad_json(caddy_lab, dns_plain, synapse):
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
         text, '{"m.server": "matrix.example.test:443"}', '{"m.server": matrix.example.test:443'))
-    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, connect_to=closed_8448(caddy))
     wk = failing(report, "well-known")
     assert "https://example.test/.well-known/matrix/server is not valid JSON" in wk.detail
     assert "Expecting value: line 1 column 14" in wk.detail
@@ -174,7 +179,7 @@ async def test_well_known_with_bad_json(caddy_lab, dns_plain, synapse):
 async def test_well_known_without_m_server(caddy_lab, dns_plain, synapse):
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
         text, '{"m.server": "matrix.example.test:443"}', '{"m.homeserver": "matrix.example.test:443"}'))
-    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, connect_to=closed_8448(caddy))
     wk = failing(report, "well-known")
     assert 'has no "m.server" key (keys: m.homeserver)' in wk.detail
 
@@ -199,7 +204,7 @@ async def test_certificate_for_the_wrong_name(caddy_lab, dns_lab, synapse):
     # The manual guide's SRV catch: SRV to matrix.example.test:443, which only has a certificate
     # for matrix.example.test, while SRV delegation needs one for example.test.
     caddy = start_caddy(caddy_lab, lab_answers(serve_server_name=False), synapse.upstream, names=(MATRIX_HOST,),
-                        extra_global=(f"default_sni {MATRIX_HOST}",))
+                        extra_global=(f"fallback_sni {MATRIX_HOST}",))
     dns = dns_lab.start(srv=((f"_matrix-fed._tcp.{SERVER_NAME}", MATRIX_HOST, 443),))
     report = await check(SERVER_NAME, caddy, dns, caddy_lab)
     tls = failing(report, "tls")
@@ -211,7 +216,8 @@ async def test_certificate_for_the_wrong_name(caddy_lab, dns_lab, synapse):
 
 
 async def test_untrusted_certificate_without_the_ca_file(well_known_caddy, dns_plain, caddy_lab):
-    report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, trust_lab_ca=False)
+    report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, trust_lab_ca=False,
+                         connect_to=closed_8448(well_known_caddy))
     tls = failing(report, "tls")
     assert "certificate for example.test is not trusted" in tls.detail
     assert "Caddy Local Authority" in tls.detail
@@ -298,3 +304,121 @@ async def test_admin_with_a_wrong_password(well_known_caddy, dns_plain, caddy_la
     login = failing(report, "admin-login")
     assert "@admin:example.test cannot log in: M_FORBIDDEN (wrong user or password)" == login.detail
     assert secret not in json.dumps(report.to_json()) and secret not in "\n".join(report.summary_lines())
+
+
+# --- more discovery and TLS cases ----------------------------------------------------------
+
+
+def _expired_certificate(folder, name: str):
+    """A CA (returned as PEM) and an expired certificate for `name` it signed (written to folder)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def dn(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(dn("Lab Test CA")).issuer_name(dn("Lab Test CA"))
+          .public_key(ca_key.public_key()).serial_number(1).not_valid_before(now - datetime.timedelta(days=400))
+          .not_valid_after(now + datetime.timedelta(days=400))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True).sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(dn(name)).issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(2).not_valid_before(now - datetime.timedelta(days=100))
+            .not_valid_after(now - datetime.timedelta(days=10))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    (folder / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (folder / "leaf.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    return ca.public_bytes(serialization.Encoding.PEM), (now - datetime.timedelta(days=10)).strftime("%Y-%m-%d")
+
+
+async def test_expired_certificate(caddy_lab, dns_plain, synapse, tmp_path):
+    ca_pem, expired_on = _expired_certificate(tmp_path, MATRIX_HOST)
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(caddy_lab.ca_file.read_bytes() + ca_pem)
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, names=(SERVER_NAME,), change=lambda text: edit(
+        text, f"{MATRIX_HOST} {{\n", f"{MATRIX_HOST} {{\n\ttls {tmp_path}/leaf.pem {tmp_path}/leaf.key\n"))
+    report = await run_check(SERVER_NAME, connect_to=caddy.connect_to(*BOTH), dns_server=dns_plain.address,
+                             ca_file=bundle, timeout=5)
+    tls = failing(report, "tls")
+    assert tls.detail.startswith(f"certificate for matrix.example.test expired on {expired_on}")
+    assert "journalctl -u caddy" in tls.fix
+
+
+async def test_well_known_redirect_is_followed_and_a_loop_is_reported(caddy_lab, dns_plain, synapse):
+    served = '\trespond /.well-known/matrix/server `{"m.server": "matrix.example.test:443"}` 200\n'
+
+    def redirect_to_matrix_host(text: str) -> str:
+        text = edit(text, '\t\trespond /.well-known/matrix/server `{"m.server": "matrix.example.test:443"}` 200\n',
+                    "\t\tredir /.well-known/matrix/server https://matrix.example.test/.well-known/matrix/server 301\n")
+        return edit(text, f"{MATRIX_HOST} {{\n", f"{MATRIX_HOST} {{\n{served}")
+
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=redirect_to_matrix_host)
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    assert report.ok, report.summary_lines()
+    assert report.check("well-known").detail == "m.server = matrix.example.test:443 (after 1 redirect)"
+
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        text, '\t\trespond /.well-known/matrix/server `{"m.server": "matrix.example.test:443"}` 200\n',
+        "\t\tredir /.well-known/matrix/server /.well-known/matrix/server 302\n"))
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, connect_to=closed_8448(caddy))
+    assert "redirects in a loop" in failing(report, "well-known").detail
+
+
+async def test_srv_target_that_is_a_cname_is_rejected(caddy_lab, dns_lab, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(delegation="srv"), synapse.upstream)
+    dns = dns_lab.start(srv=((f"_matrix-fed._tcp.{SERVER_NAME}", "alias.example.test", 8448),),
+                        cnames=(("alias.example.test", MATRIX_HOST),))
+    report = await check(SERVER_NAME, caddy, dns, caddy_lab, names=(*BOTH, "alias.example.test"))
+    bad = failing(report, "dns")
+    assert "SRV target alias.example.test is a CNAME (to matrix.example.test), which the spec forbids" in bad.detail
+    assert "not a CNAME" in bad.fix
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+
+def _stage_context(answers, options):
+    from installer.engine import Session, Stage, StageContext
+    from installer.state import RunState
+
+    events = []
+    session = Session(answers=answers, state=RunState(None), options=options, listeners=[events.append])
+    stage = Stage("federation.check", "Federation test", lambda ctx: None)
+    return StageContext(session, stage), session, events
+
+
+async def test_stage_passes_logs_the_summary_and_keeps_the_report(well_known_caddy, dns_plain, caddy_lab, synapse):
+    from installer.engine import RunOptions
+    from installer.stages.federation import check as federation_check
+
+    options = RunOptions(connect_to=well_known_caddy.connect_to(*BOTH), dns_server=dns_plain.address,
+                         ca_file=caddy_lab.ca_file)
+    ctx, session, events = _stage_context(lab_answers(), options)
+    session.shared["admin_credentials"] = synapse.admin
+    await federation_check(ctx)
+    lines = [e.line for e in events if hasattr(e, "line")]
+    assert "✓ well-known  m.server = matrix.example.test:443" in lines
+    assert "✓ admin-login  @admin:example.test can log in" in lines
+    assert session.federation["ok"] is True and session.federation["server_name"] == SERVER_NAME
+    assert synapse.admin[1] not in json.dumps(session.federation) + "\n".join(lines)
+
+
+async def test_stage_fails_naming_the_checks_with_the_first_fix(caddy_lab, dns_plain):
+    from installer.engine import RunOptions, StageError
+    from installer.stages.federation import check as federation_check
+
+    caddy = start_caddy(caddy_lab, lab_answers(), f"{LOOPBACK}:{free_port()}")
+    options = RunOptions(connect_to=caddy.connect_to(*BOTH), dns_server=dns_plain.address, ca_file=caddy_lab.ca_file)
+    ctx, session, _ = _stage_context(lab_answers(), options)
+    with pytest.raises(StageError) as raised:
+        await federation_check(ctx)
+    assert str(raised.value).startswith("federation test failed: server-keys, federation-version, client-versions, registration")
+    assert raised.value.hint.startswith("Synapse is down behind Caddy (502)")
+    assert session.federation["ok"] is False
