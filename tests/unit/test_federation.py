@@ -1,0 +1,162 @@
+"""The federation checker's pure parts: server names, cache headers, key verification, the
+registration reading, the report's shape, --connect-to mappings and the stage's dry-run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+
+import httpx
+import pytest
+from signedjson.key import encode_verify_key_base64, generate_signing_key, get_verify_key
+from signedjson.sign import sign_json
+
+from installer.answers import Answers, Domain
+from installer.engine import RunOptions, Session, Stage, StageContext
+from installer.federation import Check, FederationReport, describe_requests
+from installer.federation.client import _registration_state
+from installer.federation.discovery import Address, ServerNameError, Target, _cache_expiry, split_server_name
+from installer.federation.net import Fetched, Net
+from installer.federation.server import AddressReport, verify_key_response
+from installer.state import RunState
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("example.org", ("example.org", None)),
+    ("Example.ORG:8448", ("example.org", 8448)),
+    ("1.2.3.4", ("1.2.3.4", None)),
+    ("1.2.3.4:443", ("1.2.3.4", 443)),
+    ("[2001:db8::1]:8448", ("2001:db8::1", 8448)),
+    ("[::1]", ("::1", None)),
+])
+def test_server_names_split_into_host_and_port(name, expected):
+    assert split_server_name(name) == expected
+
+
+@pytest.mark.parametrize("name", ["", "exa mple.org", "example.org:0", "example.org:99999", "example.org:x", "[nope]:1", "-a.org"])
+def test_malformed_server_names_are_refused(name):
+    with pytest.raises(ServerNameError):
+        split_server_name(name)
+
+
+def test_well_known_cache_follows_the_headers_within_the_spec_limits():
+    now = time.time()
+    assert abs(_cache_expiry(httpx.Headers({"cache-control": "max-age=3600"})) - (now + 3600)) < 5
+    assert abs(_cache_expiry(httpx.Headers({})) - (now + 24 * 3600)) < 5
+    assert abs(_cache_expiry(httpx.Headers({"cache-control": "max-age=9999999"})) - (now + 48 * 3600)) < 5
+    assert abs(_cache_expiry(httpx.Headers({"cache-control": "no-store"})) - now) < 5
+
+
+def test_connect_to_maps_names_and_addresses_like_curl():
+    net = Net(connect_to=[("example.org", 443, "127.0.0.1", 8443), ("", 8448, "10.0.0.1", 9448),
+                          ("1.2.3.4", 443, "127.0.0.1", 1443)])
+    assert net.mapped("EXAMPLE.org", 443) == ("127.0.0.1", 8443)
+    assert net.mapped("anything.org", 8448) == ("10.0.0.1", 9448)
+    assert net.mapped("1.2.3.4", 443) == ("127.0.0.1", 1443)
+    assert net.mapped("example.org", 80) is None
+
+
+def _signed_keys(server_name="example.org", valid_for_ms=3_600_000):
+    key = generate_signing_key("abc")
+    body = {"server_name": server_name, "valid_until_ts": int(time.time() * 1000) + valid_for_ms,
+            "verify_keys": {"ed25519:abc": {"key": encode_verify_key_base64(get_verify_key(key))}},
+            "old_verify_keys": {}}
+    return sign_json(body, server_name, key)
+
+
+def _judge(keys, server_name="example.org"):
+    report = AddressReport(Address(Target("matrix.example.org", 443, "matrix.example.org", "matrix.example.org:443",
+                                          "well-known"), "192.0.2.1", 443))
+    verify_key_response(keys, server_name, report, "the .well-known m.server of example.org")
+    return report
+
+
+def test_good_keys_pass_every_tester_check():
+    report = _judge(_signed_keys())
+    assert report.keys_problem is None
+    assert report.checks == {"MatchingServerName": True, "FutureValidUntilTS": True, "HasEd25519Key": True,
+                             "AllEd25519ChecksOK": True}
+    assert report.ed25519 == {"ed25519:abc": {"ValidEd25519": True, "MatchingSignature": True}}
+    assert report.keys_detail.startswith("ed25519:abc verified, server_name example.org, valid until ")
+
+
+def test_a_changed_field_breaks_the_signature():
+    keys = _signed_keys()
+    keys["valid_until_ts"] += 1
+    report = _judge(keys)
+    assert report.keys_problem.detail == "key ed25519:abc signature does not verify: the key response was altered on its way from Synapse"
+    assert report.checks["AllEd25519ChecksOK"] is False
+
+
+def test_missing_signature_expired_keys_and_another_server():
+    unsigned = copy.deepcopy(_signed_keys())
+    unsigned["signatures"] = {}
+    assert "ed25519:abc has no signature" in _judge(unsigned).keys_problem.detail
+    expired = _judge(_signed_keys(valid_for_ms=-1000))
+    assert expired.keys_problem.detail.startswith("the keys expired")
+    assert expired.checks["FutureValidUntilTS"] is False
+    other = _judge(_signed_keys("elsewhere.org"))
+    assert other.keys_problem.detail.startswith("the keys are for elsewhere.org, not example.org")
+    assert other.checks["MatchingServerName"] is False
+
+
+def _answer(status, body):
+    return Fetched(status, httpx.Headers({}), json.dumps(body).encode(), "https://m/_matrix/client/v3/register", "x")
+
+
+def test_registration_as_a_stranger_sees_it():
+    closed = _answer(403, {"errcode": "M_FORBIDDEN", "error": "Registration has been disabled"})
+    assert _registration_state(closed)[0] == "closed"
+    token = _answer(401, {"flows": [{"stages": ["m.login.registration_token", "m.login.dummy"]}]})
+    assert _registration_state(token) == ("token", "open with a registration token (flows: m.login.registration_token, m.login.dummy)")
+    mixed = _answer(401, {"flows": [{"stages": ["m.login.registration_token"]}, {"stages": ["m.login.dummy"]}]})
+    assert _registration_state(mixed)[0] == "open"
+    assert _registration_state(_answer(500, {}))[0] == "unknown"
+
+
+def test_report_json_and_summary_lines():
+    report = FederationReport("example.org", [
+        Check("well-known", True, "m.server = matrix.example.org:443"),
+        Check("tls", False, "certificate is for matrix.example.org, not example.org", "use .well-known delegation"),
+    ], tester={"FederationOK": False})
+    assert not report.ok
+    assert report.summary_lines() == [
+        "✓ well-known  m.server = matrix.example.org:443",
+        "✗ tls  certificate is for matrix.example.org, not example.org -> fix: use .well-known delegation",
+    ]
+    data = report.to_json()
+    assert data["server_name"] == "example.org" and data["ok"] is False
+    assert data["checks"][1] == {"name": "tls", "ok": False, "detail": "certificate is for matrix.example.org, not example.org",
+                                 "fix": "use .well-known delegation"}
+    assert data["tester"] == {"FederationOK": False}
+
+
+def test_describe_requests_follows_the_discovery_order():
+    lines = describe_requests("example.org", dns_server=("127.0.0.1", 5353), expect_policy="closed", admin=True)
+    assert lines[0].startswith("GET https://example.org/.well-known/matrix/server")
+    assert "SRV _matrix-fed._tcp.example.org, SRV _matrix._tcp.example.org (via 127.0.0.1:5353)" in lines[2]
+    assert any("/_matrix/key/v2/server" in line for line in lines)
+    assert lines[-1].startswith("POST <base_url>/_matrix/client/v3/login")
+    assert describe_requests("example.org:8448")[0] == "A/AAAA example.org, port 8448"
+
+
+async def test_the_stage_in_dry_run_lists_requests_and_contacts_nothing(monkeypatch):
+    import installer.federation as federation
+    from installer.stages.federation import check
+
+    async def must_not_run(*args, **kwargs):
+        raise AssertionError("the dry-run contacted the network")
+
+    monkeypatch.setattr(federation, "run_check", must_not_run)
+    answers = Answers(domain=Domain(server_name="example.org", matrix_host="matrix.example.org"))
+    events = []
+    session = Session(answers=answers, state=RunState(None), options=RunOptions(dry_run=True), listeners=[events.append])
+    session.shared["admin_credentials"] = ("admin", "hunter2-secret")
+    ctx = StageContext(session, Stage("federation.check", "Federation test", check))
+    await check(ctx)
+    commands = [e.line for e in events if getattr(e, "kind", None) == "command"]
+    assert commands[0] == "GET https://example.org/.well-known/matrix/server  (redirects followed, 50 KB cap)"
+    assert any("policy 'closed' must hold" in line for line in commands)
+    assert session.federation is None
+    assert not any("hunter2-secret" in getattr(e, "line", "") for e in events)
