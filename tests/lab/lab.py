@@ -88,6 +88,7 @@ def docker(*args, check=True, timeout=300, **kw) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- Docker engine
 
 _started_dockerd: subprocess.Popen | None = None
+_engine_lock = None  # shared flock on CACHE_DIR/engine.lock while this process uses the engine
 
 
 def _engine_answers() -> bool:
@@ -99,13 +100,29 @@ def _engine_answers() -> bool:
         return False
 
 
+def _lab_dockerd_pid() -> int | None:
+    """The pid of a dockerd started by the lab (this or another test session), if it runs."""
+    try:
+        pid = int(DOCKERD_PIDFILE.read_text().strip())
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return pid if comm == "dockerd" else None
+
+
 def ensure_docker_engine(timeout: float = 90) -> bool:
     """Make sure a Docker engine answers; start `dockerd` by hand if none does.
 
-    Returns True when this call started it (then `stop_docker_engine()` stops it).
-    Raises LabError (never skips) when no engine can be had.
+    Returns True when this call started it. Holds a shared lock on CACHE_DIR/engine.lock until
+    stop_docker_engine(), so that concurrent test sessions on this machine share one dockerd
+    and only the last one leaving stops it. Raises LabError (never skips) when no engine can
+    be had.
     """
-    global _started_dockerd
+    global _started_dockerd, _engine_lock
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    if _engine_lock is None:
+        _engine_lock = open(CACHE_DIR / "engine.lock", "w")
+        fcntl.flock(_engine_lock, fcntl.LOCK_SH)
     if _engine_answers():
         return False
     dockerd = shutil.which("dockerd") or next(
@@ -119,48 +136,61 @@ def ensure_docker_engine(timeout: float = 90) -> bool:
     if os.geteuid() != 0:
         raise LabError("No Docker engine answers and starting dockerd needs root.")
     DOCKERD_PIDFILE.parent.mkdir(parents=True, exist_ok=True)
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(DOCKERD_LOG, "ab")
-    proc = subprocess.Popen(
-        [dockerd, "--pidfile", str(DOCKERD_PIDFILE)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    log.close()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LabError(
-                f"dockerd exited with {proc.returncode} at start; see {DOCKERD_LOG}:\n"
-                + _tail(DOCKERD_LOG)
-            )
+    with _build_lock():  # two sessions must not both start one
         if _engine_answers():
-            _started_dockerd = proc
-            return True
-        time.sleep(0.5)
-    proc.terminate()
+            return False
+        log = open(DOCKERD_LOG, "ab")
+        proc = subprocess.Popen(
+            [dockerd, "--pidfile", str(DOCKERD_PIDFILE)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LabError(
+                    f"dockerd exited with {proc.returncode} at start; see {DOCKERD_LOG}:\n"
+                    + _tail(DOCKERD_LOG)
+                )
+            if _engine_answers():
+                _started_dockerd = proc
+                return True
+            time.sleep(0.5)
+        proc.terminate()
     raise LabError(f"dockerd did not answer within {timeout:.0f} s; see {DOCKERD_LOG}:\n" + _tail(DOCKERD_LOG))
 
 
 def stop_docker_engine(timeout: float = 30) -> None:
-    """Stop the dockerd that ensure_docker_engine() started (and nothing else).
-
-    Leaves it running when lab containers of another live test session still use it.
-    """
-    global _started_dockerd
-    proc = _started_dockerd
-    if proc is None or proc.poll() is not None:
-        _started_dockerd = None
+    """Stop the dockerd the lab started (never an engine started otherwise), unless another
+    test session still uses it: the last session to leave stops it."""
+    global _started_dockerd, _engine_lock
+    if _engine_lock is None:
         return
-    if _other_sessions_alive():
-        return
-    proc.send_signal(signal.SIGTERM)
+    lock, _engine_lock = _engine_lock, None
     try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-    _started_dockerd = None
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another session holds the engine
+        pid = _lab_dockerd_pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _lab_dockerd_pid() == pid and time.monotonic() < deadline:
+            if _started_dockerd is not None:
+                _started_dockerd.poll()  # reap our child
+            time.sleep(0.2)
+        if _lab_dockerd_pid() == pid:
+            os.kill(pid, signal.SIGKILL)
+        if _started_dockerd is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _started_dockerd.wait(10)
+    finally:
+        _started_dockerd = None
+        lock.close()
 
 
 def _tail(path: Path, n: int = 30) -> str:
@@ -357,10 +387,6 @@ def _lab_containers() -> list[tuple[str, int]]:
         cid, _, pid = line.partition(" ")
         out.append((cid, int(pid) if pid.isdigit() else 0))
     return out
-
-
-def _other_sessions_alive() -> bool:
-    return any(pid != os.getpid() and _pid_alive(pid) for _, pid in _lab_containers())
 
 
 def remove_stale_containers() -> None:
