@@ -56,7 +56,8 @@ def _well_known_check(found: Discovery, reports: list[AddressReport], host: str)
     wk = found.well_known
     reached = bool(reports) and all(r.connection is None for r in reports)
     if wk.status == "skipped":
-        return Check("well-known", True, f"not looked up: the server name has {'an IP' if not found.targets or found.targets[0].step == 'ip literal' else 'a port'}")
+        what = "an IP address" if found.targets and found.targets[0].step == "ip literal" else "a port"
+        return Check("well-known", True, f"not looked up: the server name has {what}")
     if wk.status == "invalid":
         return Check("well-known", False, wk.detail,
                      'serve valid JSON like {"m.server": "matrix.example.org:443"} there, with Content-Type '

@@ -304,7 +304,11 @@ class Net:
         import dns.resolver
 
         try:
-            answer = await self._dns().resolve(name, "SRV", search=False)
+            resolver = self._dns()
+        except dns.resolver.NoResolverConfiguration:
+            return [], f"no DNS resolver is configured here for the SRV query for {name}: pass --dns-server"
+        try:
+            answer = await resolver.resolve(name, "SRV", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
             return [], None
         except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout,
@@ -347,7 +351,7 @@ class Net:
         and Host header. Raises NetError."""
         address = join_host_port(ip, port)
         url = f"https://{address}{path}"
-        shown = f"https://{host_header}{path}"
+        shown = f"https://{host_header.removesuffix(':443')}{path}"
         sent_headers = {"Host": host_header, "User-Agent": "matrix-installer-federation-check"}
         sent_headers.update(headers or {})
         started = asyncio.get_running_loop().time()

@@ -264,7 +264,7 @@ async def test_synapse_down_behind_caddy(caddy_lab, dns_plain):
     caddy = start_caddy(caddy_lab, lab_answers(), f"{LOOPBACK}:{free_port()}")
     report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
     keys = failing(report, "server-keys")
-    assert "answered 502 Bad Gateway: Synapse is down behind Caddy" in keys.detail
+    assert "https://matrix.example.test/_matrix/key/v2/server answered 502 Bad Gateway: Synapse is down behind Caddy" in keys.detail
     assert keys.fix.startswith("Synapse is down behind Caddy (502): check `docker compose ps` in /opt/matrix/synapse")
     assert "502" in failing(report, "client-versions").detail
     assert report.check("tls").ok and report.check("well-known").ok
@@ -422,3 +422,43 @@ async def test_stage_fails_naming_the_checks_with_the_first_fix(caddy_lab, dns_p
     assert str(raised.value).startswith("federation test failed: server-keys, federation-version, client-versions, registration")
     assert raised.value.hint.startswith("Synapse is down behind Caddy (502)")
     assert session.federation["ok"] is False
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def _cli(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "installer", *args], capture_output=True, text=True, timeout=60)
+
+
+def _cli_flags(caddy: CaddyServer, dns: DnsServer, lab: CaddyLab) -> list[str]:
+    flags = []
+    for h1, p1, h2, p2 in caddy.connect_to(*BOTH):
+        flags += ["--connect-to", f"{h1}:{p1}:{h2}:{p2}"]
+    return flags + ["--dns-server", f"{dns.address[0]}:{dns.address[1]}", "--ca-file", str(lab.ca_file)]
+
+
+def test_matrix_installer_check_passes_against_the_lab(well_known_caddy, dns_plain, caddy_lab, tmp_path):
+    report_file = tmp_path / "report.json"
+    result = _cli("--check", SERVER_NAME, *_cli_flags(well_known_caddy, dns_plain, caddy_lab), "--report", str(report_file))
+    print(result.stdout, result.stderr)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "✓ well-known  m.server = matrix.example.test:443" in result.stdout
+    report = json.loads(report_file.read_text())
+    assert report["mode"] == "check" and report["ok"] is True
+    assert report["federation"]["server_name"] == SERVER_NAME
+    assert {c["name"] for c in report["federation"]["checks"]} >= {
+        "dns", "well-known", "tls", "server-keys", "federation-version", "client-well-known", "client-versions",
+        "registration"}
+
+
+def test_matrix_installer_check_fails_naming_the_fault(caddy_lab, dns_plain):
+    caddy = start_caddy(caddy_lab, lab_answers(), f"{LOOPBACK}:{free_port()}")
+    result = _cli("--check", SERVER_NAME, *_cli_flags(caddy, dns_plain, caddy_lab))
+    print(result.stdout, result.stderr)
+    assert result.returncode == 1
+    assert "✗ server-keys" in result.stdout
+    assert "Synapse is down behind Caddy (502)" in result.stdout
