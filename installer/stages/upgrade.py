@@ -57,6 +57,8 @@ ASK_KEY = "ask"
 HEALTH_TIMEOUT = 180.0
 REBOOT_TIMEOUT = 600.0
 POLL_SECONDS = 2.0
+REBOOT_GRACE = 5.0
+"""Seconds between asking for the reboot and the first look: the host is still going down."""
 
 
 # --- what the host says, parsed ---------------------------------------------------------------
@@ -523,7 +525,7 @@ async def reboot_if_required(ctx: StageContext) -> Status:
     # systemd-run lets this command return before the reboot cuts the connection.
     await ctx.run("systemd-run --no-block --on-active=2 --timer-property=AccuracySec=100ms /bin/systemctl reboot", sudo=True)
     ctx.log("rebooting; waiting for the host to come back")
-    await ctx.sleep(5)
+    await ctx.sleep(REBOOT_GRACE)
     deadline = time.monotonic() + REBOOT_TIMEOUT
     while True:
         now = await _boot_id(ctx, first=False)
@@ -611,7 +613,8 @@ async def upgrade_synapse(ctx: StageContext) -> Status:
         return Status.DONE
 
     failed_version = found.tag_image.version or short_id(found.tag_image.id)
-    ctx.log(f"the new image is not healthy ({why}); rolling back to Synapse {found.running_version}")
+    previous_name = found.running_version if found.running_version != "unknown" else f"image {short_id(previous)}"
+    ctx.log(f"the new image is not healthy ({why}); rolling back to Synapse {previous_name}")
     await _container_logs(ctx)
     # Point the tag back at the previous image (still on the host: nothing pruned it) and recreate.
     await ctx.run(f"docker tag {shlex.quote(previous)} {shlex.quote(found.image_ref)}", sudo=True)
@@ -621,7 +624,7 @@ async def upgrade_synapse(ctx: StageContext) -> Status:
     if not back:
         raise StageError(
             f"Synapse {failed_version} did not come up healthy ({why}), and the rollback to "
-            f"{found.running_version} did not either ({why_not})",
+            f"{previous_name} did not either ({why_not})",
             f"restore the backup: sudo {RESTORE_SCRIPT} {backup_path}",
         )
     raise StageError(
