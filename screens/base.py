@@ -53,7 +53,10 @@ class FormScreen(StepScreen):
                 yield from self.compose_form()
             yield from self.compose_aside()
         with Horizontal(id="nav"):
-            yield Button("← Back", id="back", compact=True)
+            # Esc goes back; Tab from the last field should land on Next, not Back.
+            back = Button("← Back", id="back", compact=True)
+            back.can_focus = False
+            yield back
             yield Static("", id="nav-status")
             yield Button("Next →", id="next", variant="primary", compact=True)
         yield Footer()

@@ -1,0 +1,409 @@
+"""The guided setup driven with the keyboard (Pilot, 80x24): every screen, valid and invalid input,
+back and forth, saving answers, and a run on a synthetic plan with a failing stage."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from textual.pilot import Pilot
+from textual.widgets import Button, Input, Log, RadioSet, Static
+
+from installer.answers import Answers, load_answers
+from installer.engine import RunOptions
+from installer.events import Status
+from installer.plan import plan_for
+from screens.app import InstallerApp
+from screens.dialogs import FailureDialog, PathDialog
+from screens.provision import HISTORY, ProvisionScreen
+from screens.widgets import FormField
+from tests.tui.helpers import FEDERATION, NOTHING_FOUND, VALID, Plan, make_app
+
+SIZE = (80, 24)
+FEDERATES = {**FEDERATION, "ok": True, "checks": [dict(c, ok=True, fix=None) for c in FEDERATION["checks"]]}
+
+
+def screen_name(app: InstallerApp) -> str:
+    return type(app.screen).__name__
+
+
+async def wait_for(pilot: Pilot, condition, timeout: float = 10.0) -> None:
+    """Let the app run until `condition()` holds (the engine runs in a worker)."""
+    waited = 0.0
+    while not condition():
+        assert waited < timeout, f"timed out on {screen_name(pilot.app)}"
+        await pilot.pause(0.05)
+        waited += 0.05
+
+
+def field(app: InstallerApp, path: str) -> FormField:
+    return app.screen.query_one(f"#field-{path.replace('.', '-')}", FormField)
+
+
+def problem_text(app: InstallerApp, path: str) -> str:
+    return str(field(app, path).query_one(".field-problem", Static).render())
+
+
+async def type_into(pilot: Pilot, path: str, text: str) -> None:
+    """Focus a text field, clear it and paste `text` (one change, as a paste; the keyboard-only
+    test types key by key)."""
+    control = field(pilot.app, path).control
+    assert isinstance(control, Input)
+    control.focus()
+    await pilot.pause()
+    control.value = ""
+    control.insert_text_at_cursor(text)
+    await pilot.pause()
+
+
+async def run_to_review(pilot: Pilot) -> None:
+    await pilot.press("enter")  # Start
+    for expected in ("CloudScreen", "DomainScreen", "KeysScreen", "RegistrationScreen"):
+        await pilot.pause()
+        assert screen_name(pilot.app) == expected
+        await pilot.press("ctrl+n")
+    await pilot.pause()
+    assert screen_name(pilot.app) == "ReviewScreen"
+
+
+async def test_keyboard_alone_from_welcome_to_done_with_a_retry() -> None:
+    plan = Plan(fail_once=["host.caddy"], federation=FEDERATES, shown_once=[("Admin password", "s3cret-pass-word")])
+    app = make_app(None, plan=plan)
+    async with app.run_test(size=SIZE) as pilot:
+        assert screen_name(app) == "WelcomeScreen"
+        await pilot.press("enter")
+        assert screen_name(app) == "CloudScreen"
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        # Nothing preset: the server name is empty and Next refuses.
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        assert "is required" in problem_text(app, "domain.server_name")
+        assert app.screen.focused is field(app, "domain.server_name").control
+        await pilot.press(*"example.org")
+        await pilot.pause()
+        assert field(app, "domain.matrix_host").value == "matrix.example.org"  # suggested
+        assert '"m.server": "matrix.example.org:443"' in str(app.screen.query_one("#preview", Static).render())
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "KeysScreen"
+        await pilot.press("tab", "tab", "enter")  # Tab through the fields to Next
+        await pilot.pause()
+        assert screen_name(app) == "RegistrationScreen"
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "ReviewScreen"
+        assert app.answers.domain.server_name == "example.org"
+        await pilot.press("ctrl+n")  # Install (dry run)
+        await wait_for(pilot, lambda: isinstance(app.screen, FailureDialog))
+        dialog = app.screen
+        assert dialog.stage_name == "host.caddy"
+        assert "E: Unable to locate package caddy" in "\n".join(dialog.last_lines)
+        assert not dialog.query("#skip")  # not skippable
+        await pilot.press("r")
+        provision = app.screen
+        assert isinstance(provision, ProvisionScreen)
+        await wait_for(pilot, lambda: not provision.query_one("#continue", Button).disabled)
+        assert plan.attempts["host.caddy"] == 2
+        assert [r.status for r in provision.rows] == [Status.PLANNED] * 5
+        assert app.focused is provision.query_one("#continue", Button)
+        await pilot.press("enter")
+        assert screen_name(app) == "FederationScreen"
+        await pilot.press("enter")
+        assert screen_name(app) == "DoneScreen"
+        done = str(app.screen.query_one("#login", Static).render())
+        assert "https://matrix.example.org" in done and "@admin:example.org" in done
+        assert "s3cret-pass-word" in str(app.screen.query_one("#secrets", Static).render())
+        await pilot.press("enter")
+    assert app.return_code == 0
+
+
+async def test_secrets_never_reach_the_log_pane() -> None:
+    plan = Plan(shown_once=[("Admin password", "s3cret-pass-word")], federation=FEDERATES)
+    app = make_app(plan=plan)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProvisionScreen) and app.screen.result is not None)
+        screen = app.screen
+        for buffer in screen.buffers.values():
+            assert not any("s3cret-pass-word" in line for line in buffer)
+        assert not any("s3cret-pass-word" in line for line in screen.query_one("#log", Log).lines)
+
+
+async def test_invalid_values_are_flagged_as_typed_and_block_next() -> None:
+    app = make_app(Answers())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        await type_into(pilot, "domain.server_name", "Example Org")
+        assert "contains a space" in problem_text(app, "domain.server_name")
+        await type_into(pilot, "domain.server_name", "Example.org")
+        assert 'lowercase: write "example.org"' in problem_text(app, "domain.server_name")
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        assert "to fix" in str(app.screen.query_one("#nav-status", Static).render())
+        await type_into(pilot, "domain.server_name", "example.org")
+        assert problem_text(app, "domain.server_name") == ""
+        await type_into(pilot, "domain.matrix_host", "matrix.example.org")
+        await type_into(pilot, "domain.redirect_to", "https://example.org/blog")  # loops back to itself
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        assert "requests would loop" in problem_text(app, "domain.redirect_to")
+        await type_into(pilot, "domain.redirect_to", "https://www.example.org/")
+        # delegation "none" with a different host is a cross-field problem, shown on delegation
+        radio = field(app, "domain.delegation").control
+        assert isinstance(radio, RadioSet)
+        radio.focus()
+        await pilot.press("down", "down", "enter")
+        await pilot.pause()
+        assert field(app, "domain.delegation").value == "none"
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        assert '"none" needs matrix_host equal to server_name' in problem_text(app, "domain.delegation")
+        radio.focus()
+        await pilot.press("up", "up", "enter", "ctrl+n")
+        await pilot.pause()
+        assert screen_name(app) == "KeysScreen"
+        assert app.answers.domain.redirect_to == "https://www.example.org/"
+
+
+async def test_back_keeps_what_was_typed_and_choices_show_their_fields() -> None:
+    app = make_app(Answers())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter")
+        assert screen_name(app) == "CloudScreen"
+        assert app.screen.query_one("#existing-group").has_class("-na")
+        provider = field(app, "cloud.provider").control
+        provider.focus()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert field(app, "cloud.provider").value == "existing"
+        assert app.screen.query_one("#oci-group").has_class("-na")
+        assert not app.screen.query_one("#existing-group").has_class("-na")
+        await pilot.press("ctrl+n")  # no host yet
+        assert screen_name(app) == "CloudScreen"
+        assert 'is required with provider = "existing"' in problem_text(app, "ssh.host")
+        await type_into(pilot, "ssh.port", "70000")
+        assert "from 1 to 65535" in problem_text(app, "ssh.port")
+        await type_into(pilot, "ssh.port", "2222")
+        await type_into(pilot, "ssh.host", "203.0.113.7")
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        await type_into(pilot, "domain.server_name", "chat.example.net")
+        assert "203.0.113.7" in str(app.screen.query_one("#preview", Static).render())
+        await pilot.press("escape")
+        assert screen_name(app) == "CloudScreen"
+        assert app.answers.domain.server_name == "chat.example.net"
+        await pilot.press("escape")
+        assert screen_name(app) == "WelcomeScreen"
+        await pilot.press("enter")
+        assert field(app, "cloud.provider").value == "existing"
+        assert field(app, "ssh.host").value == "203.0.113.7"
+        assert field(app, "ssh.port").value == 2222
+        await pilot.press("ctrl+n")
+        assert field(app, "domain.server_name").value == "chat.example.net"
+        assert field(app, "domain.matrix_host").value == "matrix.chat.example.net"
+
+
+async def test_registration_tokens_only_with_the_token_policy() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n", "ctrl+n", "ctrl+n")
+        assert screen_name(app) == "RegistrationScreen"
+        assert app.screen.query_one("#tokens-group").has_class("-na")
+        field(app, "registration.policy").control.focus()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert not app.screen.query_one("#tokens-group").has_class("-na")
+        await pilot.press("ctrl+n")
+        assert 'needs at least one token' in problem_text(app, "registration.tokens")
+        await type_into(pilot, "registration.tokens", "3")
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "ReviewScreen"
+        assert app.answers.registration.policy == "token" and app.answers.registration.tokens == 3
+
+
+async def test_review_lists_problems_and_refuses_to_install() -> None:
+    bad = VALID.replace("cloud", ocpus=4, memory_gb=2)
+    app = make_app(bad)
+    async with app.run_test(size=SIZE) as pilot:
+        app.push_screen(__import__("screens.review", fromlist=["ReviewScreen"]).ReviewScreen())
+        await pilot.pause()
+        assert "at least 1 GB per OCPU" in str(app.screen.query_one("#problems", Static).render())
+        assert app.screen.query_one("#install", Button).disabled
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "ReviewScreen"
+
+
+async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: Path) -> None:
+    target = tmp_path / "saved" / "answers.toml"
+    answers = VALID.replace("registration", policy="token", tokens=2).replace("cloud", shape="VM.Standard.E2.1.Micro")
+    app = make_app(answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, PathDialog)
+        path_input = app.screen.query_one("#path", Input)
+        assert path_input.value == "/work/answers/matrix-answers.toml"
+        path_input.value = str(target)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen"
+        assert f"Saved to {target}" in str(app.screen.query_one("#nav-status", Static).render())
+        saved_answers = app.answers
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    text = target.read_text()
+    assert 'server_name = "example.org"' in text and "password =" not in text
+    loaded = load_answers(target)
+    assert loaded == saved_answers
+    assert [s.name for s in plan_for("install", loaded)] == [s.name for s in plan_for("install", saved_answers)]
+
+
+async def test_save_answers_to_an_unwritable_place_shows_what_to_do(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+s")
+        app.screen.query_one("#path", Input).value = str(blocker / "answers.toml")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen_name(app) == "ErrorDialog"
+        assert "pick another folder" in str(app.screen.query_one(".dialog-hint", Static).render())
+        await pilot.press("escape")
+        assert screen_name(app) == "ReviewScreen"
+
+
+async def test_give_up_fails_the_stage_skips_its_dependents_and_exits_1() -> None:
+    plan = Plan(fail_once=["cloud.instance"])
+    app = make_app(plan=plan)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FailureDialog))
+        await pilot.press("g")
+        provision = app.screen
+        await wait_for(pilot, lambda: provision.result is not None and not provision.query_one("#continue", Button).disabled)
+        statuses = {r.name: r.status for r in provision.rows}
+        assert statuses["cloud.instance"] is Status.FAILED
+        assert statuses["host.caddy"] is Status.SKIPPED
+        await pilot.press("enter", "enter")
+        assert screen_name(app) == "DoneScreen"
+        assert "cloud.instance" in str(app.screen.query_one("#failures", Static).render())
+        await pilot.press("q")
+    assert app.return_code == 1
+
+
+async def test_skip_is_offered_only_for_skippable_stages() -> None:
+    plan = Plan(("local.ssh_key", "dns.records", "host.ssh"), fail_once=["dns.records"])
+    app = make_app(plan=plan)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FailureDialog))
+        assert app.screen.query("#skip")
+        await pilot.press("s")
+        provision = app.screen
+        await wait_for(pilot, lambda: provision.result is not None)
+        assert {r.name: r.status for r in provision.rows}["dns.records"] is Status.SKIPPED
+
+
+async def test_quit_and_resume_later_exits_130_with_state_saved(tmp_path: Path) -> None:
+    plan = Plan(fail_once=["host.caddy"])
+    app = make_app(plan=plan, dry_run=False, state_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FailureDialog))
+        await pilot.press("q")
+        await wait_for(pilot, lambda: app.return_code is not None)
+    assert app.return_code == 130
+    state = (tmp_path / "example.org" / "state.json").read_text()
+    assert '"cloud.instance"' in state and '"done"' in state
+    assert (tmp_path / "example.org" / "answers.toml").is_file()
+
+
+async def test_ctrl_q_asks_first_and_quits_with_130() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+q")
+        assert screen_name(app) == "ConfirmDialog"
+        await pilot.press("escape")
+        assert screen_name(app) == "CloudScreen"
+        await pilot.press("ctrl+q", "tab", "enter")
+        await pilot.pause()
+    assert app.return_code == 130
+
+
+async def test_a_flood_of_log_lines_is_batched_and_bounded() -> None:
+    plan = Plan(("local.ssh_key", "host.flood"), lines=100_000)
+    app = make_app(plan=plan)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProvisionScreen) and app.screen.result is not None, timeout=60)
+        screen = app.screen
+        log = screen.query_one("#log", Log)
+        assert log.line_count <= HISTORY
+        assert len(screen.buffers["host.flood"]) == HISTORY
+        assert screen.buffers["host.flood"][-1].endswith("output line 99999")
+
+
+async def test_picking_a_stage_shows_its_log_and_f_follows_again() -> None:
+    app = make_app(plan=Plan(federation=FEDERATES))
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        screen = app.screen
+        await wait_for(pilot, lambda: isinstance(screen, ProvisionScreen) and screen.result is not None)
+        await pilot.pause()
+        assert screen.shown == "federation.check" and screen.following
+        screen.stage_list.focus()
+        await pilot.press("home")
+        await pilot.pause()
+        assert screen.shown == "local.ssh_key" and not screen.following
+        assert "checking local.ssh_key" in screen.query_one("#log", Log).lines
+        await pilot.press("f")
+        assert screen.following
+
+
+async def test_resume_a_previous_run_goes_to_review_with_its_answers(tmp_path: Path) -> None:
+    from installer import discovery
+    from installer.answers import save_answers
+
+    folder = tmp_path / "old.example.net"
+    saved = VALID.replace("domain", server_name="old.example.net", matrix_host="matrix.old.example.net")
+    save_answers(saved, folder / "answers.toml")
+    (folder / "state.json").write_text('{"version": 1, "facts": {}, "stages": {"local.ssh_key": {"status": "done", "at": 5}}}')
+    found = discovery.Found(oci_config=Path("/nonexistent"), previous_runs=tuple(discovery.previous_runs(tmp_path)))
+    app = make_app(None, found=found, plan=plan_for)
+    async with app.run_test(size=SIZE) as pilot:
+        app.screen.query_one("#runs").focus()
+        await pilot.press("u")
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen"
+        assert app.options.mode == "upgrade"
+        assert app.answers == saved
+        assert "upgrade.backup" in str(app.screen.query_one("#plan", Static).render())
+
+
+def _stage_modules_present() -> bool:
+    targets = {s.run.__qualname__.split(":")[0] for s in plan_for("install", VALID)}
+    return all(importlib.util.find_spec(f"installer.stages.{name}") is not None for name in targets)
+
+
+@pytest.mark.skipif(not _stage_modules_present(), reason="not every installer.stages module exists yet")
+async def test_the_real_install_plan_in_dry_run_reaches_done() -> None:
+    app = InstallerApp(VALID, RunOptions(dry_run=True), found=NOTHING_FOUND, clock=lambda: 0.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, FailureDialog)
+                       or (isinstance(app.screen, ProvisionScreen) and app.screen.result is not None), timeout=60)
+        if isinstance(app.screen, FailureDialog):
+            pytest.fail(f"dry-run stage failed: {app.screen.error}")
+        await pilot.press("enter", "enter")
+        assert screen_name(app) == "DoneScreen"
