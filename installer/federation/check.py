@@ -10,7 +10,7 @@ from pathlib import Path
 from installer.federation.client import client_checks
 from installer.federation.diagnose import connection_problem
 from installer.federation.discovery import Discovery, ServerNameError, discover, split_server_name
-from installer.federation.net import ConnectTo, Net, is_ip, join_host_port
+from installer.federation.net import CaFileError, ConnectTo, Net, is_ip, join_host_port
 from installer.federation.report import CHECK_ORDER, Check, FederationReport
 from installer.federation.server import AddressReport, check_address
 
@@ -175,7 +175,13 @@ async def run_check(
         report.checks = [Check("dns", False, str(exc), "give the server name as in user IDs: example.org")]
         report.tester = {"FederationOK": False}
         return report
-    async with Net(connect_to=connect_to, dns_server=dns_server, ca_file=ca_file, timeout=timeout) as net:
+    try:
+        net = Net(connect_to=connect_to, dns_server=dns_server, ca_file=ca_file, timeout=timeout)
+    except CaFileError as exc:
+        report.checks = [Check("tls", False, str(exc), "check the path given to --ca-file (a PEM bundle)")]
+        report.tester = {"FederationOK": False}
+        return report
+    async with net:
         # Discovery is a chain of up to ~4 round trips, each bounded by `timeout`.
         fed_limit, client_limit = timeout * 4, timeout * 3
         fed_task = asyncio.ensure_future(asyncio.wait_for(_federation_side(net, server_name), fed_limit))

@@ -184,8 +184,15 @@ def trust_context(ca_file: Path | str | None) -> ssl.SSLContext:
     except (ImportError, OSError):
         pass
     if ca_file:
-        context.load_verify_locations(str(ca_file))
+        try:
+            context.load_verify_locations(str(ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise CaFileError(f"the CA file {ca_file} cannot be used ({getattr(exc, 'strerror', None) or exc})") from None
     return context
+
+
+class CaFileError(ValueError):
+    """--ca-file names a file that is missing or holds no certificate."""
 
 
 def _cause_chain(exc: BaseException) -> Iterable[BaseException]:

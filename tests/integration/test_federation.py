@@ -197,6 +197,17 @@ async def test_wrong_port_in_m_server(caddy_lab, dns_plain, synapse):
     assert "cannot connect to matrix.example.test:8449" in tls.detail and "port 8449 is closed" in tls.detail
 
 
+async def test_port_443_closed(dns_plain):
+    closed = free_port()  # the VM before its security list and iptables let 443 in
+    mappings = [(name, port, LOOPBACK, closed) for name in BOTH for port in (443, 8448)]
+    report = await run_check(SERVER_NAME, connect_to=mappings, dns_server=dns_plain.address, timeout=5)
+    wk = failing(report, "well-known")
+    assert "https://example.test/.well-known/matrix/server could not be fetched: cannot connect to example.test:443" in wk.detail
+    assert wk.fix.startswith("port 443 is closed: open it in the security list and iptables")
+    client = failing(report, "client-well-known")
+    assert client.fix.startswith("port 443 is closed: open it in the security list and iptables")
+
+
 # --- failing: TLS --------------------------------------------------------------------------
 
 

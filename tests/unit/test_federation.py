@@ -160,3 +160,13 @@ async def test_the_stage_in_dry_run_lists_requests_and_contacts_nothing(monkeypa
     assert any("policy 'closed' must hold" in line for line in commands)
     assert session.federation is None
     assert not any("hunter2-secret" in getattr(e, "line", "") for e in events)
+
+
+async def test_a_missing_ca_file_is_a_failed_check_not_a_traceback(tmp_path):
+    from installer.federation import run_check
+
+    report = await run_check("example.org", ca_file=tmp_path / "nope.pem")
+    assert not report.ok
+    assert report.summary_lines() == [
+        f"✗ tls  the CA file {tmp_path / 'nope.pem'} cannot be used (No such file or directory)"
+        " -> fix: check the path given to --ca-file (a PEM bundle)"]
