@@ -87,7 +87,6 @@ def _address_checks(found: Discovery, reports: list[AddressReport], host: str) -
     if not reports:
         why = "no address to connect to (see dns)"
         return [Check(name, False, f"not tested: {why}", None) for name in ("tls", "server-keys", "federation-version")]
-    how = _delegation_words(found, host)
     tls_bad = [r for r in reports if r.connection]
     wk_error = found.well_known.error
     if (len(tls_bad) == len(reports) and wk_error is not None and wk_error.kind in ("tls-verify", "tls")

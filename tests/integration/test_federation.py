@@ -116,6 +116,15 @@ async def test_srv_delegation_passes(caddy_lab, dns_lab, synapse):
     assert "certificate for example.test" in report.check("tls").detail
 
 
+async def test_deprecated_matrix_tcp_srv_still_works_with_a_note(caddy_lab, dns_lab, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(delegation="srv"), synapse.upstream)
+    dns = dns_lab.start(srv=((f"_matrix._tcp.{SERVER_NAME}", MATRIX_HOST, 8448),))
+    report = await check(SERVER_NAME, caddy, dns, caddy_lab)
+    assert report.ok, report.summary_lines()
+    assert report.check("dns").detail.startswith("SRV _matrix._tcp.example.test -> matrix.example.test:8448")
+    assert "deprecated _matrix._tcp: publish _matrix-fed._tcp.example.test too" in report.check("dns").detail
+
+
 async def test_no_delegation_passes(caddy_lab, dns_plain, synapse):
     caddy = start_caddy(caddy_lab, lab_answers(SERVER_NAME, SERVER_NAME, delegation="none"), synapse.upstream,
                         names=(SERVER_NAME,))
