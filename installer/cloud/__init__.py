@@ -86,7 +86,6 @@ async def cloud_for(ctx: StageContext) -> OciCloud | DryRunCloud:
 
 
 def _throttled(ctx: StageContext, text: str) -> None:
-    ctx.log(text)
     ctx.progress(text)
 
 

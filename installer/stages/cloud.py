@@ -375,7 +375,7 @@ async def _launch_with_retries(ctx: StageContext, cloud: Cloud, ads: list[str], 
         ad = ads[ad_index % len(ads)]
         attempt += 1
         try:
-            return await launch(ad)
+            instance = await launch(ad)
         except CloudError as exc:
             if exc.out_of_capacity:
                 reason = "out of host capacity"
@@ -399,6 +399,10 @@ async def _launch_with_retries(ctx: StageContext, cloud: Cloud, ads: list[str], 
                 exponent = other_failures - 1
             else:
                 raise
+        else:
+            if attempt > 1:
+                ctx.log(f"launched at attempt {attempt}, after {_seconds(loop.time() - started)} of retries")
+            return instance
         delay = min(timing.backoff_max, timing.backoff_base * 2**exponent)
         now = loop.time()
         first_round = reason == "out of host capacity" and ad_index < len(ads)
@@ -411,7 +415,6 @@ async def _launch_with_retries(ctx: StageContext, cloud: Cloud, ads: list[str], 
                 "(or --launch-retry-minutes), or try shape VM.Standard.E2.1.Micro",
             )
         text = f"attempt {attempt} in {_ad_name(ad)} failed: {reason}; next try in {_seconds(delay)}"
-        ctx.log(text)
         ctx.progress(text, min(1.0, (now - started) / (deadline - started)) if deadline > started else None)
         await ctx.sleep(delay)
 

@@ -141,7 +141,9 @@ async def test_capacity_errors_move_on_to_another_availability_domain(oci_emulat
     progress = run.progress("cloud.instance")
     assert progress[0].startswith("attempt 1 in PHX-AD-1 failed: out of host capacity; next try in ")
     assert any(p.startswith("attempt 7 in PHX-AD-1 failed: out of host capacity") for p in progress)
-    assert "attempt 2 in PHX-AD-2 failed: out of host capacity; next try in 0.01 s" in run.logs("cloud.instance")
+    assert "attempt 2 in PHX-AD-2 failed: out of host capacity; next try in 0.01 s" in progress
+    assert "attempt 6 in PHX-AD-3 failed: out of host capacity; next try in 0.02 s" in progress  # second round: doubled
+    assert any(line.startswith("launched at attempt 8, after ") for line in run.logs("cloud.instance"))
 
 
 async def test_capacity_gives_up_at_the_deadline(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:

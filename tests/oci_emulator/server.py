@@ -114,7 +114,8 @@ class Emulator:
 
     def __init__(self, *, tenancy: str, keys: dict[str, Any], region: str = "us-phoenix-1",
                  ads: tuple[str, ...] = ("Uocm:PHX-AD-1", "Uocm:PHX-AD-2", "Uocm:PHX-AD-3"),
-                 page_size: int = 2, provision_polls: int = 2, public_ip_prefix: str = "129.146.7.") -> None:
+                 page_size: int = 2, provision_polls: int = 2, public_ip_prefix: str = "129.146.7.",
+                 public_ip: str | None = None) -> None:
         self.tenancy = tenancy
         self.keys = keys
         self.region = region
@@ -122,6 +123,11 @@ class Emulator:
         self.page_size = page_size
         self.provision_polls = provision_polls
         self.public_ip_prefix = public_ip_prefix
+        self.public_ip = public_ip
+        """Every instance gets this address when set (a lab host on 127.0.0.1); else PREFIX<n>."""
+        self.on_launch: Callable[[dict[str, Any], str | None], None] | None = None
+        """Called (under the lock) with each launched instance and its cloud-init text: a lab can
+        install the host key from `ssh_keys` into its sshd, as cloud-init would."""
         self.lock = threading.RLock()
         self.store: dict[str, dict[str, dict[str, Any]]] = {
             kind: {} for kind in ("vcns", "subnets", "internetGateways", "routeTables", "securityLists", "instances",
@@ -511,7 +517,8 @@ class Emulator:
         if user_data is not None:
             self.user_data[instance["id"]] = user_data
         self._ips += 1
-        public = None if subnet["prohibitPublicIpOnVnic"] or vnic_details.get("assignPublicIp") is False else f"{self.public_ip_prefix}{self._ips}"
+        public = None if subnet["prohibitPublicIpOnVnic"] or vnic_details.get("assignPublicIp") is False \
+            else self.public_ip or f"{self.public_ip_prefix}{self._ips}"
         vnic = {"id": _ocid("vnic"), "compartmentId": body["compartmentId"], "availabilityDomain": body["availabilityDomain"],
                 "subnetId": subnet["id"], "isPrimary": True, "privateIp": f"10.0.0.{self._ips}", "publicIp": public,
                 "lifecycleState": "PROVISIONING", "timeCreated": _now(), "macAddress": "02:00:17:00:00:01", "hostnameLabel": "matrix"}
@@ -521,6 +528,8 @@ class Emulator:
         self.store["vnics"][vnic["id"]] = vnic
         self.store["vnicAttachments"][attachment["id"]] = attachment
         self.polls[instance["id"]] = 0
+        if self.on_launch is not None:
+            self.on_launch(copy.deepcopy(instance), user_data)
         return Reply(200, copy.deepcopy(instance), {"etag": self._bump(instance["id"])})
 
     def _advance(self, instance: dict[str, Any]) -> None:
