@@ -1,0 +1,226 @@
+"""The host stages end to end on the lab host (a real systemd Debian trixie machine in Docker):
+a headless install with provider "existing", packages "distro", tls "internal"; a second run
+that changes nothing; a wrong pinned host key; and no secret in any log, report or state file.
+
+The engine is driven directly with the install plan's host stages (the DNS and federation stages
+need names that resolve to the lab, which other tests cover).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from installer.answers import parse_answers
+from installer.engine import Engine, RunOptions, Session
+from installer.events import RunResult, StageFinished, StageLog, Status
+from installer.plan import install_plan
+from installer.report import RunLog, write_report
+from installer.state import RunState
+from tests.lab import lab as _lab
+from tests.lab.fixtures import lab_docker, lab_host_image, lab_session_key, synapse_image  # noqa: F401
+
+pytestmark = pytest.mark.lab
+
+HOST_STAGES = ("local.ssh_key", "host.ssh", "host.firewall", "host.caddy", "host.docker", "synapse.config",
+               "synapse.start", "caddy.config", "synapse.admin", "registration.policy")
+SERVER_NAME = "example.test"
+MATRIX_HOST = "matrix.example.test"
+CHECKSUMS = (
+    "find /opt/matrix/synapse /etc/caddy /etc/iptables /etc/apt/sources.list.d -type f "
+    "! -path '*/media_store/*' ! -name 'homeserver.db*' ! -name '*.pid' -print0 | sort -z | xargs -0 sha256sum"
+)
+
+
+def answers_text(host: _lab.LabHost, key: Path, *, host_key: str) -> str:
+    return f"""version = 1
+[domain]
+server_name = "{SERVER_NAME}"
+matrix_host = "{MATRIX_HOST}"
+tls = "internal"
+[cloud]
+provider = "existing"
+[packages]
+source = "distro"
+[ssh]
+host = "127.0.0.1"
+port = {host.ssh_port}
+user = "ubuntu"
+private_key = "{key}"
+host_key = "{host_key}"
+[registration]
+policy = "token"
+tokens = 2
+admin_password_env = "MI_LAB_TEST_UNSET_PASSWORD"
+"""
+
+
+@dataclass
+class Run:
+    result: RunResult
+    log_lines: list[str] = field(default_factory=list)
+    folder: Path | None = None
+    report: Path | None = None
+
+    def status(self) -> dict[str, str]:
+        return {s.name: s.status.value for s in self.result.stages}
+
+    def errors(self) -> dict[str, str | None]:
+        return {s.name: s.error for s in self.result.stages if s.error}
+
+
+def run_install(answers_toml: str, state_dir: Path, *, on_finished=None, stages=HOST_STAGES) -> Run:
+    answers = parse_answers(answers_toml, "lab.toml")
+    state = RunState.load(state_dir, answers.domain.server_name)
+    session = Session(answers=answers, state=state, options=RunOptions(state_dir=state_dir))
+    lines: list[str] = []
+
+    def listen(event) -> None:
+        if isinstance(event, StageLog):
+            lines.append(f"{event.stage} [{event.kind}] {event.line}")
+        if isinstance(event, StageFinished):
+            lines.append(f"{event.stage} {event.status.value} {event.error or ''}")
+            if on_finished:
+                on_finished(event)
+
+    run_log = RunLog(state.folder / "last-run.log")
+    session.listeners += [listen, run_log]
+    plan = [s for s in install_plan(answers) if s.name in stages]
+
+    async def go() -> RunResult:
+        try:
+            return await Engine(plan, session).run()
+        finally:
+            if session.remote is not None:
+                await session.remote.close()
+
+    try:
+        result = asyncio.run(go())
+    finally:
+        run_log.close()
+    report = state.folder / "report.json"
+    write_report(result, report)
+    return Run(result, lines, state.folder, report)
+
+
+@pytest.fixture(scope="module")
+def install(lab_host_image, lab_session_key, synapse_image, tmp_path_factory):
+    """One lab host of this module's own (the session's lab_host stays fresh for other tests),
+    installed once; yields (host, answers text, state dir, first run)."""
+    host = _lab.LabHost.start(lab_host_image, lab_session_key)
+    try:
+        work = tmp_path_factory.mktemp("host-lab")
+        key = work / "ssh" / "id_ed25519"  # missing: local.ssh_key creates it
+        toml = answers_text(host, key, host_key=host.host_key)
+        state_dir = work / "state"
+
+        def after(event: StageFinished) -> None:
+            # What cloud-init does on a new VM: authorize the key the installer made. And the lab
+            # has no registry: the stand-in Synapse image goes into the host's Docker by hand.
+            if event.stage == "local.ssh_key" and event.status is Status.DONE:
+                host.authorize_key(Path(str(key) + ".pub").read_text())
+            if event.stage == "host.docker" and event.status in (Status.DONE, Status.UNCHANGED):
+                host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
+
+        first = run_install(toml, state_dir, on_finished=after)
+        yield host, toml, state_dir, first
+    finally:
+        host.stop()
+
+
+def test_first_install_finishes_with_every_stage_done(install):
+    host, _, _, first = install
+    assert first.status() == {name: "done" for name in HOST_STAGES}, (first.errors(), "\n".join(first.log_lines[-60:]))
+    assert first.result.ok
+
+
+def test_the_host_is_set_up_as_the_guide_does_it(install):
+    host, _, _, first = install
+    # Firewall: 80/443 above Oracle's REJECT, saved for the next boot; the REJECT still last.
+    rules = host.exec("iptables -S INPUT", check=True).stdout.splitlines()
+    reject = rules.index("-A INPUT -j REJECT --reject-with icmp-host-prohibited")
+    assert reject == len(rules) - 1
+    for port in (80, 443):
+        rule = f"-A INPUT -p tcp -m state --state NEW -m tcp --dport {port} -j ACCEPT"
+        assert rules.index(rule) < reject
+        assert rule in host.exec("cat /etc/iptables/rules.v4", check=True).stdout
+    assert host.exec("command -v ufw").returncode != 0
+    # Caddy, Docker, the SSH user in the docker group.
+    assert host.exec("systemctl is-active caddy docker").stdout.split() == ["active", "active"]
+    assert "docker" in host.exec("id -nG ubuntu").stdout.split()
+    # Synapse: compose file, generated and edited config, loopback-only port, healthy.
+    assert "127.0.0.1:8008:8008" in host.exec("cat /opt/matrix/synapse/docker-compose.yml").stdout
+    config = host.exec("cat /opt/matrix/synapse/data/homeserver.yaml", check=True).stdout
+    assert f"public_baseurl: https://{MATRIX_HOST}/" in config and "registration_requires_token: true" in config
+    assert "# Configuration file for Synapse." in config  # the generated comments are kept
+    assert host.exec("curl -fsS http://127.0.0.1:8008/health").stdout == "OK"
+    ports = host.exec("docker port synapse").stdout
+    assert "127.0.0.1:8008" in ports and "0.0.0.0" not in ports
+    # From outside (the runner): the firewall lets HTTP(S) in, Caddy proxies to Synapse.
+    resolve = ["--resolve", f"{MATRIX_HOST}:{host.https_port}:127.0.0.1", "--resolve", f"{SERVER_NAME}:{host.https_port}:127.0.0.1"]
+    versions = subprocess.run(["curl", "-fsSk", *resolve, f"https://{MATRIX_HOST}:{host.https_port}/_matrix/client/versions"],
+                              capture_output=True, text=True, timeout=60)
+    assert versions.returncode == 0 and "versions" in json.loads(versions.stdout), versions.stderr
+    well_known = subprocess.run(["curl", "-fsSk", *resolve, f"https://{SERVER_NAME}:{host.https_port}/.well-known/matrix/server"],
+                                capture_output=True, text=True, timeout=60)
+    assert json.loads(well_known.stdout) == {"m.server": f"{MATRIX_HOST}:443"}, well_known.stderr
+    # Registration needs a token; two were made and shown once.
+    shown = dict(first.result.shown_once or [])
+    assert f"Admin password for @admin:{SERVER_NAME}" in shown
+    assert sum(label.startswith("Registration token") for label in shown) == 2
+
+
+def test_second_run_is_unchanged_and_changes_no_file(install):
+    host, toml, state_dir, _ = install
+    before = host.exec(CHECKSUMS, check=True).stdout
+    second = run_install(toml, state_dir)
+    assert second.status() == {name: "unchanged" for name in HOST_STAGES}, (second.errors(), "\n".join(second.log_lines[-60:]))
+    after = host.exec(CHECKSUMS, check=True).stdout
+    assert after == before
+    assert "Caddyfile" in after and "homeserver.yaml" in after and "docker-compose.yml" in after
+    assert not second.result.shown_once  # nothing new to show
+
+
+def test_secrets_appear_in_no_log_report_or_state_file(install):
+    host, _, state_dir, first = install
+    config = host.exec("cat /opt/matrix/synapse/data/homeserver.yaml", check=True).stdout
+    import yaml
+
+    settings = yaml.safe_load(config)
+    secrets = [value for _, value in first.result.shown_once or []]
+    secrets += [settings["registration_shared_secret"], settings["macaroon_secret_key"], settings["form_secret"]]
+    secrets.append(host.exec("cat /opt/matrix/synapse/.admin-access-token", check=True).stdout.strip())
+    assert len(secrets) == 7 and all(len(s) >= 8 for s in secrets)
+    texts = {"events": "\n".join(first.log_lines)}
+    for path in Path(state_dir).rglob("*"):
+        if path.is_file():
+            texts[str(path)] = path.read_text(errors="replace")
+    assert any(name.endswith("last-run.log") for name in texts) and any(name.endswith("state.json") for name in texts)
+    for name, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret leaked into {name}"
+    # The token file is root's alone.
+    assert host.exec("stat -c '%U %a' /opt/matrix/synapse/.admin-access-token").stdout.split() == ["root", "600"]
+
+
+def test_wrong_pinned_host_key_stops_before_any_command(install, tmp_path):
+    host, toml, _, _ = install
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other = " ".join((tmp_path / "other.pub").read_text().split()[:2])
+    accepted = host.exec("journalctl -u ssh --no-pager -o cat | grep -c 'Accepted publickey'").stdout.strip()
+    run = run_install(toml.replace(host.host_key, other), tmp_path / "state")
+    status = run.status()
+    assert status["host.ssh"] == "failed"
+    assert all(status[name] == "skipped" for name in HOST_STAGES[2:])
+    error = run.errors()["host.ssh"]
+    import asyncssh
+
+    for key in (host.host_key, other):
+        assert asyncssh.import_public_key(key).get_fingerprint("sha256") in error
+    assert not any("[command]" in line for line in run.log_lines)
+    assert host.exec("journalctl -u ssh --no-pager -o cat | grep -c 'Accepted publickey'").stdout.strip() == accepted

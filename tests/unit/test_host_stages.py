@@ -1,0 +1,330 @@
+"""The host stages' logic against scripted remotes, and the dry-run plan they print."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from installer.answers import parse_answers
+from installer.engine import Engine, RunOptions, Session, Stage, StageContext, StageError
+from installer.events import StageLog, Status
+from installer.plan import install_plan
+from installer.remote import CommandResult, RecordingRemote
+from installer.state import RunState
+from installer.stages import caddy, host, local, registration, synapse
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIML/8oW2yzwd0YOGEj7L5GRBsyI8wguKvzAG4ZUtqtOq"
+
+
+def answers(extra: str = "", *, host_key: str = HOST_KEY, policy: str = 'policy = "closed"', **_: object):
+    return parse_answers(f"""version = 1
+[domain]
+server_name = "example.org"
+matrix_host = "matrix.example.org"
+[cloud]
+provider = "existing"
+[ssh]
+host = "203.0.113.7"
+private_key = "/nonexistent/id_ed25519"
+host_key = "{host_key}"
+[registration]
+{policy}
+{extra}
+""")
+
+
+def context(a, remote=None, *, dry_run: bool = False, facts: dict | None = None) -> tuple[StageContext, list[tuple[str, str]]]:
+    state = RunState(None, {"facts": facts or {}})
+    session = Session(answers=a, state=state, options=RunOptions(dry_run=dry_run), remote=remote)
+    lines: list[tuple[str, str]] = []
+    session.listeners.append(lambda e: lines.append((e.line, e.kind)) if isinstance(e, StageLog) else None)
+    return StageContext(session, Stage("test", "test", lambda ctx: None)), lines
+
+
+class ScriptedRemote(RecordingRemote):
+    """Answers commands by the first matching pattern; records what ran."""
+
+    def __init__(self, answers: list[tuple[str, CommandResult | bool]], files: dict[str, bytes] | None = None) -> None:
+        super().__init__()
+        self.answers = [(re.compile(p), r) for p, r in answers]
+        self.files = dict(files or {})
+        self.written: dict[str, bytes] = {}
+
+    def _answer(self, command: str) -> CommandResult | bool | None:
+        for pattern, result in self.answers:
+            if pattern.search(command):
+                return result
+        return None
+
+    async def run(self, command, *, log, sudo=False, check=True, timeout=900, input=None, quiet=False, dry_output=""):
+        await super().run(command, log=log, sudo=sudo)
+        answer = self._answer(command)
+        if isinstance(answer, CommandResult):
+            return answer
+        return CommandResult(0 if answer in (None, True) else 1, "", "")
+
+    async def probe(self, command, *, log, sudo=False):
+        await super().probe(command, log=log, sudo=sudo)
+        answer = self._answer(command)
+        return answer.ok if isinstance(answer, CommandResult) else bool(answer)
+
+    async def read_file(self, path, *, sudo=True):
+        return self.files.get(path)
+
+    async def put_file(self, path, data, *, log, mode=0o644, owner="root:root", backup=True, secret=False):
+        self.commands.append(f"write {path}")
+        changed = self.files.get(path) != data
+        self.files[path] = self.written[path] = data
+        return changed
+
+
+ORACLE = host.DRY_RULES["iptables"]
+
+
+def test_reject_position_finds_the_catch_all_wherever_it_is():
+    assert host.reject_position(ORACLE) == 6
+    moved = "-P INPUT ACCEPT\n-A INPUT -j REJECT --reject-with icmp-host-prohibited\n-A INPUT -p tcp --dport 22 -j ACCEPT\n"
+    assert host.reject_position(moved) == 1
+    # A REJECT limited to some traffic is not the catch-all.
+    partial = "-A INPUT -p udp -j REJECT\n-A INPUT -i lo -j ACCEPT\n-A INPUT -j DROP\n"
+    assert host.reject_position(partial) == 3
+    assert host.reject_position("-P INPUT ACCEPT\n-A INPUT -i lo -j ACCEPT\n") is None
+
+
+def test_saved_rules_are_recognised():
+    saved = "*filter\n-A INPUT -p tcp -m state --state NEW -m tcp --dport 80 -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 4430 -j ACCEPT\n"
+    assert host.rule_saved(saved, 80) and not host.rule_saved(saved, 443)
+
+
+async def test_firewall_inserts_only_the_missing_port_above_the_reject_and_saves():
+    listing = "-P INPUT ACCEPT\n-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m state --state NEW -m tcp --dport 80 -j ACCEPT\n" \
+              "-A INPUT -j REJECT --reject-with icmp-host-prohibited\n-A INPUT -p tcp --dport 9 -j ACCEPT\n"
+    remote = ScriptedRemote([
+        (r"ufw", False),
+        (r"dpkg-query .*iptables-persistent", True),
+        (r"^iptables -S INPUT", CommandResult(0, listing, "")),
+        (r"^ip6tables -S INPUT", CommandResult(3, "", "ip6tables v1.8: can't initialize ip6tables table `filter'")),
+        (r"^iptables -C INPUT .*--dport 80 ", True),
+        (r"^iptables -C INPUT .*--dport 443 ", False),
+    ], files={"/etc/iptables/rules.v4": listing.encode()})
+    ctx, lines = context(answers(), remote)
+    assert await host.open_firewall(ctx) is Status.DONE
+    ran = [c for c in remote.commands if not c.startswith(("write", "sudo iptables -C", "sudo ip6tables -C"))]
+    assert "sudo iptables -I INPUT 3 -p tcp -m state --state NEW -m tcp --dport 443 -j ACCEPT" in ran
+    assert not any("--dport 80 -j ACCEPT" in c and " -I " in c for c in ran)
+    assert ran[-1] == "sudo netfilter-persistent save"
+    assert not any("ufw" in c and "ufw" != c for c in ran if "disable" in c or "allow" in c)
+    assert any("ip6tables cannot list" in line for line, _ in lines)
+
+
+async def test_firewall_with_everything_in_place_is_unchanged():
+    listing = ORACLE.replace("-A INPUT -j REJECT", "-A INPUT -p tcp -m state --state NEW -m tcp --dport 80 -j ACCEPT\n"
+                                                   "-A INPUT -p tcp -m state --state NEW -m tcp --dport 443 -j ACCEPT\n-A INPUT -j REJECT")
+    remote = ScriptedRemote([
+        (r"ufw", False), (r"dpkg-query", True), (r"tables -S INPUT", CommandResult(0, listing, "")), (r"tables -C", True),
+    ], files={"/etc/iptables/rules.v4": listing.encode(), "/etc/iptables/rules.v6": listing.encode()})
+    ctx, _ = context(answers(), remote)
+    assert await host.open_firewall(ctx) is Status.UNCHANGED
+    assert not any(" -I " in c or "save" in c or "apt-get" in c for c in remote.commands)
+
+
+async def test_firewall_refuses_an_active_ufw():
+    ctx, _ = context(answers(), ScriptedRemote([(r"ufw", True)]))
+    with pytest.raises(StageError, match="ufw is active"):
+        await host.open_firewall(ctx)
+
+
+async def test_federation_port_8448_is_opened_too():
+    a = parse_answers("""version = 1
+[domain]
+server_name = "example.org"
+matrix_host = "matrix.example.org"
+delegation = "srv"
+[cloud]
+provider = "existing"
+[ssh]
+host = "203.0.113.7"
+""")
+    ctx, _ = context(a)
+    assert host.open_ports(ctx) == [80, 443, 8448]
+
+
+def test_unknown_host_key_is_refused_with_a_way_to_find_it():
+    ctx, _ = context(answers(host_key=""))
+    with pytest.raises(StageError) as caught:
+        host.ssh_target(ctx)
+    assert "not known" in str(caught.value) and "first sight" in str(caught.value)
+    assert "/etc/ssh/ssh_host_ed25519_key.pub" in caught.value.hint and "ssh.host_key" in caught.value.hint
+    # The key the cloud stage gave cloud-init is used when nothing is pinned.
+    ctx, _ = context(answers(host_key=""), facts={"host.host_key": HOST_KEY})
+    target = host.ssh_target(ctx)
+    assert target.host_key == HOST_KEY and "cloud-init" in target.host_key_source
+
+
+async def test_connect_in_a_dry_run_does_not_fail_but_says_a_real_run_stops():
+    ctx, lines = context(answers(host_key=""), RecordingRemote(), dry_run=True)
+    assert await host.connect(ctx) is Status.DONE
+    assert any("a real run stops here" in line for line, _ in lines)
+
+
+def test_os_release_parsing():
+    found = host.parse_os_release('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nID=debian\nVERSION_ID="13"\nVERSION_CODENAME=trixie\nARCH=amd64\n')
+    assert (found.id, found.codename, found.arch, found.is_ubuntu) == ("debian", "trixie", "amd64", False)
+    assert host.docker_source_line(found) == \
+        "deb [arch=amd64 signed-by=/etc/apt/keyrings/docker.asc] https://download.docker.com/linux/debian trixie stable\n"
+
+
+async def test_docker_distro_packages_on_ubuntu_and_debian():
+    for known, package in ((True, "docker-compose-v2"), (False, "docker-compose")):
+        policy = "Candidate: 2.24.6" if known else "Candidate: (none)"
+        remote = ScriptedRemote([(r"command -v docker", False), (r"docker compose version", True),
+                                 (r"apt-cache policy docker-compose-v2", CommandResult(0, policy, "")),
+                                 (r"id -nG", CommandResult(0, "ubuntu sudo", "")), (r"systemctl is-", True),
+                                 (r"docker version", CommandResult(0, "26.1.5\n2.26.1\n", ""))])
+        ctx, _ = context(answers('[packages]\nsource = "distro"'), remote)
+        ctx.session.shared["host.os"] = host.parse_os_release(host.DRY_OS_RELEASE)
+        assert await host.install_docker(ctx) is Status.DONE
+        installs = [c for c in remote.commands if " install " in c]
+        assert installs == [f"sudo {host.APT_GET} install docker.io {package}"]
+        assert "sudo usermod -aG docker ubuntu" in remote.commands
+
+
+async def test_caddy_from_the_vendor_repo_uses_a_signed_by_keyring():
+    remote = ScriptedRemote([(r"dpkg-query", False), (r"test -s", False), (r"command -v", True), (r"systemctl is-", True)])
+    ctx, _ = context(answers(), remote)
+    assert await host.install_caddy(ctx) is Status.DONE
+    assert remote.written[host.CADDY_SOURCES].decode().startswith(f"deb [signed-by={host.CADDY_KEYRING}] https://dl.cloudsmith.io/")
+    fetch = next(c for c in remote.commands if "gpg --batch --yes --dearmor" in c)
+    assert host.CADDY_KEY_URL in fetch
+    update_at = next(i for i, c in enumerate(remote.commands) if c.endswith(" update"))
+    assert update_at > remote.commands.index(f"write {host.CADDY_SOURCES}")
+
+
+async def test_caddy_config_validates_before_replacing_and_keeps_the_old_file_when_invalid():
+    old = b"old config\n"
+    remote = ScriptedRemote([(r"systemctl is-active", True), (r"caddy validate", CommandResult(1, "", "Error: adapting config"))],
+                            files={caddy.CADDYFILE: old})
+    ctx, _ = context(answers(), remote)
+    with pytest.raises(StageError, match="previous one stays in place"):
+        await caddy.configure(ctx)
+    assert remote.files[caddy.CADDYFILE] == old
+    assert f"sudo rm -f {caddy.CANDIDATE}" in remote.commands
+
+
+async def test_caddy_config_restores_the_previous_file_when_the_reload_fails():
+    old = b"old config\n"
+    remote = ScriptedRemote([(r"systemctl is-active", True), (r"systemctl reload", CommandResult(1, "", "failed"))],
+                            files={caddy.CADDYFILE: old})
+    ctx, _ = context(answers(), remote)
+    with pytest.raises(StageError, match="previous one is restored"):
+        await caddy.configure(ctx)
+    assert remote.files[caddy.CADDYFILE] == old
+
+
+async def test_caddy_config_unchanged_when_the_file_matches():
+    from installer.render import render_caddyfile
+
+    a = answers()
+    remote = ScriptedRemote([(r"systemctl is-active", True)], files={caddy.CADDYFILE: render_caddyfile(a).encode()})
+    ctx, _ = context(a, remote)
+    assert await caddy.configure(ctx) is Status.UNCHANGED
+    assert not remote.written
+
+
+def test_curl_config_keeps_secrets_off_the_command_line_and_escapes():
+    text = synapse.curl_config("POST", "http://127.0.0.1:8008/x", body={"password": 'a"b\\c'}, token="tok")
+    assert 'header = "Authorization: Bearer tok"' in text
+    assert 'data-binary = "{\\"password\\": \\"a\\\\\\"b\\\\\\\\c\\"}"' in text
+    assert 'write-out = "\\n%{http_code}"' in text
+
+
+async def test_ensure_ssh_key_creates_a_private_pair_then_keeps_it(tmp_path):
+    key = tmp_path / "keys" / "id_ed25519"
+    a = answers().replace("ssh", private_key=str(key))
+    ctx, _ = context(a)
+    assert await local.ensure_ssh_key(ctx) is Status.DONE
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    pub = Path(str(key) + ".pub")
+    assert stat.S_IMODE(pub.stat().st_mode) == 0o644 and pub.read_text().startswith("ssh-ed25519 AAAA")
+    assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert await local.ensure_ssh_key(ctx) is Status.UNCHANGED
+    pub.unlink()
+    assert await local.ensure_ssh_key(ctx) is Status.DONE and pub.exists()
+
+
+async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
+    monkeypatch.setenv("MATRIX_ADMIN_PASSWORD", "a-very-secret-admin-pw")
+    a = answers(policy='policy = "token"\ntokens = 2')
+    session = Session(answers=a, state=RunState(None), options=RunOptions(dry_run=True), remote=RecordingRemote())
+    lines: list[str] = []
+    session.listeners.append(lambda e: lines.append(f"{e.stage} [{e.kind}] {e.line}") if isinstance(e, StageLog) else None)
+    mine = {"host.ssh", "host.firewall", "host.caddy", "host.docker", "synapse.config", "synapse.start", "caddy.config",
+            "synapse.admin", "registration.policy"}
+    plan = [s for s in install_plan(a) if s.name in mine]
+    plan = [Stage(s.name, s.title, s.run, tuple(n for n in s.needs if n in mine)) for s in plan]
+    result = await Engine(plan, session).run()
+    assert {s.status for s in result.stages} == {Status.PLANNED}, [(s.name, s.error) for s in result.stages]
+    text = "\n".join(lines)
+    for expected in (
+        "host.ssh [command] connect to ubuntu@203.0.113.7:22",
+        "host.firewall [command] $ sudo iptables -I INPUT 7 -p tcp -m state --state NEW -m tcp --dport 443 -j ACCEPT",
+        "host.firewall [command] $ sudo netfilter-persistent save",
+        "host.caddy [command] $ sudo DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 install caddy",
+        "host.docker [command] $ sudo DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 install docker-ce",
+        "synapse.config [file] write /opt/matrix/synapse/docker-compose.yml",
+        '- "127.0.0.1:8008:8008"',
+        "SYNAPSE_SERVER_NAME=example.org -e SYNAPSE_REPORT_STATS=no -v /opt/matrix/synapse/data:/data matrixdotorg/synapse:latest generate",
+        "synapse.start [command] $ sudo docker compose -f /opt/matrix/synapse/docker-compose.yml up -d",
+        "caddy.config [command] $ sudo runuser -u caddy -- env HOME=/var/lib/caddy caddy validate",
+        "caddy.config [file] write /etc/caddy/Caddyfile ",
+        "respond /.well-known/matrix/server",
+        "register_new_matrix_user -u admin -a -c /data/homeserver.yaml --password-file /dev/stdin",
+        "registration.policy [command] POST http://127.0.0.1:8008/_synapse/admin/v1/registration_tokens/new (as the admin)",
+    ):
+        assert expected in text, expected
+    assert text.index("caddy validate") < text.index("write /etc/caddy/Caddyfile ")
+    assert "a-very-secret-admin-pw" not in text
+    assert not session.shown_once  # a dry run reveals nothing: nothing was made
+
+
+async def test_token_policy_makes_only_the_missing_tokens_and_shows_them_once():
+    a = answers(policy='policy = "token"\ntokens = 3')
+    remote = ScriptedRemote([
+        (r"curl -K -", CommandResult(0, "", "")),
+    ], files={registration.ADMIN_TOKEN_FILE: b"admin-token-123\n"})
+    calls: list[tuple[str, str]] = []
+    listing = '{"registration_tokens":[{"token":"existing-token-1"}]}'
+
+    async def fake_api(ctx, method, path, *, body=None, token=None, dry_output=""):
+        calls.append((method, path))
+        if path.endswith("/register"):
+            return synapse.Response(401, '{"flows":[{"stages":["m.login.registration_token"]}]}')
+        if path.endswith("whoami"):
+            return synapse.Response(200, "{}")
+        if "registration_tokens?" in path:
+            return synapse.Response(200, listing)
+        return synapse.Response(200, '{"token":"new-token-%d"}' % len(calls))
+
+    ctx, lines = context(a, remote)
+    import installer.stages.registration as reg
+
+    orig = reg.api
+    reg.api = fake_api
+    try:
+        assert await registration.apply_policy(ctx) is Status.DONE
+    finally:
+        reg.api = orig
+    assert [c for c in calls if c[1].endswith("/new")] == [("POST", "/_synapse/admin/v1/registration_tokens/new")] * 2
+    labels = [label for label, _ in ctx.session.shown_once]
+    assert labels == ["Registration token 2 of 3", "Registration token 3 of 3"]
+    for _, value in ctx.session.shown_once:
+        assert ctx.session.secrets.redact(value) == "********"
+    assert ctx.session.secrets.redact("existing-token-1 admin-token-123") == "******** ********"
+
+
+def test_rfc3339_with_nanoseconds():
+    assert synapse._rfc3339("2024-05-01T10:00:00.123456789Z") == pytest.approx(1714557600.123456789)
+    assert synapse._rfc3339("0001-01-01T00:00:00Z") < 0
