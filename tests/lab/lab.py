@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -454,6 +455,7 @@ class LabHost:
             lab = cls(cid, name, private_key_path, ports)
             lab.authorize_key(Path(str(private_key_path) + ".pub").read_text())
             lab.wait_ready(ready_timeout)
+            lab.trust_runner_cas()  # after boot: systemd mounts a tmpfs on /tmp meanwhile
             lab.host_key = lab._read_host_key()
         except BaseException:
             docker("rm", "-f", "-v", cid, check=False)
@@ -481,6 +483,30 @@ class LabHost:
             "chmod 0600 /home/ubuntu/.ssh/authorized_keys",
             input=public_key.strip() + "\n", check=True,
         )
+
+    def trust_runner_cas(self, bundle: str = "/etc/ssl/certs/ca-certificates.crt") -> int:
+        """Make the lab host trust the CAs the runner trusts beyond Debian's own (the runner may
+        reach the internet through a TLS-inspecting proxy); returns how many were added.
+        They go to /usr/local/share/ca-certificates, so later package installs keep them."""
+        def certs(pem: str) -> list[str]:
+            return re.findall(r"-----BEGIN CERTIFICATE-----\n.*?-----END CERTIFICATE-----\n", pem, re.S)
+        try:
+            ours = certs(Path(bundle).read_text())
+        except OSError:
+            return 0
+        theirs = set(certs(self.exec(["cat", bundle]).stdout))
+        extra = [c for c in ours if c not in theirs]
+        if not extra:
+            return 0
+        self.exec(
+            "mkdir -p /usr/local/share/ca-certificates/lab-runner && "
+            "cat > /usr/local/share/ca-certificates/lab-runner/all.pem && cd "
+            "/usr/local/share/ca-certificates/lab-runner && "
+            "csplit -s -z -f runner- -b '%02d.crt' all.pem '/-----BEGIN CERTIFICATE-----/' '{*}' && "
+            "rm all.pem && update-ca-certificates >/dev/null",
+            input="".join(extra), check=True,
+        )
+        return len(extra)
 
     def _read_host_key(self) -> str:
         out = self.exec("cat /etc/ssh/ssh_host_ed25519_key.pub", check=True).stdout.split()
