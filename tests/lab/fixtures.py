@@ -45,6 +45,8 @@ def lab_docker():
 
 @pytest.fixture(scope="session")
 def lab_host_image(lab_docker):
+    """Tag of the lab host's image (built or reused); start more hosts with
+    `tests.lab.lab.LabHost.start(lab_host_image, lab_session_key)` (and `.stop()` them)."""
     try:
         return _lab.build_host_image()
     except _lab.LabError as exc:
