@@ -235,6 +235,8 @@ class SshRemote:
             try:
                 await self.wait_until_up(deadline=time.monotonic() + 30)
             except StageError as exc:
+                if "did not answer" not in str(exc):
+                    raise  # a changed host key or a refused client key: no retry helps
                 raise ConnectionLost(f"cannot reconnect to {self.target.address}: {exc}") from None
             if log:
                 log(f"reconnected to {self.target.address}", "log")
@@ -293,9 +295,12 @@ class SshRemote:
             try:
                 proc = await self._open(conn, line)
                 try:
-                    if stdin:
-                        proc.stdin.write(stdin)
-                    proc.stdin.write_eof()
+                    try:
+                        if stdin:
+                            proc.stdin.write(stdin)
+                        proc.stdin.write_eof()
+                    except BrokenPipeError:
+                        pass  # the command exited without reading it all: its status says how it went
                     await asyncio.wait_for(
                         asyncio.gather(pump(proc.stdout, "out", out_kind), pump(proc.stderr, "err", err_kind)),
                         timeout + 30,  # a backstop: `timeout` on the host normally stops it first
@@ -306,7 +311,7 @@ class SshRemote:
                     return TIMEOUT_STATUS, b"".join(outputs["out"]), b"".join(outputs["err"]), list(tail)
                 finally:
                     proc.close()
-            except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError, ConnectionError) as exc:
+            except (asyncssh.DisconnectError, asyncssh.ConnectionLost, ConnectionError) as exc:
                 raise self._drop(conn, exc) from None
         status = proc.exit_status
         if status is None:
