@@ -1,3 +1,8 @@
 """Shared test set-up. Fixture modules of the real components are plugins listed here."""
 
-pytest_plugins = ["tests.lab.fixtures"]
+pytest_plugins = [
+    "tests.lab.fixtures",
+    "tests.fixtures.sshd",
+    "tests.fixtures.matrix_stack",
+    "tests.oci_emulator.fixtures",
+]

@@ -28,8 +28,6 @@ from tests.fixtures.matrix_stack import (  # noqa: E402
     lab_answers,
 )
 
-pytest_plugins = ["tests.fixtures.matrix_stack"]
-
 BOTH = (SERVER_NAME, MATRIX_HOST)
 
 

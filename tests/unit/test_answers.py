@@ -162,6 +162,7 @@ def test_missing_required_keys_and_wrong_version() -> None:
         ("registration", "tokens = 3", 'only created with policy = "token"'),
         ("domain", 'redirect_to = "https://example.org/blog"', "would loop"),
         ("cloud", "ocpus = 4\nmemory_gb = 2", "at least 1 GB per OCPU"),
+        ("domain", 'delegation = "srv"\nserve_server_name = false', '"srv" delegation needs a certificate for example.org'),
     ],
 )
 def test_keys_that_contradict_each_other(section: str, lines: str, expected: str) -> None:
