@@ -265,6 +265,14 @@ class OciCloud:
         details = self.models.CaptureConsoleHistoryDetails(instance_id=instance_id)
         history = (await self._call(f"compute.capture_console_history(instance={instance_id})",
                                     self.compute.capture_console_history, details)).data
+        for _ in range(30):  # the capture is asynchronous: REQUESTED, GETTING-HISTORY, SUCCEEDED
+            if history.lifecycle_state in ("SUCCEEDED", "FAILED"):
+                break
+            await asyncio.sleep(1)
+            history = (await self._call(f"compute.get_console_history({history.id})",
+                                        self.compute.get_console_history, history.id)).data
+        if history.lifecycle_state != "SUCCEEDED":
+            raise CloudError(0, "ConsoleHistory", f"the console history capture ended {history.lifecycle_state}", "compute.capture_console_history")
         content = await self._call(f"compute.get_console_history_content({history.id})",
                                    self.compute.get_console_history_content, history.id)
         data = content.data

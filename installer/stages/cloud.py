@@ -292,13 +292,34 @@ async def _existing_instance(ctx: StageContext, cloud: Cloud, compartment: str, 
                          "start it (console: Compute > Instances > Start), then rerun")
     if state != "RUNNING":
         await _wait_running(ctx, cloud, instance_id)
-    address = await _public_address(ctx, cloud, compartment, instance_id)
+    if ctx.dry_run and ctx.facts.get("host.address"):
+        address = str(ctx.facts["host.address"])  # the plan shows the real address, not a placeholder
+    else:
+        address = await _public_address(ctx, cloud, compartment, instance_id)
     if ctx.facts.get("host.address") != address:
         ctx.remember("host.address", address)
     if not ctx.facts.get("host.host_key"):
-        ctx.log("the instance's SSH host key is not in the state: pin it with ssh.host_key in the answers")
+        await _host_key_from_console(ctx, cloud, instance_id)
     ctx.log(f"instance {instance.display_name} ({short(instance_id)}) is running at {address}")
     return Status.UNCHANGED
+
+
+def host_keys_in_console(text: str) -> list[str]:
+    """The ed25519 host keys cloud-init printed to the serial console."""
+    found = []
+    for block in re.findall(r"-----BEGIN SSH HOST KEY KEYS-----(.*?)-----END SSH HOST KEY KEYS-----", text, re.S):
+        found += re.findall(r"(ssh-ed25519 [A-Za-z0-9+/]+={0,2})", block)
+    return found
+
+
+async def _host_key_from_console(ctx: StageContext, cloud: Cloud, instance_id: str) -> None:
+    """The state lost the host key: read it from what cloud-init printed on the serial console."""
+    keys = host_keys_in_console(await cloud.console_history(instance_id))
+    if len(set(keys)) == 1:
+        ctx.remember("host.host_key", keys[0])
+        ctx.log(f"SSH host key read from the instance's console history: {host_key_fingerprint(keys[0])}")
+    elif not ctx.dry_run:
+        ctx.log("the instance's SSH host key is neither in the state nor in its console history: pin it with ssh.host_key")
 
 
 async def _launch_new(ctx: StageContext, cloud: Cloud, compartment: str) -> Status:

@@ -283,3 +283,16 @@ async def test_console_history_shows_the_host_key(oci_emulator: EmulatorHandle, 
     cloud = await OciCloud.open(oci_emulator.config_path, "DEFAULT", lambda line: None)
     text = await cloud.console_history(run.state.facts["cloud.instance_id"])
     assert run.state.facts["host.host_key"] in text
+
+
+async def test_lost_host_key_is_read_back_from_the_console_history(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    first = await runner(answers)
+    key = first.state.facts["host.host_key"]
+    path = runner.state_dir / "example.org" / "state.json"
+    saved = json.loads(path.read_text())
+    del saved["facts"]["host.host_key"]
+    path.write_text(json.dumps(saved))
+    rerun = await runner(answers)
+    assert rerun.status("cloud.instance") is Status.UNCHANGED
+    assert rerun.state.facts["host.host_key"] == key
+    assert oci_emulator.state.count("POST", "capture_console_history") == 1

@@ -671,6 +671,7 @@ class Emulator:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed-ACK stall
     emulator: Emulator
 
     def _serve(self) -> None:
@@ -700,7 +701,7 @@ class Server:
         self.httpd.daemon_threads = True
         self.emulator = emulator
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="oci-emulator", daemon=True)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="oci-emulator", daemon=True)
 
     def start(self) -> Server:
         self._thread.start()
