@@ -15,18 +15,19 @@ PYTHON = sys.executable
 
 @dataclass
 class Row:
-    """One measured figure next to its anchor: ratio = ours / anchor, judged against the goal."""
+    """One measured figure next to its anchor, the ratio that the goal is stated in, and the verdict."""
 
     name: str
     ours: float
     anchor: float
     unit: str
+    ratio: float
     goal: str
-    met: bool
 
     @property
-    def ratio(self) -> float:
-        return self.ours / self.anchor if self.anchor else float("inf")
+    def met(self) -> bool:
+        op, target = self.goal.split()[0], float(self.goal.split()[1].rstrip("x"))
+        return self.ratio <= target if op == "<=" else self.ratio >= target
 
 
 def median_seconds(argv: list[str], runs: int, *, env: dict[str, str] | None = None) -> float:
@@ -42,7 +43,7 @@ def median_seconds(argv: list[str], runs: int, *, env: dict[str, str] | None = N
 
 def print_rows(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
-    print(f"  {'measure':<44} {'ours':>10} {'anchor':>10} {'ratio':>7}  goal")
+    print(f"  {'measure':<52} {'ours':>12} {'anchor':>12} {'ratio':>7}  goal")
     for r in rows:
         mark = "met" if r.met else "MISSED"
-        print(f"  {r.name:<44} {r.ours:>8.3f}{r.unit:<2} {r.anchor:>8.3f}{r.unit:<2} {r.ratio:>7.2f}  {r.goal} ({mark})")
+        print(f"  {r.name:<52} {r.ours:>9.3f} {r.unit:<2} {r.anchor:>9.3f} {r.unit:<2} {r.ratio:>6.2f}x  {r.goal} ({mark})")

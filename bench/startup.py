@@ -13,8 +13,8 @@ def measure() -> list[Row]:
     frame_ours = median_seconds([PYTHON, "-m", "bench.first_frame", "screens.app:build_app"], RUNS)
     frame_hello = median_seconds([PYTHON, "-m", "bench.first_frame", "bench.hello_app:build_app"], RUNS)
     return [
-        Row("matrix-installer --help vs import textual.app", help_ours, import_textual, "s", "<= 1.0x", help_ours <= import_textual),
-        Row("guided setup first frame vs hello app", frame_ours, frame_hello, "s", "<= 1.2x", frame_ours <= 1.2 * frame_hello),
+        Row("matrix-installer --help vs import textual.app", help_ours, import_textual, "s", help_ours / import_textual, "<= 1.0x"),
+        Row("guided setup first frame vs a hello app", frame_ours, frame_hello, "s", frame_ours / frame_hello, "<= 1.2x"),
     ]
 
 
