@@ -168,9 +168,8 @@ async def wait_healthy(ctx: StageContext, *, timeout: float = HEALTH_TIMEOUT) ->
             break
         command = f"curl -fsS -m 5 {SYNAPSE_URL}/health"
         if first:
-            health = await ctx.run(command, check=False, dry_output="OK")
-        else:
-            health = await ctx.remote.run(command, log=_quiet, check=False, timeout=30)
+            ctx.log(f"$ {command}  (every 2 s until it answers OK, up to {timeout:.0f} s)", "command")
+        health = await ctx.remote.run(command, log=_quiet, check=False, timeout=30, dry_output="OK")
         if health.ok and health.stdout.strip() == "OK":
             ctx.progress("Synapse answers /health", 1.0)
             ctx.log("Synapse is healthy")

@@ -191,3 +191,32 @@ async def test_more_concurrent_commands_than_max_sessions(remote):
     results = await asyncio.gather(*(remote.run(f"sleep 0.3; echo {i}", log=Log()) for i in range(25)))
     assert [r.stdout.strip() for r in results] == [str(i) for i in range(25)]
     assert remote.connections == 1
+
+
+async def test_engine_retries_a_stage_once_after_a_drop_and_the_retry_reconnects(sshd_server):
+    from installer.answers import Answers
+    from installer.engine import Engine, RunOptions, Session, Stage
+    from installer.events import Status
+    from installer.state import RunState
+
+    r = SshRemote(target(sshd_server))
+    await r.connect_once()
+    session = Session(answers=Answers(), state=RunState(None), options=RunOptions(), remote=r)
+    attempts: list[int] = []
+
+    async def stage(ctx):
+        attempts.append(r.connections)
+        if len(attempts) == 1:
+            running = asyncio.create_task(ctx.run("sleep 20"))
+            await asyncio.sleep(0.5)
+            sshd_server.drop_connections()
+            await running
+        await ctx.run("echo second try")
+        return Status.DONE
+
+    try:
+        result = await Engine([Stage("host.test", "test", stage)], session).run()
+    finally:
+        await r.close()
+    assert result.stages[0].status is Status.DONE
+    assert attempts == [1, 1] and r.connections == 2  # the retry's first command reconnected
