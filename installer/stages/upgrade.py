@@ -47,7 +47,8 @@ CONTAINER_FORMAT = (
     "{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} "
     "{{.RestartCount}} {{.Image}} {{.Config.Image}}"
 )
-IMAGE_FORMAT = '{{.Id}}|{{join .RepoDigests ","}}|{{index .Config.Labels "' + VERSION_LABEL + '"}}|{{.Size}}'
+# JSON for the lists: Go's `join` fails on them in some Docker versions ("expected []string").
+IMAGE_FORMAT = "{{.Id}} {{.Size}} {{json .RepoDigests}} {{json .Config.Labels}}"
 
 FINDINGS_KEY = "upgrade.findings"
 NEW_IMAGE_KEY = "upgrade.new_image"
@@ -184,14 +185,20 @@ class ImageInfo:
 
 
 def parse_image(text: str) -> ImageInfo | None:
-    """One line of IMAGE_FORMAT: ID | repo digests | version label | size."""
+    """One line of IMAGE_FORMAT: ID, size, repo digests (JSON), labels (JSON)."""
     line = text.strip().splitlines()[-1] if text.strip() else ""
-    parts = line.split("|")
-    if len(parts) != 4 or not parts[0]:
+    parts = line.split(" ", 2)
+    if len(parts) != 3 or not parts[0].startswith("sha256:") or not parts[1].isdigit():
         return None
-    digests = tuple(d for d in parts[1].split(",") if d)
-    version = "" if parts[2] in ("", "<no value>") else parts[2]
-    return ImageInfo(parts[0], digests, version, int(parts[3]) if parts[3].isdigit() else 0)
+    decoder = json.JSONDecoder()
+    try:
+        digests, end = decoder.raw_decode(parts[2])
+        labels, _ = decoder.raw_decode(parts[2][end:].lstrip())
+    except ValueError:
+        return None
+    digests = tuple(d for d in digests or () if isinstance(d, str))
+    version = (labels or {}).get(VERSION_LABEL, "") if isinstance(labels, dict) else ""
+    return ImageInfo(parts[0], digests, str(version), int(parts[1]))
 
 
 def parse_caddy_version(text: str) -> str | None:
@@ -371,10 +378,10 @@ async def preflight(ctx: StageContext) -> Status:
                 "The upgrade keeps the deployment's image; rerun the install to switch.")
 
     running_version = await _running_version(ctx, dry_output='{"server_version": "OLD-VERSION"}')
-    running_image = await _image(ctx, container.image_id, dry_output=f"{container.image_id}|||0") or ImageInfo(container.image_id)
+    running_image = await _image(ctx, container.image_id, dry_output=f"{container.image_id} 0 null null") or ImageInfo(container.image_id)
 
     pulled = await _pull(ctx)
-    tag_image = await _image(ctx, image_ref, dry_output="sha256:NEWIMAGE|||0")
+    tag_image = await _image(ctx, image_ref, dry_output="sha256:NEWIMAGE 0 null null")
     if tag_image is None:
         raise StageError(f"the image {image_ref} is not on the host and could not be pulled",
                          "check the host reaches the registry (docker pull), then rerun")
@@ -384,7 +391,7 @@ async def preflight(ctx: StageContext) -> Status:
     upgradable = await ctx.run("apt list --upgradable", check=False)
     held = await ctx.run("apt-mark showhold", check=False)
     simulated = await ctx.run(f"{APT_ENV} apt-get -s -q --with-new-pkgs upgrade {APT_OPTIONS}", sudo=True, check=False)
-    caddy = await ctx.run("caddy version", check=False, dry_output="v2.x")
+    caddy = await ctx.run("caddy version", check=False, dry_output="CADDY-VERSION")
     reboot_pending = (await ctx.run(f"test -f {REBOOT_REQUIRED}", check=False)).ok and not ctx.dry_run
 
     found = Findings(
@@ -396,7 +403,7 @@ async def preflight(ctx: StageContext) -> Status:
         packages=parse_apt_simulation(simulated.stdout),
         upgradable=parse_apt_upgradable(upgradable.stdout),
         held=parse_held(held.stdout),
-        caddy_version=(parse_caddy_version(caddy.stdout) if caddy.ok else None) or "not installed",
+        caddy_version=(parse_caddy_version(caddy.stdout) or caddy.stdout.strip()[:40]) if caddy.ok else "not installed",
         reboot_pending=reboot_pending,
         pulled=pulled,
     )
@@ -404,7 +411,7 @@ async def preflight(ctx: StageContext) -> Status:
     ctx.session.shared[NEW_IMAGE_KEY] = found.new_image
     for line in describe_findings(found):
         ctx.log(line)
-    ctx.remember("synapse.version", running_version)
+    ctx.remember("upgrade.synapse_version", running_version)
     return Status.DONE
 
 
@@ -422,7 +429,7 @@ def describe_findings(found: Findings) -> list[str]:
     kept = [name for name in found.kept_back if name not in found.held]
     if kept:
         lines.append(f"  kept back (a full-upgrade would remove packages for them): {', '.join(kept)}")
-    running = f"Synapse {found.running_version} ({found.image_ref}, {found.running_image.describe()})"
+    running = f"{found.running_version} ({found.image_ref}, {found.running_image.describe()})"
     if found.new_image:
         new_version = found.tag_image.version or "version known once it starts"
         lines.append(f"  Synapse: {running} -> new {found.tag_image.describe()} ({new_version})")
@@ -609,7 +616,7 @@ async def upgrade_synapse(ctx: StageContext) -> Status:
     if healthy:
         new_version = await _running_version(ctx, dry_output='{"server_version": "NEW-VERSION"}')
         ctx.log(f"Synapse {found.running_version} -> {new_version} ({short_id(previous)} -> {short_id(found.tag_image.id)})")
-        ctx.remember("synapse.version", new_version)
+        ctx.remember("upgrade.synapse_version", new_version)
         return Status.DONE
 
     failed_version = found.tag_image.version or short_id(found.tag_image.id)

@@ -203,6 +203,12 @@ def statuses(finished: dict[str, StageFinished]) -> dict[str, str]:
     return {name: e.status.value for name, e in finished.items()}
 
 
+def explain(finished: dict[str, StageFinished], logs: list[StageLog]) -> str:
+    """The failed stages' errors and logs, for an assertion message."""
+    failed = [name for name, e in finished.items() if e.status is Status.FAILED]
+    return "\n".join(f"{name}: {finished[name].error}\n{said(logs, name)}" for name in failed)
+
+
 def said(logs: list[StageLog], stage: str) -> str:
     return "\n".join(e.line for e in logs if e.stage == stage)
 
@@ -228,12 +234,12 @@ def test_upgrade_moves_synapse_to_the_new_image_after_a_backup(host, deployment,
     assert statuses(finished) == {
         "upgrade.preflight": "done", "upgrade.backup": "done", "upgrade.packages": "done",
         "upgrade.reboot": "skipped", "upgrade.synapse": "done", "upgrade.prune": "done",
-    }, {n: (e.status, e.error) for n, e in finished.items()}
+    }, explain(finished, logs)
     preflight = said(logs, "upgrade.preflight")
     assert "What the upgrade will change:" in preflight
     assert "matrix-lab-tool 1.0 -> 1.1" in preflight
     assert "held (left as they are): matrix-lab-held" in preflight
-    assert f"Synapse: Synapse {OLD_VERSION} ({TAG}" in preflight and "-> new image" in preflight
+    assert f"Synapse: {OLD_VERSION} ({TAG}" in preflight and "-> new image" in preflight
     assert "could not pull the newest image" in preflight  # no registry in the lab
     # Synapse: the new image runs, healthy, and the log says old -> new.
     assert f"Synapse {OLD_VERSION} -> {NEW_VERSION}" in said(logs, "upgrade.synapse")
@@ -278,7 +284,7 @@ async def test_rerun_with_nothing_new_changes_nothing(host, deployment, upgraded
     assert statuses(finished) == {
         "upgrade.preflight": "done", "upgrade.backup": "unchanged", "upgrade.packages": "unchanged",
         "upgrade.reboot": "skipped", "upgrade.synapse": "unchanged", "upgrade.prune": "unchanged",
-    }, {n: (e.status, e.error) for n, e in finished.items()}
+    }, explain(finished, logs)
     assert "Nothing to upgrade." in said(logs, "upgrade.preflight")
     assert backups(host) == before
     assert synapse_version(host) == NEW_VERSION

@@ -110,13 +110,17 @@ def test_container_line() -> None:
 
 def test_image_line() -> None:
     digest = "sha256:" + "d" * 64
-    info = parse_image(f"sha256:{'c' * 64}|matrixdotorg/synapse@{digest}|1.163.2|412345678")
+    line = (f'sha256:{"c" * 64} 412345678 ["matrixdotorg/synapse@{digest}"] '
+            '{"org.opencontainers.image.version": "1.163.2", "other": "a | b"}')
+    info = parse_image(line)
     assert info == ImageInfo("sha256:" + "c" * 64, (f"matrixdotorg/synapse@{digest}",), "1.163.2", 412345678)
     assert info.digest == digest
     assert info.describe() == f"image sha256:{'c' * 12}, digest sha256:{'d' * 12}"
-    local = parse_image("sha256:abc||<no value>|10")
+    local = parse_image("sha256:abc 10 [] null")
     assert local == ImageInfo("sha256:abc", (), "", 10) and local.digest == ""
+    assert parse_image("sha256:abc 10 null {}") == ImageInfo("sha256:abc", (), "", 10)
     assert parse_image("") is None and parse_image("Error: No such image") is None
+    assert parse_image("template parsing error: template: :1:15: executing") is None
 
 
 def test_caddy_version() -> None:
@@ -215,7 +219,7 @@ class FakeHost:
             image = self.tags.get(ref, ref)
             if image not in self.versions:
                 return self._fail("Error: No such image")
-            return self._ok(f"{image}|matrixdotorg/synapse@sha256:{image[-64:]}||400000000\n")
+            return self._ok(f'{image} 400000000 ["matrixdotorg/synapse@sha256:{image[-64:]}"] {{}}\n')
         if " pull " in command:
             return self._ok() if self.pull_ok else self._fail("Get https://registry-1.docker.io/v2/: dial tcp: timeout")
         if "apt-get update" in command:
