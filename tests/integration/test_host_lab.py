@@ -224,3 +224,63 @@ def test_wrong_pinned_host_key_stops_before_any_command(install, tmp_path):
         assert asyncssh.import_public_key(key).get_fingerprint("sha256") in error
     assert not any("[command]" in line for line in run.log_lines)
     assert host.exec("journalctl -u ssh --no-pager -o cat | grep -c 'Accepted publickey'").stdout.strip() == accepted
+
+
+@pytest.fixture
+def lab_dns():
+    """dnsmasq answering every name under example.test with 127.0.0.1 (where the lab's ports are)."""
+    import shutil
+    import socket
+    import time
+
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([dnsmasq, "--no-daemon", "--no-resolv", "--no-hosts", f"--port={port}",
+                             "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file=",
+                             f"--local=/{SERVER_NAME}/", f"--address=/{SERVER_NAME}/127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_headless_cli_rerun_reports_every_host_stage_unchanged(install, lab_dns, tmp_path):
+    """`matrix-installer --answers F --state-dir D --report R` on the installed lab host: the host
+    stages are all unchanged, and the federation test reaches the lab through --connect-to."""
+    import os
+    import sys
+
+    host, toml, state_dir, _ = install
+    answers = tmp_path / "answers.toml"
+    answers.write_text(toml)
+    ca = tmp_path / "caddy-root.crt"
+    ca.write_bytes(host.caddy_root_ca())
+    report = tmp_path / "report.json"
+    before = host.exec(CHECKSUMS, check=True).stdout
+    args = [sys.executable, "-m", "installer", "--answers", str(answers), "--state-dir", str(state_dir),
+            "--report", str(report), "--dns-server", f"127.0.0.1:{lab_dns}", "--ca-file", str(ca)]
+    for name in (SERVER_NAME, MATRIX_HOST):
+        args += ["--connect-to", f"{name}:443:127.0.0.1:{host.https_port}"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[2],
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}, stdin=subprocess.DEVNULL)
+    assert report.exists(), done.stdout + done.stderr
+    stages = {s["name"]: s for s in json.loads(report.read_text())["stages"]}
+    for name in HOST_STAGES:
+        assert stages[name]["status"] == "unchanged", (name, stages[name], done.stdout[-3000:])
+    assert host.exec(CHECKSUMS, check=True).stdout == before
+    assert "Traceback" not in done.stderr
+    # The whole plan passes: DNS (dnsmasq) and the federation test through Caddy to Synapse.
+    assert done.returncode == 0, {name: (s["status"], s["error"]) for name, s in stages.items()}
+    assert json.loads(report.read_text())["federation"]["ok"] is True
+    import yaml
+
+    settings = yaml.safe_load(host.exec("cat /opt/matrix/synapse/data/homeserver.yaml", check=True).stdout)
+    token = host.exec("cat /opt/matrix/synapse/.admin-access-token", check=True).stdout.strip()
+    for secret in (settings["registration_shared_secret"], settings["macaroon_secret_key"], token):
+        for text in (done.stdout, done.stderr, report.read_text(), (state_dir / SERVER_NAME / "last-run.log").read_text()):
+            assert secret not in text
