@@ -328,3 +328,66 @@ async def test_token_policy_makes_only_the_missing_tokens_and_shows_them_once():
 def test_rfc3339_with_nanoseconds():
     assert synapse._rfc3339("2024-05-01T10:00:00.123456789Z") == pytest.approx(1714557600.123456789)
     assert synapse._rfc3339("0001-01-01T00:00:00Z") < 0
+
+
+def fake_api(answers_by_path: dict[str, list[synapse.Response]], calls: list[tuple[str, str]]):
+    async def api(ctx, method, path, *, body=None, token=None, dry_output=""):
+        calls.append((method, path))
+        for suffix, answers in answers_by_path.items():
+            if path.endswith(suffix):
+                return answers.pop(0) if len(answers) > 1 else answers[0]
+        raise AssertionError(f"unexpected {method} {path}")
+    return api
+
+
+CLOSED = synapse.Response(403, '{"errcode":"M_FORBIDDEN"}')
+OPEN = synapse.Response(401, '{"flows":[{"stages":["m.login.dummy"]}]}')
+
+
+async def test_closed_policy_already_in_force_is_unchanged(monkeypatch):
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(registration, "api", fake_api({"/register": [CLOSED]}, calls))
+    ctx, _ = context(answers(), ScriptedRemote([]))
+    assert await registration.apply_policy(ctx) is Status.UNCHANGED
+    assert calls == [("POST", "/_matrix/client/v3/register")]
+
+
+async def test_a_server_still_open_is_restarted_then_verified_closed(monkeypatch):
+    calls: list[tuple[str, str]] = []
+    restarts: list[bool] = []
+    monkeypatch.setattr(registration, "api", fake_api({"/register": [OPEN, CLOSED]}, calls))
+
+    async def restart(ctx):
+        restarts.append(True)
+
+    monkeypatch.setattr(registration, "restart", restart)
+    ctx, _ = context(answers(), ScriptedRemote([]))
+    assert await registration.apply_policy(ctx) is Status.DONE
+    assert restarts == [True]
+
+
+async def test_open_until_admin_ends_closed_with_the_admin_in_place(monkeypatch):
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(registration, "api", fake_api({"/register": [CLOSED]}, calls))
+
+    async def exists(ctx, user_id):
+        calls.append(("exists", user_id))
+        return True
+
+    monkeypatch.setattr(registration, "user_exists", exists)
+    ctx, lines = context(answers(policy='policy = "open-until-admin"'), ScriptedRemote([]))
+    assert await registration.apply_policy(ctx) is Status.UNCHANGED
+    assert ("exists", "@admin:example.org") in calls
+    assert any("registration is closed" in line for line, _ in lines)
+
+
+async def test_a_policy_that_does_not_hold_after_a_restart_fails(monkeypatch):
+    monkeypatch.setattr(registration, "api", fake_api({"/register": [OPEN]}, []))
+
+    async def restart(ctx):
+        pass
+
+    monkeypatch.setattr(registration, "restart", restart)
+    ctx, _ = context(answers(), ScriptedRemote([]))
+    with pytest.raises(StageError, match="registration is open on the running server"):
+        await registration.apply_policy(ctx)
