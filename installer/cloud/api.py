@@ -115,9 +115,11 @@ class OciCloud:
     def models(self) -> Any:
         return self._oci.core.models
 
-    async def _call(self, description: str, fn: Callable[..., Any], *args: Any, throttle_retry: bool = True, **kwargs: Any) -> Any:
+    async def _call(self, description: str, fn: Callable[..., Any], *args: Any, throttle_retry: bool = True,
+                    announce: bool = True, **kwargs: Any) -> Any:
         """Announce and make one call in a thread; a 429 is waited out (doubling) unless the caller handles it."""
-        self._log_call(description)
+        if announce:
+            self._log_call(description)
         operation = description.split("(")[0]
         tries = THROTTLE_TRIES if throttle_retry else 1
         for attempt in range(1, tries + 1):
@@ -129,7 +131,7 @@ class OciCloud:
                 network = (OSError, self._oci.exceptions.RequestException, self._oci.exceptions.ConnectTimeout)
                 if not isinstance(exc, network) and not type(exc).__module__.startswith(("requests", "urllib3", "oci._vendor")):
                     raise
-                error = CloudError(0, "ConnectionError", str(exc), operation)
+                error = CloudError(0, "ConnectionError", _connection_problem(exc), operation)
             if error.status != 429 or attempt == tries:
                 raise error
             delay = min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1))
@@ -139,9 +141,18 @@ class OciCloud:
         raise AssertionError("unreachable")
 
     async def _all(self, description: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
-        pager = self._oci.pagination.list_call_get_all_results
-        response = await self._call(description, pager, fn, *args, **kwargs)
-        return list(response.data)
+        """Every item of a list call, following `opc-next-page`. (The SDK's own pagination helper
+        wraps each page in its default retry strategy, which would hide 429s and outages for minutes.)"""
+        items: list[Any] = []
+        page: str | None = None
+        while True:
+            if page:
+                kwargs["page"] = page
+            response = await self._call(description, fn, *args, announce=page is None, **kwargs)
+            items.extend(response.data)
+            page = response.next_page
+            if not page:
+                return items
 
     # --- identity -----------------------------------------------------------------------
     async def list_availability_domains(self, compartment_id: str) -> list[str]:
@@ -301,6 +312,17 @@ class OciCloud:
             f"dns.update_rr_set(zone={zone}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})",
             self.dns.update_rr_set, zone, domain, rtype, dm.UpdateRRSetDetails(items=items),
         )
+
+
+def _connection_problem(exc: Exception) -> str:
+    """The gist of a connection failure (the SDK's own text runs to several hundred characters)."""
+    text = str(exc)
+    for needle, gist in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                         ("Name or service not known", "host name not found"), ("nodename nor servname", "host name not found"),
+                         ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"), ("Connection reset", "connection reset")):
+        if needle in text:
+            return gist
+    return text[:200]
 
 
 def describe_launch(shape: str, ocpus: int | None, memory_gb: int | None, ad: str, image_id: str, subnet_id: str) -> str:

@@ -50,6 +50,7 @@ async def test_from_nothing_to_a_running_instance(oci_emulator: EmulatorHandle, 
     assert instance["shapeConfig"] == {"ocpus": 2.0, "memoryInGBs": 12.0}
     image = next(i for i in emu.images if i["id"] == instance["imageId"])
     assert image["displayName"] == "Canonical-Ubuntu-24.04-aarch64-2024.10.08-0"
+    assert emu.count("GET", "list_images") == 2  # three 24.04 arm images, two per page: the pager followed opc-next-page
     assert facts["host.address"].startswith("129.146.7.")
     assert any(p.startswith("waiting for the instance to run: PROVISIONING") for p in run.progress("cloud.instance"))
 
@@ -296,3 +297,12 @@ async def test_lost_host_key_is_read_back_from_the_console_history(oci_emulator:
     assert rerun.status("cloud.instance") is Status.UNCHANGED
     assert rerun.state.facts["host.host_key"] == key
     assert oci_emulator.state.count("POST", "capture_console_history") == 1
+
+
+async def test_unreachable_endpoint_is_explained(oci_emulator: EmulatorHandle, runner: Runner, answers, monkeypatch) -> None:
+    monkeypatch.setenv("MATRIX_INSTALLER_OCI_ENDPOINT", "http://127.0.0.1:9")
+    run = await runner(answers, names=("cloud.network",))
+    finished = run.finished("cloud.network")
+    assert finished.status is Status.FAILED
+    assert finished.error == "cannot reach Oracle Cloud at http://127.0.0.1:9: connection refused"
+    assert "MATRIX_INSTALLER_OCI_ENDPOINT" in finished.hint
