@@ -82,7 +82,13 @@ class OciCloud:
         self.backoff = backoff
         """(first wait, longest wait) after a 429 TooManyRequests; doubles each time."""
         self.config = oci.config.from_file(file_location=config_path, profile_name=profile)
-        kwargs: dict[str, Any] = {"retry_strategy": oci.retry.NoneRetryStrategy(), "timeout": (10, 60)}
+        # The stages decide what to retry and show it: no hidden SDK retries, no circuit breaker
+        # (some SDK versions enable one that opens after ten 500s, i.e. ten "Out of host capacity").
+        kwargs: dict[str, Any] = {
+            "retry_strategy": oci.retry.NoneRetryStrategy(),
+            "circuit_breaker_strategy": oci.circuit_breaker.NoCircuitBreakerStrategy(),
+            "timeout": (10, 60),
+        }
         if endpoint := endpoint_override():
             kwargs["service_endpoint"] = endpoint
         self.endpoint = endpoint

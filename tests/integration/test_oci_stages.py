@@ -306,3 +306,10 @@ async def test_unreachable_endpoint_is_explained(oci_emulator: EmulatorHandle, r
     assert finished.status is Status.FAILED
     assert finished.error == "cannot reach Oracle Cloud at http://127.0.0.1:9: connection refused"
     assert "MATRIX_INSTALLER_OCI_ENDPOINT" in finished.hint
+
+
+async def test_long_capacity_retries_are_not_cut_short_by_the_sdk_circuit_breaker(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+    oci_emulator.state.inject_capacity(AD1, times=12)  # the SDK's default breaker opens after 10 failures
+    run = await runner(answers.replace("cloud", availability_domain=AD1))
+    assert run.result.ok, run.all_text()
+    assert oci_emulator.state.count("POST", "launch_instance") == 13
