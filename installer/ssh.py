@@ -51,6 +51,10 @@ class SudoNeedsPassword(StageError):
     pass
 
 
+class Unreachable(StageError):
+    """SSH did not answer before the deadline (as opposed to answering with the wrong key)."""
+
+
 def fingerprint(key: asyncssh.SSHKey) -> str:
     return key.get_fingerprint("sha256")
 
@@ -215,7 +219,7 @@ class SshRemote:
                 last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
             left = deadline - time.monotonic()
             if left <= 0:
-                raise StageError(
+                raise Unreachable(
                     f"SSH on {self.target.host}:{self.target.port} did not answer in time ({last_error})",
                     "check that the host is running, its address and port, and that the firewalls let port "
                     f"{self.target.port} in; then rerun",
@@ -234,9 +238,7 @@ class SshRemote:
                 self._conn = None
             try:
                 await self.wait_until_up(deadline=time.monotonic() + 30)
-            except StageError as exc:
-                if "did not answer" not in str(exc):
-                    raise  # a changed host key or a refused client key: no retry helps
+            except Unreachable as exc:  # a changed host key or a refused client key propagate: no retry helps
                 raise ConnectionLost(f"cannot reconnect to {self.target.address}: {exc}") from None
             if log:
                 log(f"reconnected to {self.target.address}", "log")
