@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +16,8 @@ from installer.answers import Answers, AnswersError, save_answers
 from installer.engine import RunOptions, Session, Stage
 from installer.events import RunResult
 from installer.plan import plan_for
+from installer.remote import RecordingRemote
+from installer.report import RunLog, write_report
 from installer.state import RunState, StateError, default_state_dir
 from screens.dialogs import ConfirmDialog, ErrorDialog
 
@@ -26,18 +27,11 @@ EXIT_OK, EXIT_FAILED, EXIT_RESUME_LATER = 0, 1, 130
 PlanFn = Callable[[str, Answers], Sequence[Stage]]
 
 
-def report_data(result: RunResult) -> dict[str, Any]:
-    """The JSON report of SPEC.md, from a run's result."""
-    return {
-        "ok": result.ok,
-        "mode": result.mode,
-        "dry_run": result.dry_run,
-        "stages": [
-            {"name": s.name, "status": s.status.value, "seconds": round(s.seconds, 2), "error": s.error}
-            for s in result.stages
-        ],
-        "federation": result.federation,
-    }
+def check_oci(config_path: str, profile: str) -> list[str]:
+    """Problems with the OCI profile (imported late: it is only needed on the Keys and Review steps)."""
+    from installer.cloud.config import check_oci_config
+
+    return check_oci_config(config_path, profile)
 
 
 class InstallerApp(App[int]):
@@ -45,7 +39,7 @@ class InstallerApp(App[int]):
 
     CSS_PATH = str(CSS_FILE)
     TITLE = "matrix-installer"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
     ENABLE_COMMAND_PALETTE = False
 
@@ -60,6 +54,7 @@ class InstallerApp(App[int]):
         home: Path | None = None,
         env: Callable[[str], bool] = discovery.env_is_set,
         default_answers_path: Path | None = None,
+        oci_check: Callable[[str, str], list[str]] = check_oci,
     ) -> None:
         super().__init__()
         self.answers = answers or Answers()
@@ -69,6 +64,8 @@ class InstallerApp(App[int]):
         self.clock = clock
         self.home = home
         self.env_is_set = env
+        self.oci_check = oci_check
+        self.run_log: RunLog | None = None
         self.default_answers_path = default_answers_path or Path.cwd() / "matrix-answers.toml"
         self.answers_path: Path | None = None
         self.session: Session | None = None
@@ -130,17 +127,22 @@ class InstallerApp(App[int]):
 
         answers = self.answers
         try:
+            state = RunState.load(self.state_dir, answers.domain.server_name)
             if self.options.dry_run:
-                state = RunState.in_memory()
+                state = RunState.in_memory(state)
             else:
-                state = RunState.load(self.state_dir, answers.domain.server_name)
                 self.state_folder = state.folder
                 save_answers(answers, self.state_dir / answers.domain.server_name / discovery.ANSWERS_FILE)
+                self.run_log = RunLog(self.state_dir / answers.domain.server_name / "last-run.log")
         except (StateError, OSError, AnswersError) as exc:
             self.push_screen(ErrorDialog("Cannot start the run", str(exc), f"check that {self.state_dir} is writable, or pass --state-dir"))
             return
         stages = self.plan_stages()
         self.session = Session(answers, state, self.options)
+        if self.options.dry_run:
+            self.session.remote = RecordingRemote()
+        if self.run_log is not None:
+            self.session.listeners.append(self.run_log)
         self.running = True
         self.push_screen(ProvisionScreen(stages, self.session))
 
@@ -154,6 +156,8 @@ class InstallerApp(App[int]):
         """The engine is done: keep the result, write the report, leave with 130 if interrupted."""
         self.running = False
         self.result = result
+        if self.run_log is not None:
+            self.run_log.close()
         if interrupted:
             self.finish(EXIT_RESUME_LATER)
             return
@@ -162,9 +166,7 @@ class InstallerApp(App[int]):
             target = self.state_folder / "report.json"
         if target is not None:
             try:
-                from installer.files import write_private
-
-                write_private(Path(target), json.dumps(report_data(result), indent=2).encode())
+                write_report(result, Path(target))
                 self.report_path = Path(target)
             except OSError as exc:
                 self.push_screen(ErrorDialog("Could not write the report", f"{target}: {exc}", "the run itself is unaffected; pass --report with a writable path next time"))
@@ -173,7 +175,7 @@ class InstallerApp(App[int]):
         from screens.federation import FederationScreen
 
         assert self.result is not None
-        self.push_screen(FederationScreen(self.result.federation, self.report_path))
+        self.push_screen(FederationScreen(self.result.federation, self.report_path, self.answers.domain.server_name))
 
     def show_done(self) -> None:
         from screens.done import DoneScreen
@@ -184,8 +186,12 @@ class InstallerApp(App[int]):
 
     # --- leaving ----------------------------------------------------------------------
     def finish(self, code: int) -> None:
-        """Leave the app; `run_guided` returns `code` as the process exit status."""
-        self.exit(code, return_code=code)
+        """Leave the app; `run_guided` returns `code` as the process exit status.
+
+        Only the first call counts: an engine cancelled while the app shuts down must not
+        overwrite why it is shutting down."""
+        if not self._exit:
+            self.exit(code, return_code=code)
 
     def request_quit(self) -> None:
         """Ctrl+Q: confirm, then stop (a running engine saves its state first)."""

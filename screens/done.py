@@ -50,7 +50,8 @@ class DoneScreen(StepScreen):
 
     def _heading(self) -> str:
         if self.result.dry_run:
-            return "Dry run complete: nothing was changed"
+            ending = "complete" if self.result.ok else "finished with problems"
+            return f"Dry run {ending}: nothing was changed"
         if self.result.ok:
             return "Your Matrix homeserver is ready"
         return "The run finished with problems"
@@ -72,10 +73,12 @@ class DoneScreen(StepScreen):
             return ""
         lines = ["[b $text-error]Stages that did not finish[/]"]
         for stage in failed:
-            lines.append(f"  ✗ {escape(stage.name)}: {escape(stage.error or '')}")
+            mark = "✗" if stage.status is Status.FAILED else "»"
+            lines.append(f"  {mark} {escape(stage.name)}: {escape(stage.error or '')}")
             if stage.hint:
                 lines.append(f"    what to do: {escape(stage.hint)}")
-        lines.append("  Rerun [b]matrix-installer[/] to resume where it stopped.")
+        if not self.result.dry_run:
+            lines.append("  Run [b]matrix-installer[/] again to resume where it stopped.")
         return "\n".join(lines)
 
     def _where(self) -> str:

@@ -23,8 +23,9 @@ class FederationScreen(StepScreen):
     HEADING = "Federation test"
     BINDINGS = [Binding("ctrl+n", "continue", "Continue", show=False)]
 
-    def __init__(self, federation: dict[str, Any] | None, report_path: Path | None) -> None:
+    def __init__(self, federation: dict[str, Any] | None, report_path: Path | None, server_name: str = "SERVER_NAME") -> None:
         super().__init__()
+        self.server_name = server_name
         self.federation = federation
         self.report_path = report_path
 
@@ -49,7 +50,7 @@ class FederationScreen(StepScreen):
     def _summary(self) -> str:
         if self.federation is None:
             return ("[$text-muted]The federation test did not run[/] (a dry run, or a stage it needs did not finish). "
-                    "Run it any time with: [b]matrix-installer --check SERVER_NAME[/]")
+                    f"Run it any time with: [b]matrix-installer --check {escape(self.server_name)}[/]")
         server = escape(str(self.federation.get("server_name", "")))
         failed = [c for c in self.checks if not c.get("ok")]
         if self.federation.get("ok"):

@@ -26,7 +26,7 @@ class KeysScreen(FormScreen):
         keys = found.ssh_keys if found else ()
         if keys:
             options = [(f"{k.private_path.name}  {k.key_type}  {k.fingerprint[:27]}…", str(k.private_path)) for k in keys]
-            yield Static("Key pairs found in ~/.ssh (pick one, or type a path below)", classes="field-help")
+            yield Static("Key pairs found in ~/.ssh (pick one, or type a path below)", classes="field-help", id="found-keys-help")
             yield Select(options, prompt="Use a key found on this machine", id="found-keys", compact=True)
         yield self.field("ssh.private_key", help="")
         yield Static("", id="key-status", classes="status-line")
@@ -61,19 +61,19 @@ class KeysScreen(FormScreen):
         else:
             status = "[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600)"
         self.query_one("#key-status", Static).update(status)
-        if answers.cloud.provider == "oci":
-            config = discovery.expand(answers.cloud.oci_config, self.installer.home)
-            if found and found.oci_config == config:
-                listed = list(found.oci_profiles)
-            else:
-                listed = discovery.oci_profiles(config, self.installer.home)
-            profile = {p.name: p for p in listed}.get(answers.cloud.oci_profile)
-            if not listed and not config.is_file():
-                text = f"[$text-error]✗[/] {escape(answers.cloud.oci_config)} not found: run \"oci setup config\" first"
-            elif profile is None:
-                text = f"[$text-error]✗[/] no profile {escape(answers.cloud.oci_profile)} in {escape(answers.cloud.oci_config)}"
-            elif profile.key_present:
-                text = f"[$text-success]✓[/] {escape(profile.key_status)}"
-            else:
-                text = f"[$text-error]✗[/] {escape(profile.key_status)}"
-            self.query_one("#oci-key-status", Static).update(text)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.show_oci_status()
+
+    def show_oci_status(self) -> None:
+        """The OCI profile's state, checked once (the Cloud step, not this one, names the profile)."""
+        cloud = self.installer.answers.cloud
+        if cloud.provider != "oci":
+            return
+        problems = self.installer.oci_check(cloud.oci_config, cloud.oci_profile)
+        if problems:
+            text = "\n".join(f"[$text-error]✗[/] {escape(p)}" for p in problems)
+        else:
+            text = f"[$text-success]✓[/] profile {escape(cloud.oci_profile)} in {escape(cloud.oci_config)}: user, tenancy, region and API key check out"
+        self.query_one("#oci-key-status", Static).update(text)

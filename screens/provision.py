@@ -27,6 +27,7 @@ HISTORY = 5000
 """Lines kept per stage (and shown in the log pane): enough to read back, bounded in memory."""
 FLUSH_SECONDS = 0.1
 TAIL_LINES = 12
+MARKS_TEXT = {Status.DONE: "✓", Status.UNCHANGED: "=", Status.PLANNED: "✓", Status.SKIPPED: "»", Status.FAILED: "✗"}
 PREFIX = {"command": "$ ", "cloud": "☁ ", "file": "✎ ", "out": "  ", "err": "! "}
 
 
@@ -186,6 +187,13 @@ class ProvisionScreen(StepScreen):
                 row.seconds = self.installer.clock() - started if started is not None else None
                 self.progress_text.pop(event.stage, None)
                 stage_list.update_row(event.stage)
+                # The outcome goes into the stage's own log, so reading it back tells the whole story.
+                closing = [f"{MARKS_TEXT.get(event.status, '·')} {event.status.value}" + (f": {event.error}" if event.error else "")]
+                if event.hint:
+                    closing.append(f"  what to do: {event.hint}")
+                self.buffers[event.stage].extend(closing)
+                if event.stage == self.shown:
+                    new_lines.extend(closing)
                 self._update_progress()
             elif isinstance(event, RunFinished):
                 self.result = event.result

@@ -26,6 +26,7 @@ class ReviewScreen(StepScreen):
     """Check everything before anything happens; save the answers to replay them headless."""
 
     STEP = "Review"
+    blocked = True
     HEADING = "Review, then install"
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -37,8 +38,9 @@ class ReviewScreen(StepScreen):
         yield from self.compose_steps()
         with VerticalScroll(id="form"):
             yield Static("", id="problems")
-            yield Static("", id="answers-table")
-            yield Static("", id="plan")
+            with Horizontal(id="review-columns"):
+                yield Static("", id="answers-table")
+                yield Static("", id="plan")
         with Horizontal(id="nav"):
             yield Button("← Back", id="back", compact=True)
             yield Button("Save answers…", id="save", compact=True)
@@ -64,20 +66,33 @@ class ReviewScreen(StepScreen):
                 found.append((spec.path, message))
         return found + cross_problems(answers) if not found else found
 
+    def machine_problems(self) -> list[str]:
+        """What this machine lacks for the run (the OCI profile), checked as the headless path does."""
+        cloud = self.installer.answers.cloud
+        if cloud.provider != "oci" or self.installer.options.mode != "install":
+            return []
+        return self.installer.oci_check(cloud.oci_config, cloud.oci_profile)
+
     def refresh_review(self) -> None:
         answers = self.installer.answers
         problems = self.problems()
-        problem_view = self.query_one("#problems", Static)
+        machine = self.machine_problems()
+        dry_run = self.installer.options.dry_run
+        lines: list[str] = []
         if problems:
-            lines = [f"[b $text-error]✗ {len(problems)} answer{'s' if len(problems) != 1 else ''} to fix (Back to change):[/]"]
+            lines.append(f"[b $text-error]✗ {len(problems)} answer{'s' if len(problems) != 1 else ''} to fix (Back to change):[/]")
             for path, message in problems:
                 where = SCREEN_OF_SECTION.get(path.split(".")[0], "")
                 lines.append(f"  {escape(where)} › {escape(label_for(path))}: {escape(message)}")
-            problem_view.update("\n".join(lines))
-        else:
-            problem_view.update("")
-        problem_view.display = bool(problems)
-        self.query_one("#install", Button).disabled = bool(problems)
+        if machine:
+            heading = "The OCI profile is not ready (a real run stops here):" if dry_run else "Fix the OCI profile first:"
+            lines.append(f"[b $text-warning]! {heading}[/]")
+            lines += [f"  {escape(p)}" for p in machine]
+        problem_view = self.query_one("#problems", Static)
+        problem_view.update("\n".join(lines))
+        problem_view.display = bool(lines)
+        self.blocked = bool(problems) or (bool(machine) and not dry_run)
+        self.query_one("#install", Button).disabled = self.blocked
 
         rows = []
         for section in SECTIONS:
@@ -120,7 +135,7 @@ class ReviewScreen(StepScreen):
         self.notify(f"Saved to {path} (mode 0600)", title="Answers saved")
 
     def action_install(self) -> None:
-        if not self.problems():
+        if not self.blocked:
             self.installer.start_run()
 
     @on(Button.Pressed, "#back")

@@ -51,6 +51,11 @@ LABELS: dict[str, str] = {
 }
 
 
+CHECKBOX_TEXT: dict[str, str] = {
+    "domain.serve_server_name": "serve the server name from this box too",
+    "synapse.report_stats": "report anonymous usage statistics",
+}
+
 _PREDICATES = ("is ", "must ", "contains ", "has ", "looks ", "points ", "only ")
 
 
@@ -110,7 +115,7 @@ class FormField(Vertical):
             yield Label(label_for(self.path), classes="field-label")
             control_id = "control"
             if self.kind == "bool":
-                yield Checkbox(self._help, bool(self._initial), id=control_id, compact=True)
+                yield Checkbox(CHECKBOX_TEXT.get(self.path, "yes"), bool(self._initial), id=control_id, compact=True)
             elif self.kind == "radio":
                 with RadioSet(id=control_id, compact=True):
                     for value, text in self._options or []:
@@ -119,7 +124,7 @@ class FormField(Vertical):
                 yield Select([(c, c) for c in self.spec.choices], value=self._initial, allow_blank=False, id=control_id, compact=True)
             else:
                 yield Input(str(self._initial), placeholder=self._placeholder, id=control_id, compact=True, select_on_focus=False)
-        if self.kind != "bool" and self._help:
+        if self._help:
             yield Static(self._help, classes="field-help", markup=False)
         yield Static("", classes="field-problem", markup=False)
 

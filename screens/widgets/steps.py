@@ -31,4 +31,4 @@ class Steps(Horizontal):
                 parts.append(f"[$text-muted]{shown}[/]")
         yield Static(" › ".join(parts), id="steps-names")
         if self.dry_run:
-            yield Static(" DRY RUN ", id="steps-dry-run")
+            yield Static("DRY RUN", id="steps-dry-run")

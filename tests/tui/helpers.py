@@ -97,7 +97,7 @@ FEDERATION = {
 
 def make_app(answers: Answers | None = VALID, *, plan: Plan | None = None, dry_run: bool = True, mode: str = "install",
              found: discovery.Found = FOUND, state_dir: Path | None = None, answers_path: Path | None = None,
-             env_set: bool = False) -> InstallerApp:
+             env_set: bool = False, oci_check=None) -> InstallerApp:
     """An app with fixed discovery, a fixed clock and a synthetic plan: deterministic on screen."""
     options = RunOptions(mode=mode, dry_run=dry_run, state_dir=state_dir or Path("/state"))
     return InstallerApp(
@@ -109,4 +109,5 @@ def make_app(answers: Answers | None = VALID, *, plan: Plan | None = None, dry_r
         home=HOME,
         env=lambda name: env_set,
         default_answers_path=answers_path or Path("/work/answers/matrix-answers.toml"),
+        oci_check=oci_check or (lambda config, profile: []),
     )

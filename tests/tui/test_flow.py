@@ -349,7 +349,8 @@ async def test_a_flood_of_log_lines_is_batched_and_bounded() -> None:
         log = screen.query_one("#log", Log)
         assert log.line_count <= HISTORY
         assert len(screen.buffers["host.flood"]) == HISTORY
-        assert screen.buffers["host.flood"][-1].endswith("output line 99999")
+        assert screen.buffers["host.flood"][-2].endswith("output line 99999")
+        assert screen.buffers["host.flood"][-1] == "✓ planned"
 
 
 async def test_picking_a_stage_shows_its_log_and_f_follows_again() -> None:
@@ -407,3 +408,16 @@ async def test_the_real_install_plan_in_dry_run_reaches_done() -> None:
             pytest.fail(f"dry-run stage failed: {app.screen.error}")
         await pilot.press("enter", "enter")
         assert screen_name(app) == "DoneScreen"
+
+
+async def test_an_oci_profile_that_is_not_ready_blocks_a_real_install_only() -> None:
+    problems = ["/home/ada/.oci/config:3: key_file: /home/ada/.oci/key.pem is not a PEM private key"]
+    for dry_run, blocked in ((True, False), (False, True)):
+        app = make_app(dry_run=dry_run, oci_check=lambda config, profile: problems)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("enter", "ctrl+n", "ctrl+n")
+            assert "is not a PEM private key" in str(app.screen.query_one("#oci-key-status", Static).render())
+            await pilot.press("ctrl+n", "ctrl+n")
+            assert screen_name(app) == "ReviewScreen"
+            assert "is not a PEM private key" in str(app.screen.query_one("#problems", Static).render())
+            assert app.screen.query_one("#install", Button).disabled is blocked
