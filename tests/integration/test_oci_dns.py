@@ -10,7 +10,7 @@ import pytest
 
 from installer.events import Status
 from tests.oci_emulator.dns_server import DnsServer
-from tests.oci_emulator.fixtures import EmulatorHandle, oci_api_keys, oci_emulator  # noqa: F401
+from tests.oci_emulator.fixtures import EmulatorHandle
 from tests.oci_emulator.harness import WITH_DNS, Runner, make_answers
 
 

@@ -9,7 +9,7 @@ import urllib.request
 import oci
 import pytest
 
-from tests.oci_emulator.fixtures import TENANCY, EmulatorHandle, oci_api_keys, oci_emulator, write_config  # noqa: F401
+from tests.oci_emulator.fixtures import TENANCY, EmulatorHandle, write_config
 
 
 def clients(handle: EmulatorHandle, config_path: str | None = None):

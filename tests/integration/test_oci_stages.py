@@ -9,7 +9,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from installer.events import Status
-from tests.oci_emulator.fixtures import EmulatorHandle, oci_api_keys, oci_emulator, write_config  # noqa: F401
+from tests.oci_emulator.fixtures import EmulatorHandle, write_config
 from tests.oci_emulator.harness import Runner, make_answers
 
 AD1, AD2, AD3 = "Uocm:PHX-AD-1", "Uocm:PHX-AD-2", "Uocm:PHX-AD-3"

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from installer.cloud.config import check_oci_config, endpoint_override, key_fingerprint, parse_config
-from tests.oci_emulator.fixtures import ApiKey, oci_api_keys, write_config  # noqa: F401
+from tests.oci_emulator.fixtures import ApiKey, write_config
 
 
 @pytest.fixture
