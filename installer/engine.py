@@ -301,6 +301,8 @@ class Engine:
             await asyncio.gather(*running, return_exceptions=True)
             for task, stage in running.items():
                 self._finish(stage, Status.FAILED, 0.0, "interrupted", "rerun the same command to resume")
+        if self.session.remote is not None:
+            await self.session.remote.close()  # the one SSH connection of the run ends with it
         result = RunResult(
             mode=self.session.options.mode,
             dry_run=self.session.dry_run,

@@ -23,7 +23,7 @@ from installer.plan import install_plan
 from installer.report import RunLog, write_report
 from installer.state import RunState
 from tests.lab import lab as _lab
-from tests.lab.fixtures import lab_docker, lab_host_image, lab_session_key, synapse_image  # noqa: F401
+
 
 pytestmark = pytest.mark.lab
 

@@ -11,7 +11,7 @@ import pytest
 from installer.engine import ConnectionLost, StageError
 from installer.remote import RemoteCommandError
 from installer.ssh import CommandTimeout, SshRemote, SshTarget, SudoNeedsPassword, check_sudo
-from tests.fixtures.sshd import SshdServer, _keygen, sshd_server  # noqa: F401
+from tests.fixtures.sshd import SshdServer, _keygen
 
 
 class Log:
