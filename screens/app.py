@@ -132,7 +132,9 @@ class InstallerApp(App[int]):
                 state = RunState.in_memory(state)
             else:
                 self.state_folder = state.folder
-                save_answers(answers, self.state_dir / answers.domain.server_name / discovery.ANSWERS_FILE)
+                kept = self.state_dir / answers.domain.server_name / discovery.ANSWERS_FILE
+                save_answers(answers, kept)
+                self.answers_path = self.answers_path or kept
                 self.run_log = RunLog(self.state_dir / answers.domain.server_name / "last-run.log")
         except (StateError, OSError, AnswersError) as exc:
             self.push_screen(ErrorDialog("Cannot start the run", str(exc), f"check that {self.state_dir} is writable, or pass --state-dir"))

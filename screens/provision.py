@@ -52,6 +52,7 @@ class ProvisionScreen(StepScreen):
     STEP = "Install"
     BINDINGS = [
         Binding("f", "follow", "Follow running"),
+        Binding("z", "zoom", "Wide log"),
         Binding("ctrl+n", "continue", "Continue", show=False),
     ]
 
@@ -153,6 +154,8 @@ class ProvisionScreen(StepScreen):
         if choice == "quit":
             self.installer.stop_run()
             return "fail"
+        if choice == "retry":
+            self.started_at[stage.name] = self.installer.clock()  # the retry's own duration, as the engine counts it
         self.query_one("#nav-status", Static).update(f"{'Retrying' if choice == 'retry' else 'Continuing after'} {stage.name}…")
         return choice  # type: ignore[return-value]
 
@@ -245,6 +248,10 @@ class ProvisionScreen(StepScreen):
         running = [row.name for row in self.rows if row.status is Status.RUNNING]
         self.following = bool(running) and name == running[-1]
         self._show_stage(name)
+
+    def action_zoom(self) -> None:
+        """Hide or show the stage list, for long log lines on a narrow terminal."""
+        self.toggle_class("-zoomed")
 
     def action_follow(self) -> None:
         self.following = True

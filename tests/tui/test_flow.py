@@ -421,3 +421,17 @@ async def test_an_oci_profile_that_is_not_ready_blocks_a_real_install_only() -> 
             assert screen_name(app) == "ReviewScreen"
             assert "is not a PEM private key" in str(app.screen.query_one("#problems", Static).render())
             assert app.screen.query_one("#install", Button).disabled is blocked
+
+
+async def test_z_gives_the_log_the_whole_width() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        screen = app.screen
+        await wait_for(pilot, lambda: isinstance(screen, ProvisionScreen) and screen.result is not None)
+        narrow = screen.query_one("#log", Log).size.width
+        await pilot.press("z")
+        await pilot.pause()
+        assert not screen.query_one("#stage-list").display
+        assert screen.query_one("#log", Log).size.width > narrow + 20
