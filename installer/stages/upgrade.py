@@ -55,7 +55,8 @@ NEW_IMAGE_KEY = "upgrade.new_image"
 PREVIOUS_IMAGE_KEY = "upgrade.previous_image"
 ASK_KEY = "ask"
 
-HEALTH_TIMEOUT = 180.0
+HEALTH_TIMEOUT = 300.0
+"""Seconds for Synapse to answer /health after a recreate: a new version may migrate the database first."""
 REBOOT_TIMEOUT = 600.0
 POLL_SECONDS = 2.0
 REBOOT_GRACE = 5.0

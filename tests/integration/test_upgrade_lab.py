@@ -1,8 +1,8 @@
 """Upgrade mode on the lab host, over the real SSH layer.
 
 The lab host (its own, for this module: these tests change its packages and its Synapse) gets
-Docker, a Synapse deployment as the install leaves it (/opt/matrix/synapse, container `synapse`)
-on the stand-in image 1.163.1, and a local apt repository with an upgradable package (whose new
+Docker, a Synapse deployment made by the install's own stages (synapse.config, synapse.start) on
+the stand-in image 1.163.1, and a local apt repository with an upgradable package (whose new
 version asks for a reboot and ships a changed config file) and a held one. Then, in order:
 
 1. an upgrade to the stand-in 1.163.2: backup, packages, Synapse recreated, old image pruned;
@@ -27,8 +27,8 @@ import pytest
 from installer.answers import Answers
 from installer.engine import Engine, RunOptions, Session, Stage
 from installer.events import StageFinished, StageLog, Status
-from installer.plan import upgrade_plan
-from installer.render import render_compose
+from installer.headless import HeadlessReporter
+from installer.plan import install_plan, upgrade_plan
 from installer.state import RunState
 from installer.stages import upgrade
 from tests.lab import lab as _lab
@@ -141,17 +141,15 @@ echo 'deb [trusted=yes] file:/srv/lab-repo ./' > /etc/apt/sources.list.d/lab-rep
 
 
 @pytest.fixture(scope="module")
-def deployment(host, images):
-    """Synapse 1.163.1 deployed as the install leaves it, two users, and the apt repository."""
+def deployment(host, images, tmp_path_factory):
+    """Synapse 1.163.1 deployed by the install's own stages, two users, and the apt repository."""
+    import asyncio
+
     bring_image(host, images["old"])
     answers = lab_answers(host)
-    host.exec("mkdir -p /opt/matrix/synapse/data", check=True)
-    host.exec("cat > /opt/matrix/synapse/docker-compose.yml", input=render_compose(answers), check=True)
-    sh(host, f"""
-        docker run --rm -v /opt/matrix/synapse/data:/data -e SYNAPSE_SERVER_NAME={SERVER_NAME} \
-            -e SYNAPSE_REPORT_STATS=no {TAG} generate
-        docker compose -f /opt/matrix/synapse/docker-compose.yml up -d
-    """)
+    install = ("local.ssh_key", "host.ssh", "host.docker", "synapse.config", "synapse.start")
+    finished, logs, _ = asyncio.run(run_stages(install_plan(answers), install, answers, tmp_path_factory.mktemp("install")))
+    assert all(e.status in (Status.DONE, Status.UNCHANGED) for e in finished.values()), explain(finished, logs)
     wait_health(host)
     for user in USERS:
         sh(host, f"docker exec synapse register_new_matrix_user -u {user} -p pw-{user}-123 "
@@ -166,6 +164,7 @@ def lab_answers(host: _lab.LabHost) -> Answers:
         Answers()
         .replace("domain", server_name=SERVER_NAME, matrix_host=f"matrix.{SERVER_NAME}")
         .replace("cloud", provider="existing")
+        .replace("packages", source="distro")
         .replace("ssh", host=host.host, port=host.ssh_port, user=host.user,
                  private_key=str(host.private_key_path), host_key=host.host_key)
         .replace("synapse", image=TAG)
@@ -175,27 +174,34 @@ def lab_answers(host: _lab.LabHost) -> Answers:
 
 # --- running the upgrade stages ------------------------------------------------------------
 
-def upgrade_stages(answers: Answers) -> list[Stage]:
-    """The upgrade plan from the pre-flight on: this test attaches the SSH remote itself, and the
-    federation test needs DNS and Caddy, which this lab host does not have."""
-    stages = [s for s in upgrade_plan(answers) if s.name.startswith("upgrade.")]
-    return [Stage(s.name, s.title, s.run, tuple(n for n in s.needs if n.startswith("upgrade.")), s.skippable) for s in stages]
+UPGRADE = ("local.ssh_key", "host.ssh", "upgrade.preflight", "upgrade.backup", "upgrade.packages",
+           "upgrade.reboot", "upgrade.synapse", "upgrade.prune")
+"""The upgrade plan without its federation test, which needs DNS and Caddy this lab host lacks."""
 
 
-async def run_upgrade(host: _lab.LabHost, answers: Answers, tmp_path) -> tuple[dict[str, StageFinished], list[StageLog], Session]:
-    from installer.ssh import SshRemote, SshTarget
-
-    remote = SshRemote(SshTarget(host.host, host.ssh_port, host.user, host.private_key_path, host.host_key))
+async def run_stages(plan: list[Stage], names: tuple[str, ...], answers: Answers, tmp_path
+                     ) -> tuple[dict[str, StageFinished], list[StageLog], Session]:
+    """Run the named stages of a plan, as the command line would, with the SSH stage connecting."""
+    stages = [Stage(s.name, s.title, s.run, tuple(n for n in s.needs if n in names), s.skippable)
+              for s in plan if s.name in names]
     session = Session(answers, RunState.load(tmp_path / "state", SERVER_NAME), RunOptions(mode="upgrade"))
-    session.remote = remote
     events: list = []
-    session.listeners.append(events.append)
+    session.listeners += [events.append, HeadlessReporter()]  # the reporter's lines show when a test fails
     try:
-        await Engine(upgrade_stages(answers), session).run()
+        await Engine(stages, session).run()
     finally:
-        await remote.close()
+        if session.remote is not None:
+            await session.remote.close()
     finished = {e.stage: e for e in events if isinstance(e, StageFinished)}
     logs = [e for e in events if isinstance(e, StageLog)]
+    return finished, logs, session
+
+
+async def run_upgrade(host: _lab.LabHost, answers: Answers, tmp_path):
+    finished, logs, session = await run_stages(upgrade_plan(answers), UPGRADE, answers, tmp_path)
+    for name in ("local.ssh_key", "host.ssh"):
+        assert finished[name].status in (Status.DONE, Status.UNCHANGED), explain(finished, logs)
+        del finished[name]
     return finished, logs, session
 
 
