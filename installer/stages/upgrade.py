@@ -495,12 +495,20 @@ AskFn = Callable[[str], Awaitable[bool]]
 REBOOT_QUESTION = "The OS asks for a reboot (kernel update). Reboot now?"
 
 
-async def _boot_id(ctx: StageContext, *, first: bool) -> str | None:
+REBOOT_MARKER = "/run/matrix-installer.reboot-pending"
+"""Made just before the reboot; /run is a tmpfs, so it is gone once the host has rebooted (a
+container host keeps its kernel's boot ID, so the boot ID alone would not tell)."""
+BOOT_STATE = f"cat /proc/sys/kernel/random/boot_id; test -e {REBOOT_MARKER} && echo pending || true"
+
+
+async def _boot_state(ctx: StageContext, *, first: bool) -> tuple[str, bool] | None:
+    """(boot ID, whether the marker is still there), or None while the host does not answer."""
     try:
-        result = await _poll(ctx, "cat /proc/sys/kernel/random/boot_id", first=first, sudo=False, dry_output="BOOT-ID")
+        result = await _poll(ctx, BOOT_STATE, first=first, sudo=False, dry_output="BOOT-ID")
     except Exception:  # the connection is down while the host reboots: keep polling
         return None
-    return result.stdout.strip() if result.ok and result.stdout.strip() else None
+    lines = result.stdout.split()
+    return (lines[0], "pending" in lines[1:]) if result.ok and lines else None
 
 
 async def reboot_if_required(ctx: StageContext) -> Status:
@@ -529,15 +537,16 @@ async def reboot_if_required(ctx: StageContext) -> Status:
             ctx.log("not rebooting: declined; reboot later with `sudo reboot`")
             return Status.SKIPPED
 
-    before = await _boot_id(ctx, first=True)
+    before = await _boot_state(ctx, first=True)
+    await ctx.run(f"touch {REBOOT_MARKER}", sudo=True)
     # systemd-run lets this command return before the reboot cuts the connection.
     await ctx.run("systemd-run --no-block --on-active=2 --timer-property=AccuracySec=100ms /bin/systemctl reboot", sudo=True)
     ctx.log("rebooting; waiting for the host to come back")
     await ctx.sleep(REBOOT_GRACE)
     deadline = time.monotonic() + REBOOT_TIMEOUT
     while True:
-        now = await _boot_id(ctx, first=False)
-        if now and (now != before or ctx.dry_run):
+        now = await _boot_state(ctx, first=False)
+        if now is not None and (ctx.dry_run or not now[1] or (before is not None and now[0] != before[0])):
             break
         left = deadline - time.monotonic()
         if left <= 0:

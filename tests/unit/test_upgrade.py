@@ -188,6 +188,8 @@ class FakeHost:
         self.held = ""
         self.reboot_required = False
         self.boot_id = "boot-1"
+        self.new_boot_id = True
+        self.marker = False
         self.down_polls = 0
         self.dangling = "0123456789ab <none> 400MB\n"
 
@@ -256,13 +258,19 @@ class FakeHost:
             return self._ok()
         if command.startswith("docker logs"):
             return self._ok("synapse: ImportError: the new image is broken\n")
-        if command.startswith("cat /proc/sys/kernel/random/boot_id"):
+        if command == upgrade.BOOT_STATE:
             if self.down_polls:
                 self.down_polls -= 1
                 raise ConnectionLost("the SSH connection dropped: Connection reset")
-            return self._ok(self.boot_id + "\n")
+            return self._ok(self.boot_id + "\n" + ("pending\n" if self.marker else ""))
+        if command == f"touch {upgrade.REBOOT_MARKER}":
+            self.marker = True
+            return self._ok()
         if command.startswith("systemd-run "):
-            self.boot_id, self.down_polls, self.reboot_required = "boot-2", 3, False
+            # A container host keeps its boot ID: only the marker in /run tells the reboot happened.
+            self.down_polls, self.reboot_required, self.marker = 3, False, False
+            if self.new_boot_id:
+                self.boot_id = "boot-2"
             return self._ok("Running timer as unit: run-r1.timer\n")
         if command.startswith("docker image ls --filter dangling=true"):
             return self._ok(self.dangling)
@@ -374,6 +382,7 @@ async def test_dry_run_with_reboot_yes_shows_the_reboot_and_the_wait() -> None:
     assert statuses["upgrade.reboot"] == "planned"
     assert any(c.startswith("sudo systemd-run ") and c.endswith("systemctl reboot") for c in remote.commands)
     assert any("boot_id" in c for c in remote.commands)
+    assert f"sudo touch {upgrade.REBOOT_MARKER}" in remote.commands
 
 
 # --- the stages against a scripted host -------------------------------------------------------
@@ -505,6 +514,14 @@ async def test_reboot_yes_reboots_and_waits_through_the_dropped_connection() -> 
     assert order == sorted(order)
 
 
+async def test_a_reboot_is_seen_by_the_marker_when_the_boot_id_stays() -> None:
+    host = needs_reboot()
+    host.new_boot_id = False
+    answers = Answers().replace("ssh", host="203.0.113.7").replace("upgrade", reboot="yes")
+    statuses, _, logs = await run_stages(host, answers)
+    assert statuses["upgrade.reboot"] == "done" and "the host is back up" in logs["upgrade.reboot"]
+
+
 async def test_reboot_no_and_headless_ask_skip_with_a_log_line() -> None:
     for choice, said in (("no", 'answers say reboot = "no"'), ("ask", "nobody to ask in a headless run")):
         host = needs_reboot()
@@ -546,7 +563,7 @@ async def test_a_host_that_does_not_come_back_fails_with_a_deadline(monkeypatch)
     host.respond_original = host.respond
 
     def never_back(command: str) -> CommandResult:
-        if command.startswith("cat /proc/sys/kernel/random/boot_id") and host.ran("^systemd-run"):
+        if command == upgrade.BOOT_STATE and host.ran("^systemd-run"):
             raise ConnectionLost("connection refused")
         return host.respond_original(command)
 
