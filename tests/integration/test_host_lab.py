@@ -226,29 +226,6 @@ def test_wrong_pinned_host_key_stops_before_any_command(install, tmp_path):
     assert host.exec("journalctl -u ssh --no-pager -o cat | grep -c 'Accepted publickey'").stdout.strip() == accepted
 
 
-@pytest.fixture
-def lab_dns():
-    """dnsmasq answering every name under example.test with 127.0.0.1 (where the lab's ports are)."""
-    import shutil
-    import socket
-    import time
-
-    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([dnsmasq, "--no-daemon", "--no-resolv", "--no-hosts", f"--port={port}",
-                             "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file=",
-                             f"--local=/{SERVER_NAME}/", f"--address=/{SERVER_NAME}/127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 def test_headless_cli_rerun_reports_every_host_stage_unchanged(install, lab_dns, tmp_path):
     """`matrix-installer --answers F --state-dir D --report R` on the installed lab host: the host
     stages are all unchanged, and the federation test reaches the lab through --connect-to."""

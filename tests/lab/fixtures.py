@@ -14,6 +14,8 @@ Fixtures (session scope):
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from . import lab as _lab
@@ -81,3 +83,27 @@ def synapse_image(lab_docker):
         return _lab.build_synapse_image()
     except _lab.LabError as exc:
         _fail(exc)
+
+
+@pytest.fixture
+def lab_dns():
+    """dnsmasq answering every name under example.test with 127.0.0.1 (where the lab's ports are
+    published); yields its port."""
+    import shutil
+    import socket
+    import time
+
+    dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([dnsmasq, "--no-daemon", "--no-resolv", "--no-hosts", f"--port={port}",
+                             "--listen-address=127.0.0.1", "--bind-interfaces", "--pid-file=",
+                             "--local=/example.test/", "--address=/example.test/127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.3)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)

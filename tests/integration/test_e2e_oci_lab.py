@@ -1,0 +1,122 @@
+"""The whole product, headless, from nothing: the real `oci` SDK launches a VM in the OCI
+emulator, the "VM" is the lab host (its SSH host key comes from the cloud-init user data the
+installer sent, as on Oracle), then every host stage runs over SSH and the federation test
+passes through Caddy to Synapse. A rerun launches nothing and changes nothing.
+
+What cannot run here and is stood in for: Oracle's Ubuntu image (the lab's Debian trixie), the
+image pull (the lab's Synapse image is loaded into the host's Docker, which is preinstalled for
+that reason), public DNS (dnsmasq) and the public ports (--connect-to the lab's loopback ports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.lab import lab as _lab
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_NAME = "example.test"
+MATRIX_HOST = "matrix.example.test"
+
+
+def become_the_launched_vm(host: _lab.LabHost):
+    """What cloud-init does on the new VM with what the installer sent: the SSH host key pair from
+    the user data, the user's key from the metadata."""
+
+    def on_launch(instance: dict, user_data: str | None) -> None:
+        keys = yaml.safe_load(user_data or "")["ssh_keys"]
+        host.exec("install -m 0600 /dev/stdin /etc/ssh/ssh_host_ed25519_key", input=keys["ed25519_private"], check=True)
+        host.exec("install -m 0644 /dev/stdin /etc/ssh/ssh_host_ed25519_key.pub", input=keys["ed25519_public"], check=True)
+        host.exec("systemctl restart ssh", check=True)
+        host.authorize_key(instance["metadata"]["ssh_authorized_keys"])
+
+    return on_launch
+
+
+@pytest.fixture
+def fresh_lab_host(lab_host_image, lab_session_key, synapse_image):
+    host = _lab.LabHost.start(lab_host_image, lab_session_key)
+    try:
+        host.preinstall_docker()
+        host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
+        yield host
+    finally:
+        host.stop()
+
+
+def test_headless_install_through_the_oci_emulator_onto_the_lab_host(oci_emulator, fresh_lab_host, lab_dns, tmp_path):
+    host = fresh_lab_host
+    oci_emulator.state.public_ip = "127.0.0.1"  # the lab's ports are published on loopback
+    oci_emulator.state.provision_polls = 0
+    oci_emulator.state.on_launch = become_the_launched_vm(host)
+    answers = tmp_path / "answers.toml"
+    answers.write_text(
+        f"""version = 1
+[domain]
+server_name = "{SERVER_NAME}"
+matrix_host = "{MATRIX_HOST}"
+tls = "internal"
+[cloud]
+provider = "oci"
+oci_config = "{oci_emulator.config_path}"
+shape = "VM.Standard.E2.1.Micro"
+[packages]
+source = "distro"
+[ssh]
+port = {host.ssh_port}
+private_key = "{tmp_path / 'ssh' / 'id_ed25519'}"
+[registration]
+admin_password_env = "MI_E2E_ADMIN_PASSWORD"
+"""
+    )
+    state_dir = tmp_path / "state"
+    password = "e2e-admin-password-not-to-be-seen"
+
+    def run(report: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
+        args = [sys.executable, "-m", "installer", "--answers", str(answers), "--state-dir", str(state_dir),
+                "--report", str(report), "--dns-server", f"127.0.0.1:{lab_dns}"]
+        for name in (SERVER_NAME, MATRIX_HOST):
+            args += ["--connect-to", f"{name}:443:127.0.0.1:{host.https_port}"]
+        if (ca := tmp_path / "caddy-root.crt").exists():
+            args += ["--ca-file", str(ca)]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=ROOT, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **oci_emulator.env, "MI_E2E_ADMIN_PASSWORD": password})
+        assert report.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+        return done, json.loads(report.read_text())
+
+    first, report = run(tmp_path / "first.json")
+    statuses = {s["name"]: s["status"] for s in report["stages"]}
+    # Without the lab CA the federation test cannot trust Caddy's local certificate: it says so.
+    assert statuses["cloud.instance"] == "done", first.stdout[-4000:]
+    for name in ("cloud.network", "cloud.ingress", "host.firewall", "host.caddy", "synapse.config",
+                 "synapse.start", "caddy.config", "synapse.admin"):
+        assert statuses[name] == "done", (name, report["stages"], first.stdout[-4000:])
+    # Connecting changes nothing; Docker was preinstalled (no registry here); Synapse's config
+    # already left registration closed, the policy asked for; the records resolved at once.
+    for name in ("host.ssh", "host.docker", "registration.policy", "dns.records"):
+        assert statuses[name] in ("done", "unchanged"), (name, report["stages"])
+    assert statuses["federation.check"] == "failed"
+    assert first.returncode == 1
+    failed = {c["name"] for c in report["federation"]["checks"] if not c["ok"]}
+    assert "tls" in failed, report["federation"]["checks"]
+
+    # The user trusts the lab's CA (as they would pass their own) and reruns: it resumes.
+    (tmp_path / "caddy-root.crt").write_bytes(host.caddy_root_ca())
+    second, report = run(tmp_path / "second.json")
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert report["ok"] is True and report["federation"]["ok"] is True
+    assert {s["status"] for s in report["stages"] if s["name"] != "federation.check"} == {"unchanged"}
+    assert len(oci_emulator.state.store["instances"]) == 1, "a rerun never launches a second VM"
+    for text in (first.stdout, second.stdout, first.stderr, second.stderr, (tmp_path / "second.json").read_text(),
+                 (state_dir / SERVER_NAME / "state.json").read_text(), (state_dir / SERVER_NAME / "last-run.log").read_text()):
+        assert password not in text
+        assert "BEGIN OPENSSH PRIVATE KEY" not in text
