@@ -16,8 +16,8 @@ WHAT = """\
 From an Oracle Cloud account (or a server you have) and a domain to a Matrix homeserver \
 that federates with the rest of the network:
   • an Ubuntu VM on Oracle's Always Free tier, ports 80 and 443 open
-  • DNS records, Caddy with automatic HTTPS, Docker, Synapse, an admin account
-  • a federation test at the end; later, matrix-installer --upgrade keeps it current
+  • DNS records, Caddy (automatic HTTPS), Docker, Synapse, an admin user
+  • a federation test at the end; later, --upgrade keeps it up to date
 [b]You need[/] an OCI config (~/.oci/config) or a server you can SSH into, and a domain \
 whose DNS you can edit. Nothing changes until you press Install on the Review step."""
 
@@ -32,6 +32,7 @@ class WelcomeScreen(StepScreen):
 
     STEP = "Welcome"
     BINDINGS = [
+        Binding("ctrl+n", "start", "Start"),
         Binding("r", "resume", "Resume run", show=False),
         Binding("u", "upgrade", "Upgrade run", show=False),
     ]

@@ -89,6 +89,7 @@ async def _review_save_dialog(pilot: Pilot) -> None:
 
 SCREENS: dict[str, Callable[[Pilot], Awaitable[None]]] = {
     "welcome": _steps([]),
+    "welcome_upgrade": _steps([]),
     "cloud": _steps(["enter"]),
     "domain": _steps(["enter", "ctrl+n"]),
     "domain_invalid": _domain_with_a_problem,
@@ -108,5 +109,5 @@ SCREENS: dict[str, Callable[[Pilot], Awaitable[None]]] = {
 @pytest.mark.parametrize("name", list(SCREENS))
 def test_screen(snap_compare, name: str, size: tuple[int, int]) -> None:
     plan = Plan(fail_once=["host.caddy"], federation=FEDERATION, shown_once=SHOWN_ONCE)
-    app = make_app(plan=plan)
+    app = make_app(plan=plan, mode="upgrade" if name.endswith("upgrade") else "install")
     assert snap_compare(app, terminal_size=size, run_before=SCREENS[name])
