@@ -608,10 +608,7 @@ async def _container_logs(ctx: StageContext) -> None:
 
 async def upgrade_synapse(ctx: StageContext) -> Status:
     """Recreate Synapse on the newest image; roll back to the previous one if it is not healthy."""
-    found = _findings(ctx)
-    if not found.pulled and not ctx.dry_run:
-        found.pulled = await _pull(ctx)
-        found.tag_image = await _image(ctx, found.image_ref, dry_output="") or found.tag_image
+    found = _findings(ctx)  # the pre-flight pulled (or tried to) moments ago in this run
     if not found.new_image and not ctx.dry_run:
         ctx.log(f"Synapse {found.running_version} already runs the newest image for {found.image_ref} ({short_id(found.tag_image.id)})")
         return Status.UNCHANGED
@@ -629,7 +626,8 @@ async def upgrade_synapse(ctx: StageContext) -> Status:
         ctx.remember("upgrade.synapse_version", new_version)
         return Status.DONE
 
-    failed_version = found.tag_image.version or short_id(found.tag_image.id)
+    failed_version = (f"{found.tag_image.version} (image {short_id(found.tag_image.id)})" if found.tag_image.version
+                      else f"image {short_id(found.tag_image.id)}")
     previous_name = found.running_version if found.running_version != "unknown" else f"image {short_id(previous)}"
     ctx.log(f"the new image is not healthy ({why}); rolling back to Synapse {previous_name}")
     await _container_logs(ctx)
@@ -647,7 +645,7 @@ async def upgrade_synapse(ctx: StageContext) -> Status:
     raise StageError(
         f"Synapse {failed_version} did not come up healthy ({why}); rolled back to Synapse "
         f"{found.running_version} ({short_id(previous)}), which is running and healthy",
-        f"the failed image is {short_id(found.tag_image.id)}: see the log above; rerun the upgrade when a fixed image is published",
+        "see the failed container's log above; rerun the upgrade when a fixed image is published",
     )
 
 

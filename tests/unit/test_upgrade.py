@@ -474,7 +474,7 @@ async def test_an_unhealthy_new_image_is_rolled_back_and_the_stage_fails_saying_
     assert statuses["upgrade.synapse"] == "failed"
     assert statuses["upgrade.prune"] == "skipped"
     error = finished["upgrade.synapse"].error
-    assert error == (f"Synapse sha256:{'2' * 12} did not come up healthy (the container restarted 2 time(s)); "
+    assert error == (f"Synapse image sha256:{'2' * 12} did not come up healthy (the container restarted 2 time(s)); "
                      f"rolled back to Synapse 1.162.0 (sha256:{'1' * 12}), which is running and healthy")
     assert "rerun the upgrade when a fixed image is published" in finished["upgrade.synapse"].hint
     assert host.ran(rf"^docker tag {OLD} {re.escape(TAG)}$")
