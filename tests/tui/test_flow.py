@@ -435,3 +435,23 @@ async def test_z_gives_the_log_the_whole_width() -> None:
         await pilot.pause()
         assert not screen.query_one("#stage-list").display
         assert screen.query_one("#log", Log).size.width > narrow + 20
+
+
+async def test_an_engine_error_goes_to_one_dialog_not_a_traceback() -> None:
+    from installer.engine import Stage
+
+    async def nothing(ctx):
+        return None
+
+    def broken(mode, answers):  # a stage needing one that is not in the plan: the engine refuses it
+        return [Stage("host.caddy", "Caddy", nothing, ("host.ssh",))]
+
+    app = make_app(plan=broken)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "ErrorDialog")
+        assert "needs host.ssh" in str(app.screen.query_one(".dialog-message", Static).render())
+        await pilot.press("enter")
+        await pilot.pause()
+    assert app.return_code == 1
