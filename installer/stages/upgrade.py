@@ -670,5 +670,8 @@ async def prune_images(ctx: StageContext) -> Status:
     if not dangling and not ctx.dry_run:
         ctx.log("no old images to remove")
         return Status.UNCHANGED
-    ctx.log(f"removed {len(dangling)} unused image(s); reclaimed {human_size(reclaimed)}")
+    if ctx.dry_run:
+        ctx.log("unused images would be removed; a real run reports the space reclaimed")
+    else:
+        ctx.log(f"removed {len(dangling)} unused image(s); reclaimed {human_size(reclaimed)}")
     return Status.DONE
