@@ -210,6 +210,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("Dry run: nothing will be contacted or changed. The plan, in order:\n")
     for warning in warnings:
         print(f"warning: {warning}")
+    if not options.dry_run and state.folder is not None:
+        # Kept beside the state, so `--upgrade` and the guided setup's Resume find the deployment.
+        from installer.answers import save_answers
+        from installer.discovery import ANSWERS_FILE
+
+        save_answers(answers, state.folder / ANSWERS_FILE)
     session = Session(answers=answers, state=state, options=options)
     if options.dry_run:
         from installer.remote import RecordingRemote

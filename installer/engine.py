@@ -33,7 +33,8 @@ from installer.state import RunState
 
 StageFn = Callable[["StageContext"], Awaitable["Status | None"]]
 Decision = Literal["retry", "skip", "fail"]
-DecideFn = Callable[["Stage", str], Awaitable[Decision]]
+DecideFn = Callable[["Stage", str, "str | None"], Awaitable[Decision]]
+"""(stage, error, hint) -> what to do about a failed stage; the guided setup asks the user."""
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,8 @@ class Engine:
                     ctx.log(line, "debug")
             decision: Decision = "fail"
             if self.decide is not None:
-                decision = await self.decide(stage, self.session.secrets.redact(error))
+                redact = self.session.secrets.redact
+                decision = await self.decide(stage, redact(error), redact(hint) if hint else None)
             if decision == "retry":
                 ctx.log("retrying")
                 started = time.monotonic()

@@ -133,7 +133,7 @@ class ProvisionScreen(StepScreen):
             return
         self.post_message(RunDone(result, interrupted=False))
 
-    async def decide(self, stage: Stage, error: str) -> Decision:
+    async def decide(self, stage: Stage, error: str, hint: str | None = None) -> Decision:
         """Ask the user what to do about a failed stage (called by the engine, in its worker)."""
         self.flush()
         row = self.row_by_name[stage.name]
@@ -147,7 +147,7 @@ class ProvisionScreen(StepScreen):
             if not answer.done():
                 answer.set_result(choice or "fail")
 
-        self.app.push_screen(FailureDialog(stage.name, stage.title, error, None, tail, skippable=stage.skippable), chosen)
+        self.app.push_screen(FailureDialog(stage.name, stage.title, error, hint, tail, skippable=stage.skippable), chosen)
         choice = await answer
         row.waiting = False
         self.stage_list.update_row(stage.name)

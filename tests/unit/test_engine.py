@@ -166,7 +166,7 @@ async def test_decide_hook_can_retry_or_skip() -> None:
 
     decisions = []
 
-    async def decide(stage, error):
+    async def decide(stage, error, hint):
         decisions.append((stage.name, error))
         return "retry" if stage.name == "a.flaky" else "skip"
 
