@@ -141,12 +141,22 @@ class InstallerApp(App[int]):
             return
         stages = self.plan_stages()
         self.session = Session(answers, state, self.options)
+        self.session.shared["ask"] = self.ask  # stages that need consent (upgrade's reboot) ask here
         if self.options.dry_run:
             self.session.remote = RecordingRemote()
         if self.run_log is not None:
             self.session.listeners.append(self.run_log)
         self.running = True
         self.push_screen(ProvisionScreen(stages, self.session))
+
+    async def ask(self, question: str) -> bool:
+        """A yes/no question from a stage, answered in a dialog (the engine waits meanwhile)."""
+        import asyncio
+
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.push_screen(ConfirmDialog("A question from the installer", question, "Yes", "No"),
+                         lambda choice: answer.done() or answer.set_result(bool(choice)))
+        return await answer
 
     def stop_run(self) -> None:
         """Quit and resume later: cancel the engine (it saves state and reports the interruption)."""

@@ -455,3 +455,38 @@ async def test_an_engine_error_goes_to_one_dialog_not_a_traceback() -> None:
         await pilot.press("enter")
         await pilot.pause()
     assert app.return_code == 1
+
+
+class AskingPlan(Plan):
+    """A plan whose one stage asks the user (as upgrade.reboot does with reboot = "ask")."""
+
+    def __init__(self) -> None:
+        super().__init__(["upgrade.reboot"])
+        self.answer: bool | None = None
+
+    def _body(self, name: str):
+        async def run(ctx):
+            self.answer = await ctx.session.shared["ask"]("The OS asks for a reboot (kernel update). Reboot now?")
+            ctx.log(f"reboot answered: {self.answer}")
+            return Status.DONE if self.answer else Status.SKIPPED
+
+        return run
+
+
+@pytest.mark.parametrize(("key", "expected"), [("y", True), ("escape", False)])
+async def test_a_stage_that_asks_gets_the_users_answer(key: str, expected: bool) -> None:
+    from screens.dialogs import ConfirmDialog
+
+    plan = AskingPlan()
+    app = make_app(plan=plan)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmDialog))
+        assert "Reboot now?" in str(app.screen.query_one(".dialog-message", Static).render())
+        if key == "y":
+            app.screen.query_one("#yes", Button).press()
+        else:
+            await pilot.press("escape")
+        await wait_for(pilot, lambda: plan.answer is not None)
+    assert plan.answer is expected
