@@ -9,6 +9,14 @@ import importlib
 import sys
 
 
+def guided_app():
+    """The guided setup as `matrix-installer` opens it (Welcome, with this machine's discovery)."""
+    from installer.engine import RunOptions
+    from screens.app import InstallerApp
+
+    return InstallerApp(None, RunOptions())
+
+
 def main(target: str) -> None:
     module_name, _, factory = target.partition(":")
     app = getattr(importlib.import_module(module_name), factory)()
