@@ -78,12 +78,13 @@ class InstallerApp(App[int]):
     def state_dir(self) -> Path:
         return self.options.state_dir or default_state_dir()
 
-    def on_mount(self) -> None:
+    def get_default_screen(self) -> Screen[Any]:
+        """Welcome is the first screen itself: no blank screen composed and replaced first."""
         from screens.welcome import WelcomeScreen
 
         if self.found is None:
             self.found = discovery.discover(self.home, self.state_dir)
-        self.push_screen(WelcomeScreen())
+        return WelcomeScreen()
 
     # --- moving between steps ---------------------------------------------------------
     def go_next(self, current: Screen[Any]) -> None:
