@@ -126,12 +126,12 @@ def one_of(*choices: str) -> Check:
 
 
 def pattern(regex: str, what: str, *, optional: bool = False) -> Check:
-    compiled = re.compile(regex)
+    """Compiled on first use: the answers model is imported on the way to the first frame."""
 
     def check(value: object) -> str | None:
         if optional and value == "":
             return None
-        if not isinstance(value, str) or not compiled.fullmatch(value):
+        if not isinstance(value, str) or not re.fullmatch(regex, value):
             return f"must be {what}"
         return None
 
