@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -36,7 +35,6 @@ def test_no_or_broken_oci_config_means_no_profiles(tmp_path: Path) -> None:
     assert discovery.oci_profiles(bad) == []
 
 
-@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen")
 def test_ssh_keys_and_fingerprints_match_ssh_keygen(tmp_path: Path) -> None:
     ssh = tmp_path / ".ssh"
     ssh.mkdir()

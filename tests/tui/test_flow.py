@@ -3,7 +3,6 @@ back and forth, saving answers, and a run on a synthetic plan with a failing sta
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import stat
 from pathlib import Path
@@ -391,12 +390,6 @@ async def test_resume_a_previous_run_goes_to_review_with_its_answers(tmp_path: P
         assert "upgrade.backup" in str(app.screen.query_one("#plan", Static).render())
 
 
-def _stage_modules_present() -> bool:
-    targets = {s.run.__qualname__.split(":")[0] for s in plan_for("install", VALID)}
-    return all(importlib.util.find_spec(f"installer.stages.{name}") is not None for name in targets)
-
-
-@pytest.mark.skipif(not _stage_modules_present(), reason="not every installer.stages module exists yet")
 async def test_the_real_install_plan_in_dry_run_reaches_done() -> None:
     app = InstallerApp(VALID, RunOptions(dry_run=True), found=NOTHING_FOUND, clock=lambda: 0.0)
     async with app.run_test(size=SIZE) as pilot:
