@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from installer import __version__, checks
@@ -21,6 +21,10 @@ from installer.events import RunResult
 from installer.headless import HeadlessReporter
 from installer.report import RunLog, write_report
 from installer.state import RunState, StateError, default_state_dir
+
+GuidedFn = Callable[[Answers | None, RunOptions], int]
+"""The full-screen front-end (screens.app.run_guided), handed in by the command's entry point so
+that the engine's package never imports the screens."""
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -177,7 +181,7 @@ def _print_problems(problems: list[str], heading: str) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, guided: GuidedFn | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         options = options_from_args(args)
@@ -186,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.answers:
             answers = load_answers(args.answers)
         else:
-            return _guided(options)
+            return _guided(options, guided)
         errors, warnings = preflight(answers, options)
         if errors:
             raise UsageError(errors)
@@ -232,17 +236,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _guided(options: RunOptions) -> int:
+def _guided(options: RunOptions, guided: GuidedFn | None) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError(["the guided setup needs a terminal; for a headless run give --answers FILE"])
-    from screens.app import run_guided
+    if guided is None:
+        raise UsageError(["the guided setup starts with the `matrix-installer` command (or `python -m screens`)"])
+    return guided(None, options)
 
-    return run_guided(None, options)
 
-
-def entry() -> None:
+def entry(guided: GuidedFn | None = None) -> None:
     try:
-        sys.exit(main())
+        sys.exit(main(guided=guided))
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
 

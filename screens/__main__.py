@@ -1,0 +1,3 @@
+from screens.main import entry
+
+entry()
