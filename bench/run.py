@@ -77,7 +77,7 @@ def measure() -> tuple[list[Row], list[str]]:
     wall_stages = wall - fed["seconds"]
     total = sum(s["seconds"] for s in stages)
     notes = [
-        f"stages: {', '.join(f'{s['name']} {s['status']} {s['seconds']:.1f}s' for s in result['stages'])}",
+        "stages: " + ", ".join(f"{s['name']} {s['status']} {s['seconds']:.1f}s" for s in result["stages"]),
         f"critical path: {' -> '.join(chain)} = {longest:.1f} s; sum of all stages (a sequential run) = {total:.1f} s",
     ]
     return [Row("install wall time vs critical path", wall_stages, longest, "s", wall_stages / longest, "<= 1.15x")], notes
