@@ -38,6 +38,11 @@ SUDO_PASSWORD_HINT = "sudo: a password is required"
 ProgressFn = Callable[[str, "float | None"], None]
 
 
+YIELD_EVERY_LINES = 200
+"""Output lines handled between turns of the event loop: a read can hold ~10k short lines, and
+handling them all at once stalled key presses in the guided setup for ~0.2 s (bench/logs.py)."""
+
+
 class CommandTimeout(RemoteCommandError):
     """A remote command ran longer than its timeout and was stopped on the host."""
 
@@ -288,8 +293,10 @@ class SshRemote:
                 outputs[which].append(chunk)
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
-                for raw in lines:
+                for count, raw in enumerate(lines, start=1):
                     emit(raw)
+                    if count % YIELD_EVERY_LINES == 0:
+                        await asyncio.sleep(0)  # a flood of output must not freeze the screen's loop
             if pending:
                 emit(pending)
 
