@@ -232,6 +232,9 @@ def cross_problems(answers: Answers) -> list[tuple[str, str]]:
         problems.append(("domain.redirect_to", "only used when this box serves server_name (serve_server_name = true, matrix_host != server_name)"))
     if c.provider == "existing" and not s.host:
         problems.append(("ssh.host", 'is required with provider = "existing": the address of your server'))
+    if c.provider == "existing" and not s.host_key:
+        problems.append(("ssh.host_key", 'is required with provider = "existing": a host key is never trusted blindly; '
+                         "paste the line from /etc/ssh/ssh_host_ed25519_key.pub, read on the server's console"))
     if c.provider == "oci" and c.shape == "VM.Standard.A1.Flex" and c.memory_gb < c.ocpus:
         problems.append(("cloud.memory_gb", f"must be at least 1 GB per OCPU ({c.ocpus} OCPUs)"))
     if r.policy == "token" and r.tokens < 1:

@@ -129,6 +129,9 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         problems.append(f"--state-dir {args.state_dir}: is a file, not a folder")
     if args.report and args.report.is_dir():
         problems.append(f"--report {args.report}: is a folder; give a file name such as report.json")
+    elif args.report and not os.access(args.report.parent or Path("."), os.W_OK):
+        where = args.report.parent
+        problems.append(f"--report {args.report}: the folder {where} " + ("cannot be written to" if where.exists() else "does not exist"))
     if problems:
         raise UsageError(problems)
     mode = "check" if args.check else "upgrade" if args.upgrade else "install"

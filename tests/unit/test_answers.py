@@ -157,7 +157,8 @@ def test_missing_required_keys_and_wrong_version() -> None:
     ("section", "lines", "expected"),
     [
         ("domain", 'delegation = "none"', '"none" needs matrix_host equal to server_name'),
-        ("cloud", 'provider = "existing"', "ssh.host: is required with provider"),
+        ("cloud", 'provider = "existing"\n[ssh]\nhost_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"', "ssh.host: is required with provider"),
+        ("cloud", 'provider = "existing"\n[ssh]\nhost = "203.0.113.7"', "ssh.host_key: is required with provider"),
         ("registration", 'policy = "token"', 'policy "token" needs at least one token'),
         ("registration", "tokens = 3", 'only created with policy = "token"'),
         ("domain", 'redirect_to = "https://example.org/blog"', "would loop"),

@@ -59,6 +59,7 @@ def test_broken_answers_exit_2_naming_every_bad_key_and_change_nothing(tmp_path:
         (["--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem: cannot be read"),
         (["--check", "bad name!"], "--check: the server name"),
         (["--check", "example.org", "--upgrade"], "use it without --answers and --upgrade"),
+        (["--check", "example.org", "--report", "/nonexistent/folder/r.json"], "the folder /nonexistent/folder does not exist"),
     ],
 )
 def test_bad_flags_exit_2_with_a_clear_message(args: list[str], message: str) -> None:
@@ -109,7 +110,10 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
 
 def test_dry_run_of_an_existing_server_has_no_cloud_stages(tmp_path: Path) -> None:
     answers = tmp_path / "existing.toml"
-    answers.write_text(EXAMPLE.read_text().replace('provider = "oci"', 'provider = "existing"').replace('host = ""', 'host = "203.0.113.7"'))
+    answers.write_text(
+        EXAMPLE.read_text().replace('provider = "oci"', 'provider = "existing"').replace('host = ""', 'host = "203.0.113.7"')
+        .replace('host_key = ""', 'host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"')
+    )
     result = run("--answers", str(answers), "--dry-run", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cloud." not in result.stdout.split("Summary")[1]
