@@ -66,7 +66,8 @@ class HeadlessReporter:
             out.write("\nInterrupted. State is saved: rerun the same command to resume.\n")
         elif not result.ok:
             what = f"failed: {', '.join(failed)}" if failed else "the federation test failed"
-            out.write(f"\nNot finished ({what}). Fix what is shown above and rerun the same command to resume.\n")
+            again = "run the check again" if result.mode == "check" else "rerun the same command to resume"
+            out.write(f"\nNot finished ({what}). Fix what is shown above and {again}.\n")
         elif result.dry_run:
             out.write(f"\nDry run: {len(result.stages)} stages planned; nothing was contacted or changed.\n")
         else:
