@@ -222,7 +222,12 @@ def main(argv: Sequence[str] | None = None, *, guided: GuidedFn | None = None) -
         from installer.answers import save_answers
         from installer.discovery import ANSWERS_FILE
 
-        save_answers(answers, state.folder / ANSWERS_FILE)
+        try:
+            save_answers(answers, state.folder / ANSWERS_FILE)
+        except OSError as exc:
+            _print_problems([f"{state.folder}: cannot write the run's state there ({exc.strerror}): pass --state-dir with a writable folder"],
+                            "matrix-installer: cannot start:")
+            return EXIT_USAGE
     session = Session(answers=answers, state=state, options=options)
     if options.dry_run:
         from installer.remote import RecordingRemote

@@ -23,6 +23,16 @@ def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
     )
 
 
+def existing_server_answers(folder: Path) -> Path:
+    """The example answers, for a server that already exists (address and host key pinned)."""
+    path = folder / "existing.toml"
+    path.write_text(
+        EXAMPLE.read_text().replace('provider = "oci"', 'provider = "existing"').replace('host = ""', 'host = "203.0.113.7"')
+        .replace('host_key = ""', 'host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"')
+    )
+    return path
+
+
 def test_version_and_help() -> None:
     assert run("--version").stdout.startswith("matrix-installer ")
     help_text = run("--help").stdout
@@ -109,11 +119,7 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
 
 
 def test_dry_run_of_an_existing_server_has_no_cloud_stages(tmp_path: Path) -> None:
-    answers = tmp_path / "existing.toml"
-    answers.write_text(
-        EXAMPLE.read_text().replace('provider = "oci"', 'provider = "existing"').replace('host = ""', 'host = "203.0.113.7"')
-        .replace('host_key = ""', 'host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"')
-    )
+    answers = existing_server_answers(tmp_path)
     result = run("--answers", str(answers), "--dry-run", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "cloud." not in result.stdout.split("Summary")[1]
@@ -128,3 +134,11 @@ def test_upgrade_dry_run_lists_the_upgrade_stages(tmp_path: Path) -> None:
         "upgrade.preflight", "upgrade.backup", "upgrade.packages", "upgrade.reboot", "upgrade.synapse",
         "upgrade.prune", "federation.check",
     ]
+
+
+def test_a_state_dir_that_cannot_be_written_exits_2(tmp_path: Path) -> None:
+    answers = existing_server_answers(tmp_path)
+    result = run("--answers", str(answers), "--state-dir", "/proc/no-state-here", cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "cannot write the run's state there" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / ".ssh").exists()
