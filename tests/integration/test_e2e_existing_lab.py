@@ -103,3 +103,13 @@ admin_password_env = "MI_E2E_UNSET_PASSWORD"
     checks = {c["name"]: c for c in federation["checks"]}
     assert checks["registration"]["ok"] is True
     assert password not in second.stdout
+
+    # Upgrade mode on the same deployment: found from the state, nothing new to pull (no
+    # registry here: the pull fails and the image on the host is compared), and proven after.
+    third, report = run(tmp_path / "upgrade.json", "--ca-file", str(ca), "--upgrade")
+    assert third.returncode == 0, third.stdout[-4000:]
+    assert report["mode"] == "upgrade" and report["federation"]["ok"] is True
+    statuses = {s["name"]: s["status"] for s in report["stages"]}
+    assert statuses["upgrade.synapse"] == "unchanged"
+    assert statuses["upgrade.reboot"] in ("skipped", "unchanged")
+    assert all(status in ("done", "unchanged", "skipped") for status in statuses.values()), report["stages"]
