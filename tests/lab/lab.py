@@ -64,6 +64,12 @@ SYSTEMD_RUN_FLAGS = (
 LAB_PORTS = {"ssh_port": 22, "http_port": 80, "https_port": 443, "fed_port": 8448}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class LabError(RuntimeError):
     """The lab could not be set up: the message says what to do."""
 
@@ -432,12 +438,14 @@ class LabHost:
 
     @classmethod
     def start(cls, image: str, private_key_path: Path, *, name: str | None = None,
-              ready_timeout: float = 120) -> "LabHost":
-        """Boot a lab host from `image` (see build_host_image), authorize the key, wait for sshd."""
+              ready_timeout: float = 120, rebootable: bool = False) -> "LabHost":
+        """Boot a lab host from `image` (see build_host_image), authorize the key, wait for sshd.
+        `rebootable`: fixed published ports and Docker's restart policy, so that a reboot inside
+        (systemd ends the container) comes back on the same ports, as a VM keeps its address."""
         name = name or f"matrix-installer-lab-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        publish = []
+        publish = ["--restart=always"] if rebootable else []
         for port in LAB_PORTS.values():
-            publish += ["-p", f"127.0.0.1::{port}"]
+            publish += ["-p", f"127.0.0.1:{_free_port() if rebootable else ''}:{port}"]
         cid = docker(
             "run", "-d", "--name", name, "--hostname", "lab-host",
             "--label", f"{LABEL}.pid={os.getpid()}", "--label", f"{LABEL}.role=host",
