@@ -41,6 +41,20 @@ def median_seconds(argv: list[str], runs: int, *, env: dict[str, str] | None = N
     return statistics.median(times)
 
 
+def paired_medians(ours: list[str], anchor: list[str], runs: int) -> tuple[float, float]:
+    """Median wall times of two commands run alternately, so that drift in the machine's load
+    touches both alike (a start-up figure is ~0.2 s: noise matters)."""
+    for argv in (ours, anchor):
+        subprocess.run(argv, capture_output=True, check=True, cwd=ROOT)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for _ in range(runs):
+        for index, argv in enumerate((ours, anchor)):
+            started = time.perf_counter()
+            subprocess.run(argv, capture_output=True, check=True, cwd=ROOT)
+            times[index].append(time.perf_counter() - started)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def print_rows(title: str, rows: list[Row]) -> None:
     print(f"\n{title}")
     print(f"  {'measure':<52} {'ours':>12} {'anchor':>12} {'ratio':>7}  goal")

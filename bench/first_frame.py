@@ -11,7 +11,7 @@ import sys
 
 def guided_app():
     """The guided setup as `matrix-installer` opens it (Welcome, with this machine's discovery)."""
-    from installer.engine import RunOptions
+    from installer.options import RunOptions
     from screens.app import InstallerApp
 
     return InstallerApp(None, RunOptions())

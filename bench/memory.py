@@ -3,9 +3,7 @@ against the 150 MB goal; the hello app's peak is printed beside it for scale."""
 
 from __future__ import annotations
 
-import resource
 import subprocess
-import sys
 import textwrap
 
 from bench.common import PYTHON, ROOT, Row, print_rows

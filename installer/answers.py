@@ -223,7 +223,7 @@ def cross_problems(answers: Answers) -> list[tuple[str, str]]:
     if d.delegation == "none" and d.server_name and d.matrix_host and d.server_name != d.matrix_host:
         problems.append(("domain.delegation", '"none" needs matrix_host equal to server_name; use "well-known" to delegate'))
     if d.delegation != "none" and d.server_name and d.server_name == d.matrix_host:
-        problems.append(("domain.delegation", f'matrix_host equals server_name, so there is nothing to delegate: set delegation = "none"'))
+        problems.append(("domain.delegation", 'matrix_host equals server_name, so there is nothing to delegate: set delegation = "none"'))
     if d.delegation == "srv" and not answers.serves_server_name:
         problems.append(("domain.serve_server_name", f'"srv" delegation needs a certificate for {d.server_name} on this box: set serve_server_name = true (its A record must point here too), or use "well-known"'))
     if d.redirect_to and urlsplit(d.redirect_to).hostname == d.server_name and answers.serves_server_name:

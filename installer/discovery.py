@@ -14,7 +14,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from installer.answers import Answers, AnswersError, load_answers
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from installer.answers import Answers
 from installer.state import STATE_FILE, default_state_dir
 
 ANSWERS_FILE = "answers.toml"
@@ -196,6 +199,8 @@ def previous_runs(state_dir: Path) -> list[PreviousRun]:
 
 def run_answers(run: PreviousRun) -> Answers | None:
     """The answers a previous run saved, if they are still readable and valid."""
+    from installer.answers import AnswersError, load_answers
+
     if run.answers_path is None:
         return None
     try:

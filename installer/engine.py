@@ -12,7 +12,6 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from installer.answers import Answers
@@ -27,6 +26,7 @@ from installer.events import (
     StageStarted,
     Status,
 )
+from installer.options import RunOptions
 from installer.remote import CommandResult, Remote, RemoteCommandError
 from installer.secrets import Secrets
 from installer.state import RunState
@@ -57,21 +57,6 @@ class StageError(Exception):
 
 class ConnectionLost(Exception):
     """The SSH connection dropped mid-stage: the engine reconnects and retries the stage once."""
-
-
-@dataclass
-class RunOptions:
-    """Everything about this run that is not an answer: the command line's flags."""
-
-    mode: str = "install"
-    dry_run: bool = False
-    state_dir: Path | None = None
-    report: Path | None = None
-    connect_to: list[tuple[str, int, str, int]] = field(default_factory=list)
-    dns_server: tuple[str, int] | None = None
-    ca_file: Path | None = None
-    launch_retry_minutes: int | None = None
-    """Overrides answers.cloud.launch_retry_minutes (the --launch-retry-minutes flag)."""
 
 
 @dataclass

@@ -5,26 +5,34 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from installer import discovery
-from installer.answers import Answers, AnswersError, save_answers
-from installer.engine import RunOptions, Session, Stage
-from installer.events import RunResult
-from installer.plan import plan_for
-from installer.remote import RecordingRemote
-from installer.report import RunLog, write_report
-from installer.state import RunState, StateError, default_state_dir
-from screens.dialogs import ConfirmDialog, ErrorDialog
+
+if TYPE_CHECKING:
+    from installer import discovery
+    from installer.answers import Answers
+    from installer.engine import Session, Stage
+    from installer.events import RunResult
+    from installer.options import RunOptions
+    from installer.report import RunLog
+
+# The engine, the answers model and the dialogs are imported where first used: the Welcome
+# screen needs none of them, and its first frame should not wait for them (bench/startup.py).
 
 CSS_FILE = Path(__file__).resolve().parent.parent / "assets" / "installer.tcss"
 EXIT_OK, EXIT_FAILED, EXIT_RESUME_LATER = 0, 1, 130
 
-PlanFn = Callable[[str, Answers], Sequence[Stage]]
+PlanFn = Callable[[str, "Answers"], Sequence["Stage"]]
+
+
+def _env_is_set(name: str) -> bool:
+    from installer.discovery import env_is_set
+
+    return env_is_set(name)
 
 
 def check_oci(config_path: str, profile: str) -> list[str]:
@@ -49,21 +57,21 @@ class InstallerApp(App[int]):
         options: RunOptions,
         *,
         found: discovery.Found | None = None,
-        plan: PlanFn = plan_for,
+        plan: PlanFn | None = None,
         clock: Callable[[], float] = time.monotonic,
         home: Path | None = None,
-        env: Callable[[str], bool] = discovery.env_is_set,
+        env: Callable[[str], bool] | None = None,
         default_answers_path: Path | None = None,
         oci_check: Callable[[str, str], list[str]] = check_oci,
     ) -> None:
         super().__init__()
-        self.answers = answers or Answers()
+        self._answers = answers
         self.options = options
         self.found = found
         self.plan = plan
         self.clock = clock
         self.home = home
-        self.env_is_set = env
+        self.env_is_set = env or _env_is_set
         self.oci_check = oci_check
         self.run_log: RunLog | None = None
         self.default_answers_path = default_answers_path or Path.cwd() / "matrix-answers.toml"
@@ -75,16 +83,36 @@ class InstallerApp(App[int]):
         self.running = False
 
     @property
+    def answers(self) -> Answers:
+        """The answers being built: the presets given, else the defaults (made on first use)."""
+        if self._answers is None:
+            from installer.answers import Answers
+
+            self._answers = Answers()
+        return self._answers
+
+    @answers.setter
+    def answers(self, value: Answers) -> None:
+        self._answers = value
+
+    @property
     def state_dir(self) -> Path:
+        from installer.state import default_state_dir
+
         return self.options.state_dir or default_state_dir()
 
     def get_default_screen(self) -> Screen[Any]:
         """Welcome is the first screen itself: no blank screen composed and replaced first."""
         from screens.welcome import WelcomeScreen
 
+        return WelcomeScreen()  # it looks around this machine (discover) right after its first frame
+
+    def discover(self) -> None:
+        """Find OCI profiles, SSH keys and previous runs (unless given, as the tests do)."""
+        from installer import discovery
+
         if self.found is None:
             self.found = discovery.discover(self.home, self.state_dir)
-        return WelcomeScreen()
 
     # --- moving between steps ---------------------------------------------------------
     def go_next(self, current: Screen[Any]) -> None:
@@ -108,6 +136,8 @@ class InstallerApp(App[int]):
         assert self.found is not None
         run = self.found.previous_runs[index]
         self.options.mode = mode
+        from installer import discovery
+
         saved = discovery.run_answers(run)
         if saved is not None:
             self.answers = saved
@@ -119,12 +149,23 @@ class InstallerApp(App[int]):
             self.push_screen(CloudScreen())
 
     def plan_stages(self) -> list[Stage]:
+        if self.plan is None:
+            from installer.plan import plan_for
+
+            self.plan = plan_for
         return list(self.plan(self.options.mode, self.answers))
 
     # --- the run ----------------------------------------------------------------------
     def start_run(self) -> None:
         """Build the session (state loaded, answers kept beside it) and open the Provision screen."""
         from screens.provision import ProvisionScreen
+
+        from installer.answers import AnswersError, save_answers
+        from installer.engine import Session
+        from installer.remote import RecordingRemote
+        from installer.report import RunLog
+        from installer.state import RunState, StateError
+        from screens.dialogs import ErrorDialog
 
         answers = self.answers
         try:
@@ -133,7 +174,9 @@ class InstallerApp(App[int]):
                 state = RunState.in_memory(state)
             else:
                 self.state_folder = state.folder
-                kept = self.state_dir / answers.domain.server_name / discovery.ANSWERS_FILE
+                from installer.discovery import ANSWERS_FILE
+
+                kept = self.state_dir / answers.domain.server_name / ANSWERS_FILE
                 save_answers(answers, kept)
                 self.answers_path = self.answers_path or kept
                 self.run_log = RunLog(self.state_dir / answers.domain.server_name / "last-run.log")
@@ -153,6 +196,8 @@ class InstallerApp(App[int]):
     async def ask(self, question: str) -> bool:
         """A yes/no question from a stage, answered in a dialog (the engine waits meanwhile)."""
         import asyncio
+
+        from screens.dialogs import ConfirmDialog
 
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.push_screen(ConfirmDialog("A question from the installer", question, "Yes", "No"),
@@ -178,6 +223,9 @@ class InstallerApp(App[int]):
         if target is None and self.state_folder is not None:
             target = self.state_folder / "report.json"
         if target is not None:
+            from installer.report import write_report
+            from screens.dialogs import ErrorDialog
+
             try:
                 write_report(result, Path(target))
                 self.report_path = Path(target)
@@ -223,6 +271,8 @@ class InstallerApp(App[int]):
                 self.stop_run()
             else:
                 self.finish(EXIT_RESUME_LATER)
+
+        from screens.dialogs import ConfirmDialog
 
         self.push_screen(ConfirmDialog("Quit", question, "Quit"), answered)
 

@@ -1,19 +1,15 @@
-"""What every step of the guided setup shares: the steps line, a title, the footer, and for forms,
-collecting the fields into the answers and refusing to go on while one is wrong."""
+"""What every step of the guided setup shares: the steps line, a title, the footer. Forms build on
+it in screens.form; this module stays light, since the Welcome screen's first frame waits for it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
-from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Collapsible, Footer, Input, Static
+from textual.widgets import Static
 
-from installer.answers import Answers, cross_problems
-from screens.widgets import FormField, Steps
+from screens.widgets.steps import Steps
 
 if TYPE_CHECKING:
     from screens.app import InstallerApp
@@ -33,136 +29,3 @@ class StepScreen(Screen[None]):
         yield Steps(self.STEP, dry_run=self.installer.options.dry_run, mode=self.installer.options.mode)
         if self.HEADING:
             yield Static(self.HEADING, classes="heading")
-
-
-class FormScreen(StepScreen):
-    """A form over some answers keys: Back keeps what was typed, Next only when all is well."""
-
-    INTRO = ""
-    BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("ctrl+n", "next", "Next"),
-    ]
-
-    def compose(self) -> ComposeResult:
-        yield from self.compose_steps()
-        with Horizontal(id="body"):
-            with VerticalScroll(id="form", can_focus=False):
-                if self.INTRO:
-                    yield Static(self.INTRO, classes="intro")
-                yield from self.compose_form()
-            yield from self.compose_aside()
-        with Horizontal(id="nav"):
-            # Esc goes back; Tab from the last field should land on Next, not Back.
-            back = Button("← Back", id="back", compact=True)
-            back.can_focus = False
-            yield back
-            yield Static("", id="nav-status")
-            yield Button("Next →", id="next", variant="primary", compact=True)
-        yield Footer()
-
-    def compose_form(self) -> ComposeResult:
-        yield from ()
-
-    def compose_aside(self) -> ComposeResult:
-        """Anything shown beside (wide) or under (narrow) the form, such as a live preview."""
-        yield from ()
-
-    def field(self, path: str, **kwargs: Any) -> FormField:
-        """A form field for `path`, prefilled from the answers so far."""
-        section, key = path.split(".")
-        return FormField(path, getattr(getattr(self.installer.answers, section), key), **kwargs)
-
-    def on_mount(self) -> None:
-        self.update_visibility()
-        self.update_aside()
-        first = next(iter(self.shown_fields()), None)
-        if first is not None:
-            first.control.focus()
-
-    # --- the answers these fields make ------------------------------------------------
-    def shown_fields(self) -> list[FormField]:
-        """The fields that apply (a group hidden by a choice, class "-na", does not)."""
-        return [f for f in self.query(FormField) if not any(a.has_class("-na") for a in f.ancestors_with_self)]
-
-    def draft(self) -> Answers:
-        """The answers with every readable value on this screen applied."""
-        answers = self.installer.answers
-        for item in self.query(FormField):
-            if item.parsed:
-                section, key = item.path.split(".")
-                answers = answers.replace(section, **{key: item.value})
-        return answers
-
-    def check_cross(self, answers: Answers, *, only_touched: bool) -> list[str]:
-        """Show problems involving several keys on the fields here; return them."""
-        fields = {f.path: f for f in self.shown_fields()}
-        found: dict[str, str] = {}
-        for path, message in cross_problems(answers):
-            if path in fields and path not in found:
-                found[path] = message
-        shown = []
-        for path, item in fields.items():
-            problem = found.get(path)
-            if only_touched and problem and not item.touched:
-                problem = None
-            item.set_cross_problem(problem)
-            if problem:
-                shown.append(problem)
-        return shown
-
-    def update_visibility(self) -> None:
-        """Show or hide groups of fields that depend on a choice (provider, shape, policy)."""
-
-    def update_aside(self) -> None:
-        """Redraw anything computed from the answers (a preview, a status line)."""
-
-    @on(FormField.Changed)
-    def _field_changed(self, event: FormField.Changed) -> None:
-        self.update_visibility()
-        self.update_aside()
-        if event.final:
-            self.check_cross(self.draft(), only_touched=True)
-
-    @on(Input.Submitted)
-    def _enter_moves_on(self, event: Input.Submitted) -> None:
-        """Enter in a field goes to the next one (Tab does too); in the last one, it means Next."""
-        fields = self.shown_fields()
-        if fields and event.input is fields[-1].control:
-            self.action_next()
-        else:
-            self.focus_next()
-
-    # --- leaving ----------------------------------------------------------------------
-    def action_back(self) -> None:
-        self.installer.answers = self.draft()
-        self.app.pop_screen()
-
-    def action_next(self) -> None:
-        problems = [f for f in self.shown_fields() if f.check()]
-        answers = self.draft()
-        cross = self.check_cross(answers, only_touched=False)
-        status = self.query_one("#nav-status", Static)
-        if problems or cross:
-            bad = next((f for f in self.shown_fields() if f.problem), None)
-            count = len({f.path for f in self.shown_fields() if f.problem})
-            status.update(f"✗ {count} field{'s' if count != 1 else ''} to fix")
-            status.add_class("-invalid")
-            if bad is not None:
-                for ancestor in bad.ancestors:
-                    if isinstance(ancestor, Collapsible):
-                        ancestor.collapsed = False
-                bad.control.focus()
-                bad.scroll_visible()
-            return
-        status.update("")
-        self.installer.answers = answers
-        self.installer.go_next(self)
-
-    @on(Button.Pressed, "#back")
-    def _back_pressed(self) -> None:
-        self.action_back()
-
-    @on(Button.Pressed, "#next")
-    def _next_pressed(self) -> None:
-        self.action_next()

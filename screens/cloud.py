@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Collapsible
 
-from screens.base import FormScreen
+from screens.form import FormScreen
 
 PROVIDERS = [
     ("oci", "Oracle Cloud: a new Always Free VM"),

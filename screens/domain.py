@@ -11,7 +11,7 @@ from textual.markup import escape
 from textual.widgets import Collapsible, Input, Static
 
 from installer.answers import Answers
-from screens.base import FormScreen
+from screens.form import FormScreen
 from screens.widgets import FormField
 
 DELEGATIONS = [

@@ -61,7 +61,7 @@ class DoneScreen(StepScreen):
         return "\n".join([
             f"Homeserver URL   [b]https://{escape(d.matrix_host)}[/]",
             f"Admin user       [b]@{escape(r.admin_user)}:{escape(d.server_name)}[/]",
-            f"Sign in with any Matrix client (Element: app.element.io) using the homeserver URL above.",
+            "Sign in with any Matrix client (Element: app.element.io) using the homeserver URL above.",
         ])
 
     def _secrets(self) -> str:

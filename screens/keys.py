@@ -11,7 +11,7 @@ from textual.markup import escape
 from textual.widgets import Select, Static
 
 from installer import discovery
-from screens.base import FormScreen
+from screens.form import FormScreen
 from screens.widgets import FormField
 
 

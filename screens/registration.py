@@ -8,7 +8,7 @@ from textual.markup import escape
 from textual.widgets import Collapsible, Static
 
 from installer.answers import Answers
-from screens.base import FormScreen
+from screens.form import FormScreen
 
 POLICIES = [
     ("closed", "closed (recommended)"),

@@ -62,7 +62,7 @@ class WelcomeScreen(StepScreen):
     def _found_text(self) -> str:
         found = self.installer.found
         if found is None:
-            return "(not looked)"
+            return "looking around this machine…"
         lines = []
         if found.oci_profiles:
             for p in found.oci_profiles:
@@ -85,6 +85,14 @@ class WelcomeScreen(StepScreen):
     def on_mount(self) -> None:
         self.query_one("#start", Button).focus()
         self.call_after_refresh(self.query_one("#form").scroll_home, animate=False)
+        if self.installer.found is None:
+            self.call_after_refresh(self._look_around)
+
+    async def _look_around(self) -> None:
+        """Discovery after the first frame: the screen appears at once, what was found a moment later."""
+        self.installer.discover()
+        await self.recompose()
+        self.query_one("#start", Button).focus()
 
     def _picked(self) -> int | None:
         runs = self.query("#runs")

@@ -483,3 +483,24 @@ async def test_a_stage_that_asks_gets_the_users_answer(key: str, expected: bool)
             await pilot.press("escape")
         await wait_for(pilot, lambda: plan.answer is not None)
     assert plan.answer is expected
+
+
+async def test_welcome_appears_first_then_shows_what_it_found_on_this_machine(tmp_path: Path) -> None:
+    """Discovery runs right after the first frame (it is not on the way to it)."""
+    import subprocess
+
+    from installer.engine import RunOptions as Options
+
+    (tmp_path / ".ssh").mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@here", "-f", str(tmp_path / ".ssh" / "id_ed25519")], check=True)
+    app = InstallerApp(None, Options(dry_run=True, state_dir=tmp_path / "state"), home=tmp_path,
+                       oci_check=lambda config, profile: [], env=lambda name: False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_for(pilot, lambda: app.found is not None)
+        await pilot.pause()
+        found = str(app.screen.query_one("#found", Static).render())
+        assert "SSH key id_ed25519" in found and "looking around" not in found
+        assert app.focused is not None and app.focused.id == "start"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen_name(app) == "CloudScreen"

@@ -1,0 +1,22 @@
+"""The command line's flags for one run, apart from the engine so the guided setup's first
+frame does not pay for importing the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunOptions:
+    """Everything about this run that is not an answer: the command line's flags."""
+
+    mode: str = "install"
+    dry_run: bool = False
+    state_dir: Path | None = None
+    report: Path | None = None
+    connect_to: list[tuple[str, int, str, int]] = field(default_factory=list)
+    dns_server: tuple[str, int] | None = None
+    ca_file: Path | None = None
+    launch_retry_minutes: int | None = None
+    """Overrides answers.cloud.launch_retry_minutes (the --launch-retry-minutes flag)."""
