@@ -6,7 +6,6 @@ Bad usage exits 2 with every problem listed and no traceback, before anything is
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import os
 import re
@@ -14,15 +13,18 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from installer import __version__, checks
-from installer.answers import Answers, AnswersError, load_answers
-from installer.engine import Engine, Interrupted, RunOptions, Session, Stage
-from installer.events import RunResult
-from installer.headless import HeadlessReporter
-from installer.report import RunLog, write_report
-from installer.state import RunState, StateError, default_state_dir
+from typing import TYPE_CHECKING
 
-GuidedFn = Callable[[Answers | None, RunOptions], int]
+from installer import __version__, checks
+from installer.options import RunOptions
+from installer.state import default_state_dir
+
+if TYPE_CHECKING:
+    from installer.answers import Answers
+
+# The headless path (installer.run: answers, engine, reporter) is imported only when it runs, so
+# the guided setup's first frame does not wait for it.
+GuidedFn = Callable[["Answers | None", RunOptions], int]
 """The full-screen front-end (screens.app.run_guided), handed in by the command's entry point so
 that the engine's package never imports the screens."""
 
@@ -147,38 +149,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     )
 
 
-def preflight(answers: Answers, options: RunOptions) -> tuple[list[str], list[str]]:
-    """Problems found on this machine before anything runs: (errors, dry-run warnings)."""
-    problems: list[str] = []
-    if answers.cloud.provider == "oci" and options.mode == "install":
-        from installer.cloud.config import check_oci_config
-
-        problems += check_oci_config(answers.cloud.oci_config, answers.cloud.oci_profile)
-    if options.dry_run:
-        return [], [f"{p} (a real run stops here)" for p in problems]
-    return problems, []
-
-
-def run_plan(stages: Sequence[Stage], session: Session, reporter: HeadlessReporter) -> tuple[int, RunResult]:
-    """Run stages headless; Ctrl-C stops them, keeps the state, and exits 130."""
-    session.listeners.append(reporter)
-    log: RunLog | None = None
-    if not session.dry_run and session.state.folder is not None:
-        log = RunLog(session.state.folder / "last-run.log")
-        session.listeners.append(log)
-    engine = Engine(stages, session)
-    try:
-        result = asyncio.run(engine.run())
-        code = EXIT_OK if result.ok else EXIT_FAILED
-    except Interrupted as stop:
-        result, code = stop.result, EXIT_INTERRUPTED
-    finally:
-        if log:
-            log.close()
-    return code, result
-
-
-def _print_problems(problems: list[str], heading: str) -> None:
+def print_problems(problems: list[str], heading: str) -> None:
     print(heading, file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
@@ -188,60 +159,14 @@ def main(argv: Sequence[str] | None = None, *, guided: GuidedFn | None = None) -
     args = _parser().parse_args(argv)
     try:
         options = options_from_args(args)
-        if options.mode == "check":
-            answers = Answers().replace("domain", server_name=args.check, matrix_host=args.check)
-        elif args.answers:
-            answers = load_answers(args.answers)
-        else:
+        if options.mode != "check" and not args.answers:
             return _guided(options, guided)
-        errors, warnings = preflight(answers, options)
-        if errors:
-            raise UsageError(errors)
-        state = RunState.load(options.state_dir, answers.domain.server_name) if options.mode != "check" else RunState(None)
     except UsageError as exc:
-        _print_problems(exc.problems, "matrix-installer: cannot start:")
+        print_problems(exc.problems, "matrix-installer: cannot start:")
         return EXIT_USAGE
-    except AnswersError as exc:
-        _print_problems(exc.problems, f"matrix-installer: the answers file has {len(exc.problems)} problem(s); nothing was changed:")
-        return EXIT_USAGE
-    except StateError as exc:
-        _print_problems([str(exc)], "matrix-installer: cannot start:")
-        return EXIT_USAGE
+    from installer.run import run_headless
 
-    from installer.plan import plan_for
-
-    if options.dry_run:
-        state = RunState.in_memory(state)
-    reporter = HeadlessReporter()
-    if options.dry_run:
-        print("Dry run: nothing will be contacted or changed. The plan, in order:\n")
-    for warning in warnings:
-        print(f"warning: {warning}")
-    if not options.dry_run and state.folder is not None:
-        # Kept beside the state, so `--upgrade` and the guided setup's Resume find the deployment.
-        from installer.answers import save_answers
-        from installer.discovery import ANSWERS_FILE
-
-        try:
-            save_answers(answers, state.folder / ANSWERS_FILE)
-        except OSError as exc:
-            _print_problems([f"{state.folder}: cannot write the run's state there ({exc.strerror}): pass --state-dir with a writable folder"],
-                            "matrix-installer: cannot start:")
-            return EXIT_USAGE
-    session = Session(answers=answers, state=state, options=options)
-    if options.dry_run:
-        from installer.remote import RecordingRemote
-
-        session.remote = RecordingRemote()
-    code, result = run_plan(plan_for(options.mode, answers), session, reporter)
-    reporter.summary(result)
-    reporter.show_once(result)
-    if options.report:
-        write_report(result, options.report)
-        print(f"Report: {options.report}")
-    if not options.dry_run and state.folder is not None:
-        print(f"State: {state.folder}")
-    return code
+    return run_headless(args, options)
 
 
 def _guided(options: RunOptions, guided: GuidedFn | None) -> int:

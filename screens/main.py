@@ -6,9 +6,13 @@ never pay for it.
 
 from __future__ import annotations
 
-from installer.answers import Answers
+from typing import TYPE_CHECKING
+
 from installer.cli import entry as cli_entry
-from installer.engine import RunOptions
+
+if TYPE_CHECKING:
+    from installer.answers import Answers
+    from installer.options import RunOptions
 
 
 def run_guided(answers: Answers | None, options: RunOptions) -> int:

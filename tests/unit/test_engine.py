@@ -237,7 +237,7 @@ INTERRUPTIBLE = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from installer.answers import Answers
-    from installer.cli import run_plan
+    from installer.run import run_plan
     from installer.engine import RunOptions, Session, Stage
     from installer.headless import HeadlessReporter
     from installer.report import write_report
