@@ -10,11 +10,13 @@ import sys
 
 
 def guided_app():
-    """The guided setup as `matrix-installer` opens it (Welcome, with this machine's discovery)."""
-    from installer.options import RunOptions
+    """The guided setup as `matrix-installer` opens it: the command's own flag parsing and entry
+    module, then Welcome (which looks around this machine right after its first frame)."""
+    import screens.main  # noqa: F401 - what the console script imports
+    from installer.cli import _parser, options_from_args
     from screens.app import InstallerApp
 
-    return InstallerApp(None, RunOptions())
+    return InstallerApp(None, options_from_args(_parser().parse_args([])))
 
 
 def main(target: str) -> None:
