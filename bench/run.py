@@ -16,25 +16,6 @@ from pathlib import Path
 
 from bench.common import ROOT, Row, print_rows
 
-ANSWERS = """version = 1
-[domain]
-server_name = "example.test"
-matrix_host = "matrix.example.test"
-tls = "internal"
-[cloud]
-provider = "existing"
-[packages]
-source = "distro"
-[ssh]
-host = "127.0.0.1"
-port = {port}
-private_key = "{key}"
-host_key = "{host_key}"
-[registration]
-admin_password_env = "MI_BENCH_ADMIN_PASSWORD"
-"""
-
-
 def critical_path(stages: list[dict], needs: dict[str, tuple[str, ...]]) -> tuple[float, list[str]]:
     """The longest chain of durations through the dependency graph (stages are in plan order)."""
     best: dict[str, tuple[float, list[str]]] = {}
@@ -49,26 +30,25 @@ def measure() -> tuple[list[Row], list[str]]:
     from installer.plan import install_plan
     from tests.lab import lab
 
+    from tests.lab.scenarios import existing_server_answers, ready_host
+
     lab.ensure_docker_engine()
     work = Path(tempfile.mkdtemp(prefix="mi-bench-run-"))
-    host = lab.LabHost.start(lab.build_host_image(), lab.session_key(work))
     try:
-        host.preinstall_docker()  # no registry here: the Synapse image must be loaded by hand
-        host.load_image(lab.build_synapse_image(), as_tag="matrixdotorg/synapse:latest")
-        answers = work / "answers.toml"
-        answers.write_text(ANSWERS.format(port=host.ssh_port, key=host.private_key_path, host_key=host.host_key))
-        report = work / "report.json"
-        started = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "installer", "--answers", str(answers), "--state-dir", str(work / "state"), "--report", str(report)],
-            cwd=ROOT, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL,
-            env={**os.environ, "MI_BENCH_ADMIN_PASSWORD": "bench-password-123"},
-        )
-        wall = time.perf_counter() - started
-        result = json.loads(report.read_text())
-        plan = {s.name: s.needs for s in install_plan(parse_answers(answers.read_text()))}
+        with ready_host(lab.build_host_image(), lab.session_key(work), lab.build_synapse_image()) as host:
+            answers = work / "answers.toml"
+            answers.write_text(existing_server_answers(host, registration='admin_password_env = "MI_BENCH_ADMIN_PASSWORD"'))
+            report = work / "report.json"
+            started = time.perf_counter()
+            subprocess.run(
+                [sys.executable, "-m", "installer", "--answers", str(answers), "--state-dir", str(work / "state"), "--report", str(report)],
+                cwd=ROOT, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL,
+                env={**os.environ, "MI_BENCH_ADMIN_PASSWORD": "bench-password-123"},
+            )
+            wall = time.perf_counter() - started
+            result = json.loads(report.read_text())
+            plan = {s.name: s.needs for s in install_plan(parse_answers(answers.read_text()))}
     finally:
-        host.stop()
         shutil.rmtree(work, ignore_errors=True)
     # The federation test cannot pass without DNS and the lab CA: measure the stages up to it.
     stages = [s for s in result["stages"] if s["name"] != "federation.check"]

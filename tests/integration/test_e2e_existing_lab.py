@@ -7,68 +7,33 @@ password generated and shown once. Then the federation test passes over 8448.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.lab import lab as _lab
+from tests.lab.scenarios import Command, existing_server_answers, ready_host
 
 pytestmark = pytest.mark.lab
 
-ROOT = Path(__file__).resolve().parents[2]
 SERVER_NAME = "example.test"
 
 
 @pytest.fixture
 def existing_server(lab_host_image, lab_session_key, synapse_image):
-    host = _lab.LabHost.start(lab_host_image, lab_session_key)
-    try:
-        host.preinstall_docker()  # no registry here: the Synapse image is loaded by hand
-        host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
+    with ready_host(lab_host_image, lab_session_key, synapse_image) as host:
         yield host
-    finally:
-        host.stop()
 
 
 def test_no_delegation_federates_on_8448_and_the_generated_password_is_shown_once(existing_server, lab_dns, tmp_path):
     host = existing_server
     answers = tmp_path / "answers.toml"
-    answers.write_text(
-        f"""version = 1
-[domain]
-server_name = "{SERVER_NAME}"
-matrix_host = "{SERVER_NAME}"
-delegation = "none"
-tls = "internal"
-[cloud]
-provider = "existing"
-[packages]
-source = "distro"
-[ssh]
-host = "127.0.0.1"
-port = {host.ssh_port}
-private_key = "{host.private_key_path}"
-host_key = "{host.host_key}"
-[registration]
-policy = "open-until-admin"
-admin_user = "boss"
-admin_password_env = "MI_E2E_UNSET_PASSWORD"
-"""
-    )
+    answers.write_text(existing_server_answers(
+        host, server_name=SERVER_NAME, matrix_host=SERVER_NAME, domain='delegation = "none"',
+        registration='policy = "open-until-admin"\nadmin_user = "boss"\nadmin_password_env = "MI_E2E_UNSET_PASSWORD"',
+    ))
     state_dir = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if k != "MI_E2E_UNSET_PASSWORD"}
-
-    def run(report: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
-        args = [sys.executable, "-m", "installer", "--answers", str(answers), "--state-dir", str(state_dir),
-                "--report", str(report), "--dns-server", f"127.0.0.1:{lab_dns}",
-                "--connect-to", f"{SERVER_NAME}:443:127.0.0.1:{host.https_port}",
-                "--connect-to", f"{SERVER_NAME}:8448:127.0.0.1:{host.fed_port}", *extra]
-        done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=ROOT, stdin=subprocess.DEVNULL, env=env)
-        assert report.exists(), done.stdout[-3000:] + done.stderr[-3000:]
-        return done, json.loads(report.read_text())
+    command = Command(answers, state_dir, lab_dns, (f"{SERVER_NAME}:443:127.0.0.1:{host.https_port}",
+                                                    f"{SERVER_NAME}:8448:127.0.0.1:{host.fed_port}"), {})
+    run = command.run
 
     first, report = run(tmp_path / "first.json")
     statuses = {s["name"]: s["status"] for s in report["stages"]}

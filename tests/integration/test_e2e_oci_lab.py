@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from tests.lab import lab as _lab
+from tests.lab.scenarios import ready_host
 
 pytestmark = pytest.mark.lab
 
@@ -44,13 +45,8 @@ def become_the_launched_vm(host: _lab.LabHost):
 
 @pytest.fixture
 def fresh_lab_host(lab_host_image, lab_session_key, synapse_image):
-    host = _lab.LabHost.start(lab_host_image, lab_session_key)
-    try:
-        host.preinstall_docker()
-        host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
+    with ready_host(lab_host_image, lab_session_key, synapse_image) as host:
         yield host
-    finally:
-        host.stop()
 
 
 def test_headless_install_through_the_oci_emulator_onto_the_lab_host(oci_emulator, fresh_lab_host, lab_dns, tmp_path):

@@ -1,0 +1,81 @@
+"""What the end-to-end lab tests (and bench/run.py) share: a lab host made ready for a full run,
+answers for it as an existing server, and the real command run against it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.lab import lab as _lab
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False) -> Iterator[_lab.LabHost]:
+    """A fresh lab host with Docker in it and the stand-in Synapse image loaded under the real
+    image's name (there is no registry here to pull it from); removed afterwards."""
+    host = _lab.LabHost.start(image, key, rebootable=rebootable)
+    try:
+        host.preinstall_docker()
+        host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
+        yield host
+    finally:
+        host.stop()
+
+
+def existing_server_answers(host: _lab.LabHost, *, server_name: str = "example.test", matrix_host: str = "matrix.example.test",
+                            domain: str = "", registration: str = "", extra: str = "") -> str:
+    """Answers for the lab host as an existing server: its address, key and pinned host key,
+    Debian's own packages (the vendors' repositories are unreachable), Caddy's local CA."""
+    return f"""version = 1
+[domain]
+server_name = "{server_name}"
+matrix_host = "{matrix_host}"
+tls = "internal"
+{domain}
+[cloud]
+provider = "existing"
+[packages]
+source = "distro"
+[ssh]
+host = "127.0.0.1"
+port = {host.ssh_port}
+private_key = "{host.private_key_path}"
+host_key = "{host.host_key}"
+[registration]
+{registration}
+{extra}
+"""
+
+
+@dataclass
+class Command:
+    """`matrix-installer --answers F` against a lab host, through --connect-to and the lab's DNS."""
+
+    answers: Path
+    state_dir: Path
+    dns_port: int
+    connect_to: tuple[str, ...]
+    env: dict[str, str]
+
+    def run(self, report: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
+        args = [sys.executable, "-m", "installer", "--answers", str(self.answers), "--state-dir", str(self.state_dir),
+                "--report", str(report), "--dns-server", f"127.0.0.1:{self.dns_port}", *extra]
+        for mapping in self.connect_to:
+            args += ["--connect-to", mapping]
+        done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=ROOT, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **self.env})
+        assert report.exists(), done.stdout[-3000:] + done.stderr[-3000:]
+        return done, json.loads(report.read_text())
+
+
+def https_mappings(host: _lab.LabHost, *names: str) -> tuple[str, ...]:
+    """--connect-to values sending NAME:443 to the lab's published HTTPS port."""
+    return tuple(f"{name}:443:127.0.0.1:{host.https_port}" for name in names)
