@@ -3,10 +3,12 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 ensure_venv() {
-    local extras="$1" stamp want
+    local extras="$1" stamp want have
     want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$extras"
     stamp="$VENV/.matrix-installer-stamp"
-    if [ -x "$VENV/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then
+    have="$(cat "$stamp" 2>/dev/null)"
+    # A venv with the test extras also serves scripts/run.
+    if [ -x "$VENV/bin/python" ] && { [ "$have" = "$want" ] || [ "$have" = "$want[test]" ]; }; then
         return 0
     fi
     echo "Setting up $VENV (first run, or pyproject.toml changed)..." >&2
