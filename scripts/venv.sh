@@ -6,7 +6,7 @@ ensure_venv() {
     local extras="$1" stamp want have
     want="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)-$extras"
     stamp="$VENV/.matrix-installer-stamp"
-    have="$(cat "$stamp" 2>/dev/null)"
+    have="$(cat "$stamp" 2>/dev/null || true)"
     # A venv with the test extras also serves scripts/run.
     if [ -x "$VENV/bin/python" ] && { [ "$have" = "$want" ] || [ "$have" = "$want[test]" ]; }; then
         return 0
