@@ -279,6 +279,33 @@ class InstallerApp(App[int]):
     async def action_quit(self) -> None:
         self.request_quit()
 
+    # --- the unexpected ---------------------------------------------------------------
+    def _fatal_error(self) -> None:
+        """An exception escaped a screen's handler. Textual would print a traceback with local
+        variables (secrets among them, possibly) when the app closes; instead, a short message
+        and the masked details in a private crash file. (This overrides Textual's own hook on
+        purpose; Textual is pinned exactly.)"""
+        import traceback
+
+        from installer.files import write_private
+
+        error = self._exception
+        details = "".join(traceback.format_exception(error)) if error else "unknown error"
+        summary = f"{type(error).__name__}: {error}" if error else "unknown error"
+        if self.session is not None:
+            details, summary = self.session.secrets.redact(details), self.session.secrets.redact(summary)
+        crash = self.state_dir / f"crash-{int(time.time())}.log"
+        try:
+            write_private(crash, details.encode())
+        except OSError:
+            crash = None
+        where = f"Details (masked): {crash}\n" if crash else ""
+        self._exit_renderables.append(
+            f"matrix-installer stopped on an unexpected error: {summary}\n{where}"
+            "Nothing more was changed; run the same command again to resume, and please report this."
+        )
+        self._close_messages_no_wait()
+
 
 def run_guided(answers: Answers | None, options: RunOptions) -> int:
     """Run the full-screen setup; the process exit status: 0 ok, 1 failed, 130 quit to resume later."""

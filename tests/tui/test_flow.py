@@ -504,3 +504,24 @@ async def test_welcome_appears_first_then_shows_what_it_found_on_this_machine(tm
         await pilot.press("enter")
         await pilot.pause()
         assert screen_name(app) == "CloudScreen"
+
+
+async def test_an_error_in_a_screen_shows_no_traceback_and_keeps_details_private(tmp_path: Path, capsys) -> None:
+    """No traceback (Textual's shows local variables) reaches the terminal: a short message, and
+    the details in a 0600 file."""
+    app = make_app(state_dir=tmp_path)
+
+    def broken() -> None:
+        raise RuntimeError("the screen's handler broke")
+
+    with pytest.raises(RuntimeError):
+        async with app.run_test(size=SIZE) as pilot:
+            app.screen.action_start = broken  # type: ignore[method-assign]
+            await pilot.press("enter")
+            await pilot.pause()
+    shown = " ".join(capsys.readouterr().err.split())  # what the terminal got as the app closed
+    assert "stopped on an unexpected error: RuntimeError: the screen's handler broke" in shown
+    assert "Traceback" not in shown and "locals" not in shown
+    (crash,) = tmp_path.glob("crash-*.log")
+    assert stat.S_IMODE(crash.stat().st_mode) == 0o600
+    assert "Traceback" in crash.read_text()
