@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import re
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from installer.answers import Answers
+from installer.resources import data_dir
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = data_dir("templates")
 
 
 class RenderError(ValueError):

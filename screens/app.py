@@ -11,6 +11,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
+from installer.resources import data_dir
+
 
 if TYPE_CHECKING:
     from installer import discovery
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 # The engine, the answers model and the dialogs are imported where first used: the Welcome
 # screen needs none of them, and its first frame should not wait for them (bench/startup.py).
 
-CSS_FILE = Path(__file__).resolve().parent.parent / "assets" / "installer.tcss"
+CSS_FILE = data_dir("assets") / "installer.tcss"
 EXIT_OK, EXIT_FAILED, EXIT_RESUME_LATER = 0, 1, 130
 
 PlanFn = Callable[[str, "Answers"], Sequence["Stage"]]

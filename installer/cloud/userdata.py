@@ -8,14 +8,11 @@ user data, which is a secret: it is never logged.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 from installer import checks
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN OPENSSH PRIVATE KEY-----\n[A-Za-z0-9+/=\n]+-----END OPENSSH PRIVATE KEY-----\n?"
 )
@@ -48,18 +45,13 @@ def host_key_fingerprint(public_line: str) -> str:
     return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
 
 
-def yaml_quote(value: object) -> str:
-    """A YAML scalar that means exactly `value`: a JSON string is valid YAML, escapes included."""
-    return json.dumps(str(value))
-
-
 class UserDataError(ValueError):
     pass
 
 
 def render_user_data(host_key: HostKey, hostname: str) -> str:
     """cloud-init user data (text) from templates/cloud-init.yaml.j2; every value checked first."""
-    import jinja2
+    from installer.render import render
 
     if problem := checks.ssh_public_key(host_key.public_line):
         raise UserDataError(f"host public key {problem}")
@@ -69,16 +61,8 @@ def render_user_data(host_key: HostKey, hostname: str) -> str:
         raise UserDataError("host private key is not an OpenSSH private key")
     if problem := checks.hostname(hostname, fqdn=False):
         raise UserDataError(f"hostname {problem}")
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-    )
-    env.filters["yaml_quote"] = yaml_quote
-    return env.get_template("cloud-init.yaml.j2").render(
-        host_key_private=host_key.private_openssh, host_key_public=host_key.public_line, hostname=hostname
-    )
+    return render("cloud-init.yaml.j2", host_key_private=host_key.private_openssh,
+                  host_key_public=host_key.public_line, hostname=hostname)
 
 
 def encode_user_data(text: str) -> str:
