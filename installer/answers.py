@@ -318,11 +318,9 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
         sections[name] = cls(**values)
 
     answers = Answers(**sections)
-    for spec in FIELDS:
-        if spec.key in ("server_name", "matrix_host") and spec.section == "domain":
-            value = getattr(answers.domain, spec.key)
-            if not value and not any(p == spec.path for _, p, _ in found):
-                problem(spec.path, "is required")
+    for key in ("server_name", "matrix_host"):  # the only keys without a usable default
+        if not getattr(answers.domain, key) and not any(p == f"domain.{key}" for _, p, _ in found):
+            problem(f"domain.{key}", "is required")
     if not found:
         for path, message in cross_problems(answers):
             problem(path, message)

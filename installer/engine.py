@@ -145,20 +145,17 @@ class StageContext:
     def attach_remote(self, remote: Remote) -> None:
         self.session.remote = remote
 
-    def _remote_log(self, line: str, kind: str) -> None:
-        self.log(line, kind)
-
     async def run(self, command: str, **kwargs: Any) -> CommandResult:
-        return await self.remote.run(command, log=self._remote_log, **kwargs)
+        return await self.remote.run(command, log=self.log, **kwargs)
 
     async def probe(self, command: str, *, sudo: bool = False) -> bool:
-        return await self.remote.probe(command, log=self._remote_log, sudo=sudo)
+        return await self.remote.probe(command, log=self.log, sudo=sudo)
 
     async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
         return await self.remote.read_file(path, sudo=sudo)
 
     async def put_file(self, path: str, data: bytes, **kwargs: Any) -> bool:
-        return await self.remote.put_file(path, data, log=self._remote_log, **kwargs)
+        return await self.remote.put_file(path, data, log=self.log, **kwargs)
 
 
 class PlanError(Exception):

@@ -72,9 +72,9 @@ def upgrade_plan(answers: Answers) -> list[Stage]:
     ]
 
 
-def check_plan(answers: Answers) -> list[Stage]:
+def check_only_plan(answers: Answers) -> list[Stage]:
     return [_stage("federation.check", "Federation test", "federation:check")]
 
 
 def plan_for(mode: str, answers: Answers) -> list[Stage]:
-    return {"install": install_plan, "upgrade": upgrade_plan, "check": check_plan}[mode](answers)
+    return {"install": install_plan, "upgrade": upgrade_plan, "check": check_only_plan}[mode](answers)

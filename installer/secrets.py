@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import secrets as _random
-
 MASK = "********"
 
 
@@ -17,10 +15,6 @@ class Secrets:
         if value and len(value) >= 4:
             self._values.add(value)
         return value
-
-    def generate(self, length: int = 24) -> str:
-        """A new random secret (URL-safe), registered before anyone can print it."""
-        return self.add(_random.token_urlsafe(length)[:length])
 
     def redact(self, text: str) -> str:
         for value in sorted(self._values, key=len, reverse=True):

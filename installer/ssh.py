@@ -413,18 +413,4 @@ def sudo_needs_password(target: SshTarget) -> SudoNeedsPassword:
     )
 
 
-async def check_sudo(remote: SshRemote, log: LogFn) -> None:
-    """`sudo -n true`: a clear message when sudo would ask for a password."""
-    result = await remote._run("true", "sudo -n true", log=log, sudo=True, check=False, timeout=30, stdin=None,
-                               out_kind="debug", err_kind="debug")
-    if not result.ok:
-        raise StageError(f"`sudo -n true` failed on {remote.target.host} (status {result.exit_status}): "
-                         f"{result.stderr.strip() or result.stdout.strip()}", "check that sudo is installed and allowed for "
-                         f"{remote.target.user}")
-
-
-def generate_key_pair(comment: str = "matrix-installer") -> tuple[bytes, bytes]:
-    """A new ed25519 key pair: (private key in OpenSSH format, public key line)."""
-    key = asyncssh.generate_private_key("ssh-ed25519", comment=comment)
-    return key.export_private_key("openssh"), key.export_public_key("openssh")
 

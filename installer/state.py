@@ -61,9 +61,6 @@ class RunState:
         self.stages[name] = {"status": status, "seconds": round(seconds, 2), "error": error, "at": int(time.time())}
         self.save()
 
-    def finished(self, name: str) -> bool:
-        return self.stages.get(name, {}).get("status") in ("done", "unchanged")
-
     def save(self) -> None:
         if self.folder is None:
             return

@@ -15,7 +15,7 @@ import socket
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -460,5 +460,3 @@ class Net:
         raise last
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

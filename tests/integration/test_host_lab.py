@@ -23,6 +23,7 @@ from installer.plan import install_plan
 from installer.report import RunLog, write_report
 from installer.state import RunState
 from tests.lab import lab as _lab
+from tests.lab.scenarios import existing_server_answers
 
 
 pytestmark = pytest.mark.lab
@@ -35,29 +36,6 @@ CHECKSUMS = (
     "find /opt/matrix/synapse /etc/caddy /etc/iptables /etc/apt/sources.list.d -type f "
     "! -path '*/media_store/*' ! -name 'homeserver.db*' ! -name '*.pid' -print0 | sort -z | xargs -0 sha256sum"
 )
-
-
-def answers_text(host: _lab.LabHost, key: Path, *, host_key: str) -> str:
-    return f"""version = 1
-[domain]
-server_name = "{SERVER_NAME}"
-matrix_host = "{MATRIX_HOST}"
-tls = "internal"
-[cloud]
-provider = "existing"
-[packages]
-source = "distro"
-[ssh]
-host = "127.0.0.1"
-port = {host.ssh_port}
-user = "ubuntu"
-private_key = "{key}"
-host_key = "{host_key}"
-[registration]
-policy = "token"
-tokens = 2
-admin_password_env = "MI_LAB_TEST_UNSET_PASSWORD"
-"""
 
 
 @dataclass
@@ -116,7 +94,8 @@ def install(lab_host_image, lab_session_key, synapse_image, tmp_path_factory):
     try:
         work = tmp_path_factory.mktemp("host-lab")
         key = work / "ssh" / "id_ed25519"  # missing: local.ssh_key creates it
-        toml = answers_text(host, key, host_key=host.host_key)
+        toml = existing_server_answers(host, key=key, registration='policy = "token"\ntokens = 2\n'
+                                                                     'admin_password_env = "MI_LAB_TEST_UNSET_PASSWORD"')
         state_dir = work / "state"
 
         def after(event: StageFinished) -> None:

@@ -31,9 +31,10 @@ def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = 
 
 
 def existing_server_answers(host: _lab.LabHost, *, server_name: str = "example.test", matrix_host: str = "matrix.example.test",
-                            domain: str = "", registration: str = "", extra: str = "") -> str:
-    """Answers for the lab host as an existing server: its address, key and pinned host key,
-    Debian's own packages (the vendors' repositories are unreachable), Caddy's local CA."""
+                            domain: str = "", registration: str = "", extra: str = "", key: Path | None = None) -> str:
+    """Answers for the lab host as an existing server: its address, key (the lab's own unless
+    given) and pinned host key, Debian's own packages (the vendors' repositories are unreachable),
+    Caddy's local CA."""
     return f"""version = 1
 [domain]
 server_name = "{server_name}"
@@ -47,7 +48,7 @@ source = "distro"
 [ssh]
 host = "127.0.0.1"
 port = {host.ssh_port}
-private_key = "{host.private_key_path}"
+private_key = "{key or host.private_key_path}"
 host_key = "{host.host_key}"
 [registration]
 {registration}

@@ -9,7 +9,7 @@ from typing import Any
 
 from installer.answers import Answers
 from installer.cloud import TIMING_KEY, Timing
-from installer.engine import Engine, RunOptions, Session, Stage, StageContext
+from installer.engine import Engine, RunOptions, Session, Stage
 from installer.events import RunResult, StageFinished, StageLog, StageProgress, Status
 from installer.plan import install_plan
 from installer.state import RunState
@@ -28,27 +28,9 @@ def make_answers(config_path: str, key_path: Path, *, domain: dict[str, Any] | N
     return answers.replace("ssh", private_key=str(key_path))
 
 
-async def ensure_ssh_key_standin(ctx: StageContext) -> Status:
-    """Stands in for local.ssh_key (another module): an ed25519 pair at ssh.private_key."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    path = Path(ctx.answers.ssh.private_key).expanduser()
-    if path.exists():
-        return Status.UNCHANGED
-    key = Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
-    path.chmod(0o600)
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-    Path(f"{path}.pub").write_text(f"{public} tester@example\n")
-    return Status.DONE
-
-
 def cloud_plan(answers: Answers, names: tuple[str, ...] = CLOUD_STAGES) -> list[Stage]:
-    """installer.plan's cloud and DNS stages, after a stand-in for local.ssh_key."""
-    stages = [Stage("local.ssh_key", "SSH key pair on this machine", ensure_ssh_key_standin)]
-    return stages + [s for s in install_plan(answers) if s.name in names]
+    """installer.plan's local.ssh_key, then its cloud and DNS stages."""
+    return [s for s in install_plan(answers) if s.name in ("local.ssh_key", *names)]
 
 
 @dataclass
