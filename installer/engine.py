@@ -72,6 +72,8 @@ class Session:
     federation: dict[str, Any] | None = None
     shown_once: list[tuple[str, str]] = field(default_factory=list)
     shared: dict[str, Any] = field(default_factory=dict)
+    run_log: Any = None
+    """The run's log file (installer.report.RunLog), closed when the engine's run ends."""
 
     @property
     def dry_run(self) -> bool:
@@ -287,6 +289,8 @@ class Engine:
                 self._finish(stage, Status.FAILED, 0.0, "interrupted", "rerun the same command to resume")
         if self.session.remote is not None:
             await self.session.remote.close()  # the one SSH connection of the run ends with it
+        if self.session.run_log is not None:
+            self.session.run_log.close()
         result = RunResult(
             mode=self.session.options.mode,
             dry_run=self.session.dry_run,

@@ -13,8 +13,9 @@ from installer.engine import Engine, Interrupted, Session, Stage
 from installer.events import RunResult
 from installer.headless import HeadlessReporter
 from installer.options import RunOptions
-from installer.report import RunLog, write_report
-from installer.state import RunState, StateError
+from installer.report import write_report
+from installer.session import open_session
+from installer.state import StateError
 
 
 def preflight(answers: Answers, options: RunOptions) -> tuple[list[str], list[str]]:
@@ -32,19 +33,12 @@ def preflight(answers: Answers, options: RunOptions) -> tuple[list[str], list[st
 def run_plan(stages: Sequence[Stage], session: Session, reporter: HeadlessReporter) -> tuple[int, RunResult]:
     """Run stages headless; Ctrl-C stops them, keeps the state, and exits 130."""
     session.listeners.append(reporter)
-    log: RunLog | None = None
-    if not session.dry_run and session.state.folder is not None:
-        log = RunLog(session.state.folder / "last-run.log")
-        session.listeners.append(log)
     engine = Engine(stages, session)
     try:
         result = asyncio.run(engine.run())
         code = EXIT_OK if result.ok else EXIT_FAILED
     except Interrupted as stop:
         result, code = stop.result, EXIT_INTERRUPTED
-    finally:
-        if log:
-            log.close()
     return code, result
 
 
@@ -58,7 +52,7 @@ def run_headless(args: argparse.Namespace, options: RunOptions) -> int:
         errors, warnings = preflight(answers, options)
         if errors:
             raise UsageError(errors)
-        state = RunState.load(options.state_dir, answers.domain.server_name) if options.mode != "check" else RunState(None)
+        session = open_session(answers, options)
     except UsageError as exc:
         print_problems(exc.problems, "matrix-installer: cannot start:")
         return EXIT_USAGE
@@ -68,38 +62,25 @@ def run_headless(args: argparse.Namespace, options: RunOptions) -> int:
     except StateError as exc:
         print_problems([str(exc)], "matrix-installer: cannot start:")
         return EXIT_USAGE
+    except OSError as exc:
+        where = options.state_dir or "the state folder"
+        print_problems([f"{where}: cannot write the run's state there ({exc.strerror}): pass --state-dir with a writable folder"],
+                       "matrix-installer: cannot start:")
+        return EXIT_USAGE
 
     from installer.plan import plan_for
 
-    if options.dry_run:
-        state = RunState.in_memory(state)
     reporter = HeadlessReporter()
     if options.dry_run:
         print("Dry run: nothing will be contacted or changed. The plan, in order:\n")
     for warning in warnings:
         print(f"warning: {warning}")
-    if not options.dry_run and state.folder is not None:
-        # Kept beside the state, so `--upgrade` and the guided setup's Resume find the deployment.
-        from installer.answers import save_answers
-        from installer.discovery import ANSWERS_FILE
-
-        try:
-            save_answers(answers, state.folder / ANSWERS_FILE)
-        except OSError as exc:
-            print_problems([f"{state.folder}: cannot write the run's state there ({exc.strerror}): pass --state-dir with a writable folder"],
-                            "matrix-installer: cannot start:")
-            return EXIT_USAGE
-    session = Session(answers=answers, state=state, options=options)
-    if options.dry_run:
-        from installer.remote import RecordingRemote
-
-        session.remote = RecordingRemote()
     code, result = run_plan(plan_for(options.mode, answers), session, reporter)
     reporter.summary(result)
     reporter.show_once(result)
     if options.report:
         write_report(result, options.report)
         print(f"Report: {options.report}")
-    if not options.dry_run and state.folder is not None:
-        print(f"State: {state.folder}")
+    if not options.dry_run and session.state.folder is not None:
+        print(f"State: {session.state.folder}")
     return code

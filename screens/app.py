@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from installer.engine import Session, Stage
     from installer.events import RunResult
     from installer.options import RunOptions
-    from installer.report import RunLog
 
 # The engine, the answers model and the dialogs are imported where first used: the Welcome
 # screen needs none of them, and its first frame should not wait for them (bench/startup.py).
@@ -75,7 +74,6 @@ class InstallerApp(App[int]):
         self.home = home
         self.env_is_set = env or _env_is_set
         self.oci_check = oci_check
-        self.run_log: RunLog | None = None
         self.default_answers_path = default_answers_path or Path.cwd() / "matrix-answers.toml"
         self.answers_path: Path | None = None
         self.session: Session | None = None
@@ -162,36 +160,21 @@ class InstallerApp(App[int]):
         """Build the session (state loaded, answers kept beside it) and open the Provision screen."""
         from screens.provision import ProvisionScreen
 
-        from installer.answers import AnswersError, save_answers
-        from installer.engine import Session
-        from installer.remote import RecordingRemote
-        from installer.report import RunLog
-        from installer.state import RunState, StateError
+        from installer.discovery import ANSWERS_FILE
+        from installer.session import open_session
+        from installer.state import StateError
         from screens.dialogs import ErrorDialog
 
-        answers = self.answers
         try:
-            state = RunState.load(self.state_dir, answers.domain.server_name)
-            if self.options.dry_run:
-                state = RunState.in_memory(state)
-            else:
-                self.state_folder = state.folder
-                from installer.discovery import ANSWERS_FILE
-
-                kept = self.state_dir / answers.domain.server_name / ANSWERS_FILE
-                save_answers(answers, kept)
-                self.answers_path = self.answers_path or kept
-                self.run_log = RunLog(self.state_dir / answers.domain.server_name / "last-run.log")
-        except (StateError, OSError, AnswersError) as exc:
+            self.session = open_session(self.answers, self.options)
+        except (StateError, OSError) as exc:
             self.push_screen(ErrorDialog("Cannot start the run", str(exc), f"check that {self.state_dir} is writable, or pass --state-dir"))
             return
+        if not self.options.dry_run:
+            self.state_folder = self.session.state.folder
+            self.answers_path = self.answers_path or self.session.state.folder / ANSWERS_FILE
         stages = self.plan_stages()
-        self.session = Session(answers, state, self.options)
         self.session.shared["ask"] = self.ask  # stages that need consent (upgrade's reboot) ask here
-        if self.options.dry_run:
-            self.session.remote = RecordingRemote()
-        if self.run_log is not None:
-            self.session.listeners.append(self.run_log)
         self.running = True
         self.push_screen(ProvisionScreen(stages, self.session))
 
@@ -216,8 +199,6 @@ class InstallerApp(App[int]):
         """The engine is done: keep the result, write the report, leave with 130 if interrupted."""
         self.running = False
         self.result = result
-        if self.run_log is not None:
-            self.run_log.close()
         if interrupted:
             self.finish(EXIT_RESUME_LATER)
             return

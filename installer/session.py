@@ -1,0 +1,30 @@
+"""Opening a run's session, the same way for both front-ends: the state loaded (a copy that is
+never written, and the recording back-end, in a dry run), the answers kept beside the state so
+that resume and upgrade find the deployment, and last-run.log listening."""
+
+from __future__ import annotations
+
+from installer.answers import Answers, save_answers
+from installer.discovery import ANSWERS_FILE
+from installer.engine import Session
+from installer.options import RunOptions
+from installer.remote import RecordingRemote
+from installer.report import RunLog
+from installer.state import RunState, default_state_dir
+
+
+def open_session(answers: Answers, options: RunOptions) -> Session:
+    """Raises StateError (unreadable state) or OSError (a state folder that cannot be written)."""
+    if options.mode == "check":
+        return Session(answers, RunState(None), options)
+    state = RunState.load(options.state_dir or default_state_dir(), answers.domain.server_name)
+    if options.dry_run:
+        session = Session(answers, RunState.in_memory(state), options)
+        session.remote = RecordingRemote()
+        return session
+    session = Session(answers, state, options)
+    if state.folder is not None:
+        save_answers(answers, state.folder / ANSWERS_FILE)
+        session.run_log = RunLog(state.folder / "last-run.log")
+        session.listeners.append(session.run_log)
+    return session
