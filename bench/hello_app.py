@@ -9,5 +9,5 @@ class HelloApp(App[None]):
         yield Static("Hello")
 
 
-def build_app() -> HelloApp:
-    return HelloApp()
+if __name__ == "__main__":
+    HelloApp().run()

@@ -34,7 +34,7 @@ GUIDED_RUN = textwrap.dedent(
     asyncio.run(main())
     """
 )
-HELLO = "from bench.first_frame import main; main('bench.hello_app:build_app')"
+HELLO = "from bench.hello_app import HelloApp; app = HelloApp(); app.call_after_refresh(app.exit); app.run(headless=True, size=(80, 24))"
 
 
 def peak_rss_mb(code: str) -> float:

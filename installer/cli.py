@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from installer import __version__, checks
+from installer.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from installer.options import RunOptions
 from installer.state import default_state_dir
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 GuidedFn = Callable[["Answers | None", RunOptions], int]
 """The full-screen front-end (screens.app.run_guided), handed in by the command's entry point so
 that the engine's package never imports the screens."""
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class UsageError(Exception):

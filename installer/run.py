@@ -8,7 +8,8 @@ import asyncio
 from collections.abc import Sequence
 
 from installer.answers import Answers, AnswersError, load_answers
-from installer.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, UsageError, print_problems
+from installer.cli import UsageError, print_problems
+from installer.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from installer.engine import Engine, Interrupted, Session, Stage
 from installer.events import RunResult
 from installer.headless import HeadlessReporter

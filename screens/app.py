@@ -11,7 +11,8 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
-from installer.resources import data_dir
+from installer.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from screens.base import stylesheet
 
 
 if TYPE_CHECKING:
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 # The engine, the answers model and the dialogs are imported where first used: the Welcome
 # screen needs none of them, and its first frame should not wait for them (bench/startup.py).
 
-CSS_FILE = data_dir("assets") / "installer.tcss"
-EXIT_OK, EXIT_FAILED, EXIT_RESUME_LATER = 0, 1, 130
 
 PlanFn = Callable[[str, "Answers"], Sequence["Stage"]]
 
@@ -46,9 +45,8 @@ def check_oci(config_path: str, profile: str) -> list[str]:
 class InstallerApp(App[int]):
     """Holds the answers being built and the run; each step is a screen pushed on top of the last."""
 
-    CSS_PATH = str(CSS_FILE)
+    CSS_PATH = stylesheet("installer")
     TITLE = "matrix-installer"
-    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
     ENABLE_COMMAND_PALETTE = False
 
@@ -200,7 +198,7 @@ class InstallerApp(App[int]):
         self.running = False
         self.result = result
         if interrupted:
-            self.finish(EXIT_RESUME_LATER)
+            self.finish(EXIT_INTERRUPTED)
             return
         target = self.options.report
         if target is None and self.state_folder is not None:
@@ -253,7 +251,7 @@ class InstallerApp(App[int]):
             if self.running:
                 self.stop_run()
             else:
-                self.finish(EXIT_RESUME_LATER)
+                self.finish(EXIT_INTERRUPTED)
 
         from screens.dialogs import ConfirmDialog
 
@@ -295,5 +293,5 @@ def run_guided(answers: Answers | None, options: RunOptions) -> int:
     app = InstallerApp(answers, options)
     code = app.run()
     if code is None:
-        return app.return_code if app.return_code is not None else EXIT_RESUME_LATER
+        return app.return_code if app.return_code is not None else EXIT_INTERRUPTED
     return code

@@ -9,10 +9,17 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Static
 
+from installer.resources import data_dir
 from screens.widgets.steps import Steps
 
 if TYPE_CHECKING:
     from screens.app import InstallerApp
+
+
+def stylesheet(name: str) -> str:
+    """One of the guided setup's stylesheets in assets/. installer.tcss (every step) is the app's;
+    each other is a screen's CSS_PATH, parsed when that screen first opens."""
+    return str(data_dir("assets") / f"{name}.tcss")
 
 
 class StepScreen(Screen[None]):
@@ -20,6 +27,9 @@ class StepScreen(Screen[None]):
 
     STEP = "Welcome"
     HEADING = ""
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    """The screen gets class -wide from 120 columns (forms put their preview beside them, the
+    review and install steps go to two columns), else -narrow."""
 
     @property
     def installer(self) -> InstallerApp:

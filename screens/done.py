@@ -13,11 +13,13 @@ from textual.widgets import Button, Footer, Static
 
 from installer.answers import Answers
 from installer.events import RunResult, Status
-from screens.base import StepScreen
+from screens.base import StepScreen, stylesheet
 
 
 class DoneScreen(StepScreen):
     """The summary a person copies from; Enter or q leaves with the run's exit status."""
+
+    CSS_PATH = stylesheet("results")
 
     STEP = "Done"
     BINDINGS = [Binding("q", "finish", "Quit", show=False)]

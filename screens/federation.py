@@ -13,11 +13,13 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.markup import escape
 from textual.widgets import Button, DataTable, Footer, Static
 
-from screens.base import StepScreen
+from screens.base import StepScreen, stylesheet
 
 
 class FederationScreen(StepScreen):
     """Pass/fail per check with details; failures get their fix spelled out below the table."""
+
+    CSS_PATH = stylesheet("results")
 
     STEP = "Done"
     HEADING = "Federation test"

@@ -11,13 +11,14 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Collapsible, Footer, Input, Static
 
 from installer.answers import Answers, cross_problems
-from screens.base import StepScreen
+from screens.base import StepScreen, stylesheet
 from screens.widgets import FormField
 
 
 class FormScreen(StepScreen):
     """A form over some answers keys: Back keeps what was typed, Next only when all is well."""
 
+    CSS_PATH = stylesheet("forms")
     INTRO = ""
     BINDINGS = [
         Binding("escape", "back", "Back"),

@@ -19,7 +19,7 @@ from textual.worker import Worker, WorkerState
 
 from installer.engine import Decision, Engine, Interrupted, Session, Stage
 from installer.events import Event, RunFinished, RunResult, StageFinished, StageLog, StageProgress, StageStarted, Status
-from screens.base import StepScreen
+from screens.base import StepScreen, stylesheet
 from screens.dialogs import ErrorDialog, FailureDialog
 from screens.widgets import StageList, StageRow, format_seconds
 
@@ -48,6 +48,8 @@ class RunDone(Message):
 
 class ProvisionScreen(StepScreen):
     """Runs the plan and shows it; Continue leads to the federation results once it is over."""
+
+    CSS_PATH = stylesheet("provision")
 
     STEP = "Install"
     BINDINGS = [

@@ -12,7 +12,7 @@ from textual.markup import escape
 from textual.widgets import Button, Footer, Static
 
 from installer.answers import FIELDS, SECTIONS, AnswersError, check_field, cross_problems, save_answers
-from screens.base import StepScreen
+from screens.base import StepScreen, stylesheet
 from screens.dialogs import ErrorDialog, PathDialog
 from screens.widgets import label_for
 
@@ -24,6 +24,8 @@ SCREEN_OF_SECTION = {
 
 class ReviewScreen(StepScreen):
     """Check everything before anything happens; save the answers to replay them headless."""
+
+    CSS_PATH = stylesheet("review")
 
     STEP = "Review"
     blocked = True

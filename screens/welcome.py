@@ -31,6 +31,7 @@ class WelcomeScreen(StepScreen):
     """Start a new setup, or resume or upgrade one found in the state folder."""
 
     STEP = "Welcome"
+    HORIZONTAL_BREAKPOINTS = []  # one layout at every width: no restyle before the first frame
     BINDINGS = [
         Binding("ctrl+n", "start", "Start"),
         Binding("r", "resume", "Resume run", show=False),

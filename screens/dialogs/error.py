@@ -5,17 +5,18 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from screens.dialogs.base import Dialog
 
-class ErrorDialog(ModalScreen[None]):
+
+class ErrorDialog(Dialog[None]):
     """An error the user must see, with the next step."""
 
     BINDINGS = [Binding("escape,enter", "dismiss", "Close")]
 
     def __init__(self, title: str, message: str, what_to_do: str = "") -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.title_text = title
         self.message = message
         self.what_to_do = what_to_do

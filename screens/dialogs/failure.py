@@ -7,13 +7,14 @@ from typing import Literal
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+
+from screens.dialogs.base import Dialog
 
 Choice = Literal["retry", "skip", "fail", "quit"]
 
 
-class FailureDialog(ModalScreen[Choice]):
+class FailureDialog(Dialog[Choice]):
     """Ask what to do about a failed stage; "skip" is offered only where nothing depends on it."""
 
     BINDINGS = [
@@ -24,7 +25,7 @@ class FailureDialog(ModalScreen[Choice]):
     ]
 
     def __init__(self, name: str, title: str, error: str, hint: str | None, last_lines: list[str], *, skippable: bool) -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.stage_name = name
         self.stage_title = title
         self.error = error

@@ -8,19 +8,19 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from installer.checks import path as check_path
+from screens.dialogs.base import Dialog
 
 
-class PathDialog(ModalScreen[Path | None]):
+class PathDialog(Dialog[Path | None]):
     """Ask where to write a file; Esc cancels."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, default: Path, note: str = "") -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.title_text = title
         self.default = default
         self.note = note
@@ -31,7 +31,7 @@ class PathDialog(ModalScreen[Path | None]):
             if self.note:
                 yield Static(self.note, classes="dialog-message", markup=False)
             yield Input(str(self.default), id="path", compact=True)
-            yield Static("", classes="field-problem", id="path-problem", markup=False)
+            yield Static("", classes="dialog-problem", id="path-problem", markup=False)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save", id="save", variant="primary", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
@@ -53,13 +53,13 @@ class PathDialog(ModalScreen[Path | None]):
         self.dismiss(None)
 
 
-class ConfirmDialog(ModalScreen[bool]):
+class ConfirmDialog(Dialog[bool]):
     """A yes/no question; Esc means no."""
 
     BINDINGS = [Binding("escape", "answer(False)", "No")]
 
     def __init__(self, title: str, question: str, yes: str, no: str = "Cancel") -> None:
-        super().__init__(classes="dialog-screen")
+        super().__init__()
         self.title_text = title
         self.question = question
         self.yes = yes

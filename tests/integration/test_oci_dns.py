@@ -11,17 +11,7 @@ import pytest
 from installer.events import Status
 from tests.oci_emulator.dns_server import DnsServer
 from tests.oci_emulator.fixtures import EmulatorHandle
-from tests.oci_emulator.harness import WITH_DNS, Runner, make_answers
-
-
-@pytest.fixture
-def runner(tmp_path: Path) -> Runner:
-    return Runner(tmp_path / "state")
-
-
-@pytest.fixture
-def answers(oci_emulator: EmulatorHandle, tmp_path: Path):
-    return make_answers(oci_emulator.config_path, tmp_path / "ssh" / "id_ed25519")
+from tests.oci_emulator.harness import WITH_DNS, Runner, answers, make_answers, runner  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
@@ -143,11 +133,11 @@ async def test_private_address_skips_public_records(oci_emulator: EmulatorHandle
 
 
 async def test_existing_host_by_ip_with_a_lab_resolver(tmp_path: Path, runner: Runner, dns_server: DnsServer) -> None:
-    answers = make_answers(str(tmp_path / "no-oci-config"), tmp_path / "ssh" / "id_ed25519")
-    answers = answers.replace("cloud", provider="existing").replace("ssh", host="127.0.0.1", private_key=str(tmp_path / "k"))
+    existing = make_answers(str(tmp_path / "no-oci-config"), tmp_path / "ssh" / "id_ed25519")
+    existing = existing.replace("cloud", provider="existing").replace("ssh", host="127.0.0.1", private_key=str(tmp_path / "k"))
     dns_server.set("matrix.example.org", "A", "127.0.0.1")
     dns_server.set("example.org", "A", "127.0.0.1")
-    run = await runner(answers, names=("dns.records",), dns_server=dns_server.address)
+    run = await runner(existing, names=("dns.records",), dns_server=dns_server.address)
     assert run.status("dns.records") is Status.UNCHANGED, run.all_text()
 
 

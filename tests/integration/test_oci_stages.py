@@ -10,19 +10,9 @@ from ruamel.yaml import YAML
 
 from installer.events import Status
 from tests.oci_emulator.fixtures import EmulatorHandle, write_config
-from tests.oci_emulator.harness import Runner, make_answers
+from tests.oci_emulator.harness import Runner, answers, runner  # noqa: F401 (fixtures)
 
 AD1, AD2, AD3 = "Uocm:PHX-AD-1", "Uocm:PHX-AD-2", "Uocm:PHX-AD-3"
-
-
-@pytest.fixture
-def runner(tmp_path: Path) -> Runner:
-    return Runner(tmp_path / "state")
-
-
-@pytest.fixture
-def answers(oci_emulator: EmulatorHandle, tmp_path: Path):
-    return make_answers(oci_emulator.config_path, tmp_path / "ssh" / "id_ed25519")
 
 
 def state_file(runner: Runner) -> dict:

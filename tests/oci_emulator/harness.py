@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from installer.answers import Answers
 from installer.cloud import TIMING_KEY, Timing
 from installer.engine import Engine, RunOptions, Session, Stage
 from installer.events import RunResult, StageFinished, StageLog, StageProgress, Status
 from installer.plan import install_plan
 from installer.state import RunState
+from tests.oci_emulator.fixtures import EmulatorHandle
 
 FAST = Timing(backoff_base=0.01, backoff_max=0.04, poll_interval=0.01, running_timeout=5.0,
               dns_poll_interval=0.05, dns_timeout=1.5)
@@ -82,3 +85,16 @@ class Runner:
                           shared={TIMING_KEY: self.timing, **(shared or {})})
         result = await Engine(cloud_plan(answers, names), session).run()
         return Run(result, events, state, session)
+
+
+# --- fixtures for the cloud stage tests (imported by name where used: too generic to be global) ---
+@pytest.fixture
+def runner(tmp_path: Path) -> Runner:
+    """A fresh state folder; each call of the runner is one run of the stages."""
+    return Runner(tmp_path / "state")
+
+
+@pytest.fixture
+def answers(oci_emulator: EmulatorHandle, tmp_path: Path) -> Answers:
+    """Answers for example.org through the emulator's OCI config, with a key pair made on first use."""
+    return make_answers(oci_emulator.config_path, tmp_path / "ssh" / "id_ed25519")

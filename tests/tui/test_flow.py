@@ -260,6 +260,23 @@ async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: P
     assert [s.name for s in plan_for("install", loaded)] == [s.name for s in plan_for("install", saved_answers)]
 
 
+async def test_save_answers_refuses_a_bad_path_in_the_dialog_itself(tmp_path: Path) -> None:
+    """The dialog keeps its own problem line (its stylesheet loads with it, not with the forms)."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+s")
+        app.screen.query_one("#path", Input).value = str(tmp_path / "a;b.toml")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen_name(app) == "PathDialog"
+        problem = app.screen.query_one("#path-problem", Static)
+        assert str(problem.render()) == '✗ The path contains ";", which is not allowed in a path here'
+        assert problem.region.height == 1 and problem.region.x == app.screen.query_one("#path", Input).region.x
+        assert problem.styles.color.hex == app.current_theme.to_color_system().generate()["text-error"].upper()
+        assert not list(tmp_path.iterdir())
+
+
 async def test_save_answers_to_an_unwritable_place_shows_what_to_do(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
