@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from textual.app import ComposeResult
-from textual.containers import Horizontal
-from textual.widgets import Static
+from textual.content import Content
+from textual.widget import Widget
 
 STEPS: tuple[str, ...] = ("Welcome", "Cloud", "Domain", "Keys", "Accounts", "Review", "Install", "Done")
+DRY_RUN_BADGE = "[b $background on $warning]DRY RUN[/]"
 
 
-class Steps(Horizontal):
-    """Every step's name, the current one highlighted, the ones before it marked done."""
+class Steps(Widget):
+    """Every step's name, the current one highlighted, the ones before it marked done; a dry run's
+    badge at the right end. One widget drawing one line (every screen's first frame has it)."""
 
     def __init__(self, current: str, *, dry_run: bool = False, mode: str = "install") -> None:
         super().__init__(id="steps")
@@ -18,7 +19,7 @@ class Steps(Horizontal):
         self.dry_run = dry_run
         self.mode = mode
 
-    def compose(self) -> ComposeResult:
+    def _names(self) -> str:
         index = STEPS.index(self.current)
         parts = []
         for number, name in enumerate(STEPS):
@@ -29,6 +30,12 @@ class Steps(Horizontal):
                 parts.append(f"[b reverse $accent] {shown} [/]")
             else:
                 parts.append(f"[$text-muted]{shown}[/]")
-        yield Static(" › ".join(parts), id="steps-names")
-        if self.dry_run:
-            yield Static("DRY RUN", id="steps-dry-run")
+        return " › ".join(parts)
+
+    def render(self) -> Content:
+        names = Content.from_markup(self._names())
+        if not self.dry_run:
+            return names
+        badge = Content.from_markup(DRY_RUN_BADGE)
+        gap = max(1, self.content_region.width - names.cell_length - badge.cell_length)
+        return names + " " * gap + badge
