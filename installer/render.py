@@ -14,6 +14,7 @@ from typing import Any
 import jinja2
 
 from installer.answers import Answers
+from installer.published import well_known_client, well_known_server
 from installer.resources import data_dir
 
 TEMPLATES = data_dir("templates")
@@ -61,14 +62,6 @@ def render(template: str, **values: Any) -> str:
 def caddy_size(synapse_size: str) -> str:
     """Synapse's "50M" is 50 MiB; Caddy's "50MB" would be 50 * 10^6, so say MiB."""
     return synapse_size[:-1] + {"K": "KiB", "M": "MiB", "G": "GiB"}[synapse_size[-1]]
-
-
-def well_known_server(answers: Answers) -> dict[str, str]:
-    return {"m.server": f"{answers.domain.matrix_host}:{answers.federation_port}"}
-
-
-def well_known_client(answers: Answers) -> dict[str, dict[str, str]]:
-    return {"m.homeserver": {"base_url": f"https://{answers.domain.matrix_host}"}}
 
 
 def render_caddyfile(answers: Answers, *, upstream: str = "127.0.0.1:8008", global_options: tuple[str, ...] = ()) -> str:

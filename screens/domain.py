@@ -11,6 +11,7 @@ from textual.markup import escape
 from textual.widgets import Collapsible, Input, Static
 
 from installer.answers import Answers
+from installer.published import wanted_records, well_known_server
 from screens.form import FormScreen
 from screens.widgets import FormField
 
@@ -24,23 +25,24 @@ DELEGATION_HELP = ("how other servers find the Matrix host from the server name:
 
 
 def preview_lines(answers: Answers, host_ip: str) -> list[str]:
-    """What the user will see on the internet: the .well-known document and the DNS records."""
+    """What the user will see on the internet: the .well-known document and the DNS records, as
+    the DNS stage and the Caddyfile will make them."""
     d = answers.domain
-    server, host = escape(d.server_name or "example.org"), escape(d.matrix_host or "matrix.example.org")
-    host_ip = escape(host_ip)
+    answers = answers.replace("domain", server_name=d.server_name or "example.org", matrix_host=d.matrix_host or "matrix.example.org")
+    server, host, port = escape(answers.domain.server_name), escape(answers.domain.matrix_host), answers.federation_port
+    records = wanted_records(answers, host_ip)
     lines: list[str] = []
-    if d.delegation == "well-known":
-        lines += [f"[b]https://{server}/.well-known/matrix/server[/]",
-                  f"  {json.dumps({'m.server': f'{host}:{answers.federation_port}'})}"]
-    elif d.delegation == "srv":
-        lines += ["[b]SRV record (create it at your DNS provider)[/]",
-                  f"  _matrix-fed._tcp.{server}. SRV 10 0 8448 {host}."]
+    if answers.domain.delegation == "well-known":
+        where = "served here" if answers.serves_server_name else f"publish it on the site that serves {server}"
+        lines += [f"[b]https://{server}/.well-known/matrix/server[/] ({where})",
+                  f"  {escape(json.dumps(well_known_server(answers)))}"]
+    elif answers.domain.delegation == "srv":
+        lines += ["[b]SRV record[/] (federation on port 8448)"]
+        lines += [f"  {escape(r.name)}.  SRV  {escape(r.value)}" for r in records if r.rtype == "SRV"]
     else:
-        lines += ["[b]No delegation[/]", f"  other servers connect to {host}:443"]
+        lines += ["[b]No delegation[/]", f"  other servers connect to {host}:{port}"]
     lines.append("[b]DNS A records[/]")
-    lines.append(f"  {host}.  A  {host_ip}")
-    if answers.serves_server_name:
-        lines.append(f"  {server}.  A  {host_ip}")
+    lines += [f"  {escape(r.name)}.  A  {escape(r.value)}" for r in records if r.rtype == "A"]
     return lines
 
 

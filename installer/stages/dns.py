@@ -9,40 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass
 from typing import Any
 
 from installer.cloud import CloudError, cloud_for, compartment_of, explain, timing_for
 from installer.cloud.api import DryRunCloud
 from installer.engine import StageContext, StageError
 from installer.events import Status
+from installer.published import Record, to_publish_elsewhere, wanted_records
 
-TTL = 300
 SKIP_KEY = "dns.skip_wait"
-
-
-@dataclass(frozen=True)
-class Record:
-    name: str
-    rtype: str
-    value: str
-    ttl: int = TTL
-
-    @property
-    def zone_line(self) -> str:
-        """As in a zone file: `matrix.example.org. 300 IN A 203.0.113.10`."""
-        return f"{self.name}. {self.ttl} IN {self.rtype} {self.value}"
-
-
-def wanted_records(answers: Any, address: str) -> list[Record]:
-    """The records this deployment needs, given the host's public address."""
-    d = answers.domain
-    records = [Record(d.matrix_host, "A", address)]
-    if answers.serves_server_name:
-        records.append(Record(d.server_name, "A", address))
-    if d.delegation == "srv":
-        records.append(Record(f"_matrix-fed._tcp.{d.server_name}", "SRV", f"0 10 {answers.federation_port} {d.matrix_host}."))
-    return records
 
 
 def _resolver(dns_server: tuple[str, int] | None) -> Any:
@@ -96,10 +71,10 @@ async def _host_address(ctx: StageContext) -> str:
         return host
     except ValueError:
         pass
+    if ctx.dry_run:  # a dry run contacts nothing, DNS servers included
+        return "(address of " + host + ")"
     found = sorted(await _lookup(_resolver(ctx.options.dns_server), host, "A"))
     if not found:
-        if ctx.dry_run:
-            return "(address of " + host + ")"
         raise StageError(f"ssh.host {host} does not resolve to an IPv4 address", "give its IP address as ssh.host, or fix its DNS")
     return found[0]
 
@@ -118,6 +93,8 @@ def _is_public(address: str) -> bool:
 
 async def ensure_records(ctx: StageContext) -> Status:
     """Set the records in OCI DNS when the zone is there; else show them and wait until they resolve."""
+    for line in to_publish_elsewhere(ctx.answers):
+        ctx.log(line)
     address = await _host_address(ctx)
     records = wanted_records(ctx.answers, address)
     if not ctx.dry_run and not _is_public(address) and ctx.options.dns_server is None:

@@ -261,9 +261,44 @@ def reject_position(listing: str) -> int | None:
     return None
 
 
-def rule_saved(saved: str, port: int) -> bool:
-    return any(line.startswith("-A INPUT") and f"--dport {port} " in f"{line} " and line.rstrip().endswith("-j ACCEPT")
-               for line in saved.splitlines())
+def opens(rule: str, port: int) -> bool:
+    """Whether an INPUT rule (as `iptables -S` or a saved file writes it) accepts TCP to `port`
+    from anywhere: limited to a source, interface or destination, it does not count."""
+    words = rule.split()
+    if words[:2] != ["-A", "INPUT"] or words[-2:] != ["-j", "ACCEPT"] or {"-s", "-i", "-d", "!"} & set(words):
+        return False
+    pairs = set(zip(words, words[1:]))
+    return ("-p", "tcp") in pairs and ("--dport", str(int(port))) in pairs
+
+
+def closed_ports(listing: str, ports: list[int]) -> list[int]:
+    """The ports no rule opens above the catch-all REJECT (a rule below it opens nothing)."""
+    rules = [line for line in listing.splitlines() if line.startswith("-A INPUT")]
+    effective = rules[:(reject_position(listing) or len(rules) + 1) - 1]
+    return [p for p in ports if not any(opens(rule, p) for rule in effective)]
+
+
+EMPTY_FILTER = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n"
+
+
+def with_saved_ports(saved: str, ports: list[int]) -> str | None:
+    """The saved rules file (iptables-save format) with ACCEPT rules for `ports` in its filter table,
+    above the REJECT; None if they are all there already. Nothing else in the file changes: what
+    is saved is exactly what was there plus our rules (never Docker's, which it makes at each start,
+    as `netfilter-persistent save` would do)."""
+    text = saved if "*filter" in saved.splitlines() else saved + ("" if not saved or saved.endswith("\n") else "\n") + EMPTY_FILTER
+    lines = text.splitlines()
+    begin = lines.index("*filter")
+    end = next(i for i in range(begin, len(lines)) if lines[i].strip() == "COMMIT")
+    table = "\n".join(lines[begin + 1:end])
+    missing = closed_ports(table, ports)
+    if not missing:
+        return None
+    position = reject_position(table)
+    rule_lines = [i for i in range(begin + 1, end) if lines[i].startswith("-A INPUT")]
+    at = rule_lines[position - 1] if position else end
+    lines[at:at] = [f"-A INPUT {accept_rule(p)}" for p in missing]
+    return "\n".join(lines) + "\n"
 
 
 async def open_firewall(ctx: StageContext) -> Status:
@@ -274,38 +309,38 @@ async def open_firewall(ctx: StageContext) -> Status:
         raise StageError("ufw is active on the host; it fights Oracle's iptables rules the installer edits",
                          "turn it off (sudo ufw disable) and rerun; the installer opens the ports with iptables")
     if not await installed(ctx, "iptables-persistent"):
-        # It brings iptables and netfilter-persistent; installing it asks (debconf) whether to
-        # save the current rules: the answers are given beforehand.
+        # It brings iptables and netfilter-persistent. Installing it would ask (debconf) whether to
+        # save the current rules, Docker's among them: no; the installer writes the file itself.
         await ctx.run("debconf-set-selections", sudo=True,
-                      input="iptables-persistent iptables-persistent/autosave_v4 boolean true\n"
-                            "iptables-persistent iptables-persistent/autosave_v6 boolean true\n")
+                      input="iptables-persistent iptables-persistent/autosave_v4 boolean false\n"
+                            "iptables-persistent iptables-persistent/autosave_v6 boolean false\n")
         await apt_install(ctx, "iptables-persistent")
         changed = True
 
-    need_save = False
     for tool in ("iptables", "ip6tables"):
         listing = await ctx.run(f"{tool} -S INPUT", sudo=True, check=False, dry_output=DRY_RULES[tool])
         if not listing.ok:
             ctx.log(f"{tool} cannot list the INPUT chain here ({listing.stderr.strip()[-120:]}): skipped")
             continue
-        present = await asyncio.gather(*(ctx.probe(f"{tool} -C INPUT {accept_rule(p)}", sudo=True) for p in ports))
-        missing = [p for p, ok in zip(ports, present) if not ok]
+        missing = closed_ports(listing.stdout, ports)
         position = reject_position(listing.stdout)
         for offset, port in enumerate(missing):
             where = f"-I INPUT {position + offset}" if position else "-A INPUT"
             await ctx.run(f"{tool} {where} {accept_rule(port)}", sudo=True)
         if missing:
-            changed = need_save = True
+            changed = True
             ctx.log(f"{tool}: opened TCP {', '.join(map(str, missing))}"
                     + (f" above the REJECT rule (was rule {position})" if position else " (no REJECT rule found: appended)"))
         else:
             ctx.log(f"{tool}: TCP {', '.join(map(str, ports))} already open")
-        saved = (await ctx.read_file(SAVED_RULES[tool]) or b"").decode("utf-8", "replace")
-        if not all(rule_saved(saved, p) for p in ports):
-            need_save = True
-    if need_save:
-        await ctx.run("netfilter-persistent save", sudo=True, timeout=120)
-        changed = True
+        path = SAVED_RULES[tool]
+        saved = (await ctx.read_file(path) or b"").decode("utf-8", "replace")
+        if (updated := with_saved_ports(saved, ports)) is not None:
+            # Checked by the tool's own parser before it replaces the file the next boot loads.
+            await ctx.run(f"{tool}-restore --test", sudo=True, input=updated)
+            await ctx.put_file(path, updated.encode(), mode=0o640)
+            ctx.log(f"{path}: TCP {', '.join(map(str, ports))} saved for the next boot")
+            changed = True
     return Status.DONE if changed else Status.UNCHANGED
 
 

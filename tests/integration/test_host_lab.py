@@ -128,6 +128,9 @@ def test_the_host_is_set_up_as_the_guide_does_it(install):
         rule = f"-A INPUT -p tcp -m state --state NEW -m tcp --dport {port} -j ACCEPT"
         assert rules.index(rule) < reject
         assert rule in host.exec("cat /etc/iptables/rules.v4", check=True).stdout
+    # The saved file is Oracle's plus our rules: Docker's own (it makes them at each start) are not in it.
+    saved = host.exec("cat /etc/iptables/rules.v4", check=True).stdout
+    assert "icmp-host-prohibited" in saved and "DOCKER" not in saved and "*nat" not in saved
     assert host.exec("command -v ufw").returncode != 0
     # Caddy, Docker, the SSH user in the docker group.
     assert host.exec("systemctl is-active caddy docker").stdout.split() == ["active", "active"]

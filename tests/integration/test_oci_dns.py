@@ -145,3 +145,13 @@ def runner_state_address(runner: Runner) -> str:
     import json
 
     return json.loads((runner.state_dir / "example.org" / "state.json").read_text())["facts"]["host.address"]
+
+
+async def test_a_dry_run_sends_no_dns_query(tmp_path: Path, runner: Runner, dns_server: DnsServer) -> None:
+    """An existing server named by host name: a dry run shows the records without looking it up."""
+    existing = make_answers(str(tmp_path / "no-oci-config"), tmp_path / "ssh" / "id_ed25519")
+    existing = existing.replace("cloud", provider="existing").replace("ssh", host="box.example.net", private_key=str(tmp_path / "k"))
+    run = await runner(existing, names=("dns.records",), dry_run=True, dns_server=dns_server.address)
+    assert run.status("dns.records") is Status.PLANNED, run.all_text()
+    assert "matrix.example.org. 300 IN A (address of box.example.net)" in run.all_text()
+    assert dns_server.queries == 0

@@ -542,3 +542,16 @@ async def test_an_error_in_a_screen_shows_no_traceback_and_keeps_details_private
     (crash,) = tmp_path.glob("crash-*.log")
     assert stat.S_IMODE(crash.stat().st_mode) == 0o600
     assert "Traceback" in crash.read_text()
+
+
+def test_the_domain_preview_says_what_the_stages_will_make() -> None:
+    """Port and SRV record as the DNS stage and the Caddyfile make them, for each delegation."""
+    from screens.domain import preview_lines
+
+    base = VALID.replace("domain", server_name="example.org", matrix_host="matrix.example.org")
+    srv = "\n".join(preview_lines(base.replace("domain", delegation="srv"), "203.0.113.7"))
+    assert "_matrix-fed._tcp.example.org.  SRV  0 10 8448 matrix.example.org." in srv
+    none = "\n".join(preview_lines(base.replace("domain", delegation="none", matrix_host="example.org"), "203.0.113.7"))
+    assert "other servers connect to example.org:8448" in none and none.count("  A  ") == 1
+    elsewhere = "\n".join(preview_lines(base.replace("domain", serve_server_name=False), "203.0.113.7"))
+    assert "publish it on the site that serves example.org" in elsewhere and "  example.org.  A" not in elsewhere

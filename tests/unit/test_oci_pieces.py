@@ -11,7 +11,7 @@ from ruamel.yaml import YAML
 from installer.answers import Answers
 from installer.cloud.userdata import HostKey, UserDataError, generate_host_key, host_key_fingerprint, render_user_data
 from installer.stages.cloud import pick_image, rule_allows
-from installer.stages.dns import wanted_records
+from installer.published import wanted_records
 
 
 def image(name: str, day: int) -> NS:
@@ -89,3 +89,13 @@ def test_records_for_each_delegation() -> None:
     ]
     same = base.replace("domain", matrix_host="example.org", delegation="none")
     assert [r.zone_line for r in wanted_records(same, "203.0.113.10")] == ["example.org. 300 IN A 203.0.113.10"]
+
+
+def test_a_server_name_served_elsewhere_gets_the_documents_to_publish_there():
+    from installer.published import to_publish_elsewhere
+
+    base = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
+    lines = to_publish_elsewhere(base.replace("domain", serve_server_name=False))
+    assert 'https://example.org/.well-known/matrix/server  {"m.server": "matrix.example.org:443"}' in lines[1]
+    assert '{"m.homeserver": {"base_url": "https://matrix.example.org"}}' in lines[2] and "Access-Control-Allow-Origin" in lines[0]
+    assert to_publish_elsewhere(base) == [] and to_publish_elsewhere(base.replace("domain", serve_server_name=False, delegation="srv")) == []
