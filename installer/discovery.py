@@ -190,7 +190,7 @@ def previous_runs(state_dir: Path) -> list[PreviousRun]:
             folder=folder,
             stages_ok=ok,
             stages_failed=failed,
-            public_ip=str(facts.get("public_ip", "")),
+            public_ip=str(facts.get("host.address", "")),
             answers_path=answers if answers.is_file() else None,
         )))
     runs.sort(key=lambda item: (-item[0], item[1].server_name))

@@ -154,7 +154,7 @@ class StageContext:
         return await self.remote.probe(command, log=self.log, sudo=sudo)
 
     async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
-        return await self.remote.read_file(path, sudo=sudo)
+        return await self.remote.read_file(path, log=self.log, sudo=sudo)
 
     async def put_file(self, path: str, data: bytes, **kwargs: Any) -> bool:
         return await self.remote.put_file(path, data, log=self.log, **kwargs)

@@ -58,8 +58,8 @@ class Remote(Protocol):
         """Whether a check command succeeds ("is this already so?"). The dry-run says no."""
         ...
 
-    async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
-        """The file's content, or None when it does not exist."""
+    async def read_file(self, path: str, *, log: LogFn | None = None, sudo: bool = True) -> bytes | None:
+        """The file's content, or None when it does not exist (the dry run: never there)."""
         ...
 
     async def put_file(
@@ -92,7 +92,11 @@ class RecordingRemote:
         log(f"? {shown}", "command")
         return False
 
-    async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
+    async def read_file(self, path: str, *, log: LogFn | None = None, sudo: bool = True) -> bytes | None:
+        shown = f"sudo read {path}" if sudo else f"read {path}"
+        self.commands.append(shown)
+        if log is not None:
+            log(f"? {shown}", "command")
         return None
 
     async def put_file(self, path: str, data: bytes, *, log: LogFn, mode: int = 0o644, owner: str = "root:root",

@@ -361,7 +361,9 @@ class SshRemote:
                                  out_kind="debug", err_kind="debug")
         return result.ok
 
-    async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
+    async def read_file(self, path: str, *, log: LogFn | None = None, sudo: bool = True) -> bytes | None:
+        if log is not None:
+            log(f"read {path}", "command")
         line = self._wrap(f"{_READ_FILE}", sudo=sudo, timeout=120) + f" sh {shlex.quote(path)}"
         status, out, err, tail = await self.execute(line, stdin=None, timeout=120, on_line=None)
         if status == ABSENT_STATUS:

@@ -194,24 +194,28 @@ class InstallerApp(App[int]):
                 worker.cancel()
 
     def run_finished(self, result: RunResult, *, interrupted: bool) -> None:
-        """The engine is done: keep the result, write the report, leave with 130 if interrupted."""
+        """The engine is done: keep the result, write the report (an interrupted run's too, as
+        headless does), leave with 130 if interrupted."""
         self.running = False
         self.result = result
-        if interrupted:
-            self.finish(EXIT_INTERRUPTED)
-            return
         target = self.options.report
         if target is None and self.state_folder is not None:
             target = self.state_folder / "report.json"
+        problem = None
         if target is not None:
             from installer.report import write_report
-            from screens.dialogs import ErrorDialog
 
             try:
                 write_report(result, Path(target))
                 self.report_path = Path(target)
             except OSError as exc:
-                self.push_screen(ErrorDialog("Could not write the report", f"{target}: {exc}", "the run itself is unaffected; pass --report with a writable path next time"))
+                problem = f"{target}: {exc}"
+        if interrupted:
+            self.finish(EXIT_INTERRUPTED)
+        elif problem:
+            from screens.dialogs import ErrorDialog
+
+            self.push_screen(ErrorDialog("Could not write the report", problem, "the run itself is unaffected; pass --report with a writable path next time"))
 
     def show_results(self) -> None:
         from screens.federation import FederationScreen

@@ -348,7 +348,7 @@ async def _pull(ctx: StageContext) -> bool:
 
 
 def _host(ctx: StageContext) -> str:
-    return ctx.answers.ssh.host or ctx.facts.get("public_ip") or ctx.answers.domain.matrix_host or "the host"
+    return ctx.answers.ssh.host or ctx.facts.get("host.address") or ctx.answers.domain.matrix_host or "the host"
 
 
 # --- the stages ---------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ def test_no_delegation_federates_on_8448_and_the_generated_password_is_shown_onc
     checks = {c["name"]: c for c in federation["checks"]}
     assert checks["registration"]["ok"] is True
     assert password not in second.stdout
+    # Once more: a rerun after success changes nothing, and says so for every stage.
+    again, report = run(tmp_path / "again.json", "--ca-file", str(ca))
+    assert again.returncode == 0 and {s["status"] for s in report["stages"]} <= {"unchanged", "skipped"}, report["stages"]
 
     # Upgrade mode on the same deployment: found from the state, nothing new to pull (no
     # registry here: the pull fails and the image on the host is compared), and proven after.

@@ -51,7 +51,7 @@ def test_ssh_keys_and_fingerprints_match_ssh_keygen(tmp_path: Path) -> None:
 def test_previous_runs_with_their_answers(tmp_path: Path) -> None:
     done = tmp_path / "example.org"
     done.mkdir()
-    (done / "state.json").write_text(json.dumps({"facts": {"public_ip": "203.0.113.10"}, "stages": {
+    (done / "state.json").write_text(json.dumps({"facts": {"host.address": "203.0.113.10"}, "stages": {
         "local.ssh_key": {"status": "done", "at": 10}, "host.ssh": {"status": "unchanged", "at": 20}}}))
     save_answers(VALID, done / "answers.toml")
     stopped = tmp_path / "other.net"

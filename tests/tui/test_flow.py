@@ -3,6 +3,7 @@ back and forth, saving answers, and a run on a synthetic plan with a failing sta
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -340,6 +341,10 @@ async def test_quit_and_resume_later_exits_130_with_state_saved(tmp_path: Path) 
     state = (tmp_path / "example.org" / "state.json").read_text()
     assert '"cloud.instance"' in state and '"done"' in state
     assert (tmp_path / "example.org" / "answers.toml").is_file()
+    # The report is written for an interrupted run too, saying where it stopped.
+    report = json.loads((tmp_path / "example.org" / "report.json").read_text())
+    assert report["ok"] is False
+    assert {s["name"]: s["status"] for s in report["stages"]}["cloud.instance"] == "done"
 
 
 async def test_ctrl_q_asks_first_and_quits_with_130() -> None:

@@ -73,7 +73,7 @@ class ScriptedRemote(RecordingRemote):
         answer = self._answer(command)
         return answer.ok if isinstance(answer, CommandResult) else bool(answer)
 
-    async def read_file(self, path, *, sudo=True):
+    async def read_file(self, path, *, log=None, sudo=True):
         return self.files.get(path)
 
     async def put_file(self, path, data, *, log, mode=0o644, owner="root:root", backup=True, secret=False):
@@ -320,6 +320,7 @@ async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
     for expected in (
         "host.ssh [command] connect to ubuntu@203.0.113.7:22",
         "host.firewall [command] $ sudo iptables -I INPUT 7 -p tcp -m state --state NEW -m tcp --dport 443 -j ACCEPT",
+        "host.firewall [command] ? sudo read /etc/iptables/rules.v4",
         "host.firewall [command] $ sudo iptables-restore --test",
         "host.firewall [file] write /etc/iptables/rules.v4 ",
         "host.caddy [command] $ sudo DEBIAN_FRONTEND=noninteractive apt-get -q -y -o DPkg::Lock::Timeout=600 install caddy",

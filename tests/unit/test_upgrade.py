@@ -293,7 +293,7 @@ class FakeHost:
     async def probe(self, command: str, *, log, sudo: bool = False) -> bool:
         return (await self.run(command, log=log, sudo=sudo, check=False)).ok
 
-    async def read_file(self, path: str, *, sudo: bool = True) -> bytes | None:
+    async def read_file(self, path: str, *, log=None, sudo: bool = True) -> bytes | None:
         return self.files.get(path)
 
     async def put_file(self, path: str, data: bytes, *, log, mode: int = 0o644, owner: str = "root:root",
