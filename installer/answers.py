@@ -245,7 +245,8 @@ def cross_problems(answers: Answers) -> list[tuple[str, str]]:
 
 
 _HEADER = re.compile(r'^\s*\[\s*([A-Za-z0-9_-]+)\s*\]')
-_ASSIGN = re.compile(r'^\s*([A-Za-z0-9_-]+|"[^"]*")\s*=')
+_KEY = r'(?:[A-Za-z0-9_-]+|"[^"]*")'
+_ASSIGN = re.compile(rf'^\s*({_KEY}(?:\s*\.\s*{_KEY})*)\s*=')  # also dotted: domain.server_name = ...
 
 
 def _key_lines(text: str) -> dict[str, int]:
@@ -257,8 +258,11 @@ def _key_lines(text: str) -> dict[str, int]:
             section = m.group(1)
             lines.setdefault(section, number)
         elif m := _ASSIGN.match(line):
-            key = m.group(1).strip('"')
-            lines.setdefault(f"{section}.{key}" if section else key, number)
+            parts = [part.strip().strip('"') for part in re.findall(rf"{_KEY}", m.group(1))]
+            path = ".".join([section, *parts] if section else parts)
+            if not section and len(parts) > 1:
+                lines.setdefault(parts[0], number)
+            lines.setdefault(path, number)
     return lines
 
 
@@ -308,7 +312,7 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
                 hint = _suggest(key, known)
                 if not hint:
                     elsewhere = [s for s, c in SECTIONS.items() if key in [f.name for f in dataclasses.fields(c)]]
-                    hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else ""
+                    hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else f"; [{name}] has {', '.join(known)}"
                 problem(path, f"unknown key{hint}")
                 continue
             if msg := check_field(path, value):
@@ -321,8 +325,10 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
     for key in ("server_name", "matrix_host"):  # the only keys without a usable default
         if not getattr(answers.domain, key) and not any(p == f"domain.{key}" for _, p, _ in found):
             problem(f"domain.{key}", "is required")
-    if not found:
-        for path, message in cross_problems(answers):
+    # Keys with a problem of their own were left at their defaults: what involves them is not said twice.
+    bad = {path for _, path, _ in found}
+    for path, message in cross_problems(answers):
+        if path not in bad:
             problem(path, message)
     if found:
         found.sort(key=lambda item: item[0])

@@ -64,15 +64,19 @@ _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d+)$")
 
 
 def parse_connect_to(value: str) -> tuple[str, int, str, int]:
-    """H1:P1:H2:P2 (IPv6 in brackets), as curl's --connect-to."""
-    m = re.fullmatch(r"(\[[^\]]+\]|[^:]+):(\d+):(\[[^\]]+\]|[^:]+):(\d+)", value)
+    """H1:P1:H2:P2 (IPv6 in brackets), as curl's --connect-to: an empty H1 or P1 matches any host
+    or port, an empty H2 or P2 keeps the one asked for (0 stands for an empty port)."""
+    m = re.fullmatch(r"(\[[^\]]+\]|[^:]*):(\d*):(\[[^\]]+\]|[^:]*):(\d*)", value)
     if not m:
         raise ValueError("must be HOST1:PORT1:HOST2:PORT2, e.g. example.org:443:127.0.0.1:8443")
-    h1, p1, h2, p2 = m.group(1).strip("[]"), int(m.group(2)), m.group(3).strip("[]"), int(m.group(4))
-    for host in (h1, h2):
+    h1, h2 = m.group(1).strip("[]"), m.group(3).strip("[]")
+    p1, p2 = int(m.group(2) or 0), int(m.group(4) or 0)
+    if not (h2 or p2):
+        raise ValueError("says nowhere to connect to: give HOST2, PORT2 or both")
+    for host in filter(None, (h1, h2)):
         if problem := checks.host_or_ip(host):
             raise ValueError(f'host "{host}" {problem}')
-    for port in (p1, p2):
+    for port in filter(None, (p1, p2)):
         if problem := checks.port(port):
             raise ValueError(f"port {port} {problem}")
     return h1, p1, h2, p2

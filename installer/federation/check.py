@@ -232,5 +232,6 @@ def describe_requests(server_name: str, *, connect_to: Iterable[ConnectTo] = (),
     if admin:
         lines.append("POST <base_url>/_matrix/client/v3/login  (the admin's password), then /logout")
     for h1, p1, h2, p2 in connect_to:
-        lines.append(f"--connect-to: {h1 or '*'}:{p1 or '*'} goes to {join_host_port(h2, p2)}")
+        to = join_host_port(h2, p2) if h2 and p2 else f"{h2 or '(the same host)'}:{p2 or '(the same port)'}"
+        lines.append(f"--connect-to: {h1 or '*'}:{p1 or '*'} goes to {to}")
     return lines

@@ -201,3 +201,25 @@ def test_answers_are_immutable_and_replace_returns_a_copy() -> None:
     a = Answers()
     b = a.replace("ssh", port=2222)
     assert a.ssh.port == 22 and b.ssh.port == 2222
+
+
+def test_dotted_keys_are_pointed_at_on_their_own_line_and_cross_checks_come_with_field_errors():
+    text = ('version = 1\ndomain.server_name = "bad name"\ndomain.matrix_host = "matrix.example.org"\ndomain.colour = "blue"\n'
+            '\n[registration]\npolicy = "closed"\ntokens = 2\n[ssh]\nport = 0\n')
+    with pytest.raises(AnswersError) as caught:
+        parse_answers(text, "a.toml")
+    assert caught.value.problems == [
+        "a.toml:2: domain.server_name: contains a space, which is not allowed here",
+        "a.toml:4: domain.colour: unknown key; [domain] has server_name, matrix_host, delegation, serve_server_name, "
+        "redirect_to, acme_email, tls",
+        'a.toml:8: registration.tokens: tokens are only created with policy = "token" (policy is "closed")',
+        "a.toml:10: ssh.port: must be a port number from 1 to 65535",
+    ]
+
+
+def test_a_key_with_its_own_problem_gets_no_second_message_from_a_cross_check():
+    text = 'version = 1\n[domain]\nserver_name = "example.org"\nmatrix_host = "matrix.example.org"\n[registration]\npolicy = "token"\ntokens = -1\n'
+    with pytest.raises(AnswersError) as caught:
+        parse_answers(text, "a.toml")
+    assert [p for p in caught.value.problems if "registration.tokens" in p] == [caught.value.problems[0]]
+    assert len(caught.value.problems) == 1

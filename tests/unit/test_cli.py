@@ -65,6 +65,7 @@ def test_broken_answers_exit_2_naming_every_bad_key_and_change_nothing(tmp_path:
     [
         (["--connect-to", "example.org:443"], "--connect-to example.org:443: must be HOST1:PORT1:HOST2:PORT2"),
         (["--connect-to", "example.org:443:127.0.0.1:99999"], "port 99999"),
+        (["--connect-to", "example.org:443::"], "says nowhere to connect to"),
         (["--dns-server", "dns.example.org"], "must be an IP address"),
         (["--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem: cannot be read"),
         (["--check", "bad name!"], "--check: the server name"),
@@ -142,3 +143,22 @@ def test_a_state_dir_that_cannot_be_written_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot write the run's state there" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / ".ssh").exists()
+
+
+def test_connect_to_takes_curls_empty_parts() -> None:
+    from installer.cli import parse_connect_to
+    from installer.federation.net import Net
+
+    assert parse_connect_to("::127.0.0.1:8443") == ("", 0, "127.0.0.1", 8443)
+    assert parse_connect_to("example.org:443::8443") == ("example.org", 443, "", 8443)
+    assert parse_connect_to("[::1]:443:[::1]:") == ("::1", 443, "::1", 0)
+    net = Net(connect_to=[parse_connect_to("::127.0.0.1:8443"), parse_connect_to("example.org:8448::9448")])
+    assert net.mapped("matrix.example.org", 443) == ("127.0.0.1", 8443)  # any host, any port
+    assert net.mapped("example.org", 8448) == ("example.org", 9448)  # the same host, another port
+
+
+def test_check_dry_run_describes_wildcard_mappings() -> None:
+    result = run("--check", "example.org", "--dry-run", "--connect-to", "::127.0.0.1:8443", "--connect-to", "example.org:8448::9448")
+    assert result.returncode == 0, result.stderr
+    assert "--connect-to: *:* goes to 127.0.0.1:8443" in result.stdout
+    assert "--connect-to: example.org:8448 goes to (the same host):9448" in result.stdout
