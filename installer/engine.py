@@ -133,6 +133,10 @@ class StageContext:
         """Record a fact about the deployment now (not at stage end): a crash must not lose it."""
         self.session.state.remember(key, value)
 
+    def forget(self, key: str) -> None:
+        """Drop a fact that no longer holds (saved at once, as remember)."""
+        self.session.state.forget(key)
+
     async def sleep(self, seconds: float) -> None:
         if not self.dry_run:
             await asyncio.sleep(seconds)

@@ -89,8 +89,11 @@ class SshTarget:
     user: str
     key_path: Path
     host_key: str
-    """The one host key to accept ("ssh-ed25519 AAAA...")."""
+    """The host key to accept ("ssh-ed25519 AAAA...")."""
     host_key_source: str = "the pinned key"
+    next_host_key: str = ""
+    """Also accepted: the key the installer made on the host to replace the first one (a run that
+    stopped while replacing it finds either)."""
 
     @property
     def address(self) -> str:
@@ -145,6 +148,7 @@ class SshRemote:
                  keepalive: float = 15.0) -> None:
         self.target = target
         self.trusted_key = parse_host_key(target.host_key)
+        self.trusted_keys = [self.trusted_key] + ([parse_host_key(target.next_host_key)] if target.next_host_key else [])
         self.presented_key: asyncssh.SSHKey | None = None
         self.connect_timeout = connect_timeout
         self.keepalive = keepalive
@@ -169,6 +173,11 @@ class SshRemote:
                                  "give ssh.private_key a key without a passphrase (or a new path: one is created)") from None
         return self._client_key
 
+    @property
+    def server_key(self) -> asyncssh.SSHKey | None:
+        """The host key the server presented on the current connection (one of the trusted ones)."""
+        return self._conn.get_server_host_key() if self._conn is not None else None
+
     def _on_lost(self, exc: Exception | None) -> None:
         self._lost = exc or ConnectionResetError("connection closed")
 
@@ -182,7 +191,7 @@ class SshRemote:
             conn = await asyncssh.connect(
                 t.host, t.port, username=t.user,
                 client_keys=[client_key], agent_path=None, config=None,
-                known_hosts=([self.trusted_key], [], []),
+                known_hosts=(self.trusted_keys, [], []),
                 client_factory=lambda: _Client(self),
                 connect_timeout=self.connect_timeout,
                 keepalive_interval=self.keepalive, keepalive_count_max=3,

@@ -57,6 +57,10 @@ class RunState:
         self.facts[key] = value
         self.save()
 
+    def forget(self, key: str) -> None:
+        if self.facts.pop(key, None) is not None:
+            self.save()
+
     def record_stage(self, name: str, status: str, seconds: float, error: str | None) -> None:
         self.stages[name] = {"status": status, "seconds": round(seconds, 2), "error": error, "at": int(time.time())}
         self.save()

@@ -317,6 +317,7 @@ async def _host_key_from_console(ctx: StageContext, cloud: Cloud, instance_id: s
     keys = host_keys_in_console(await cloud.console_history(instance_id))
     if len(set(keys)) == 1:
         ctx.remember("host.host_key", keys[0])
+        ctx.remember("host.host_key_from", "cloud-init")
         ctx.log(f"SSH host key read from the instance's console history: {host_key_fingerprint(keys[0])}")
     elif not ctx.dry_run:
         ctx.log("the instance's SSH host key is neither in the state nor in its console history: pin it with ssh.host_key")
@@ -369,6 +370,7 @@ async def _launch_new(ctx: StageContext, cloud: Cloud, compartment: str) -> Stat
     ctx.remember("cloud.instance_id", instance.id)
     ctx.remember("cloud.availability_domain", instance.availability_domain)
     ctx.remember("host.host_key", host_key.public_line)
+    ctx.remember("host.host_key_from", "cloud-init")  # host.ssh replaces it once connected
     ctx.log(f"launched {c.instance_name} in {instance.availability_domain}: {instance.id}")
     ctx.log(f"its SSH host key (set through cloud-init): {host_key_fingerprint(host_key.public_line)}")
 

@@ -11,9 +11,13 @@ import re
 import shlex
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from installer.engine import StageContext, StageError
 from installer.events import Status
+
+if TYPE_CHECKING:
+    from installer.ssh import SshTarget
 
 q = shlex.quote
 
@@ -140,7 +144,10 @@ def ssh_target(ctx: StageContext):
         if given and given.split()[:2] != pinned.split()[:2]:
             ctx.log("the host key in the state differs from ssh.host_key in the answers: the answers' pin is used")
     elif given:
-        expected, source = given, "the key this installer gave the VM through cloud-init"
+        source = {"cloud-init": "the key this installer gave the VM through cloud-init",
+                  "host": "the key the installer made on the host"}.get(ctx.facts.get(HOST_KEY_FROM), "the key saved in the run state")
+        return SshTarget(host, a.port, a.user, Path(a.private_key).expanduser(), given, source,
+                         next_host_key=ctx.facts.get(NEXT_HOST_KEY) or "")
     else:
         raise StageError(
             f"the SSH host key of {host} is not known, and the installer does not trust a key on first sight",
@@ -176,7 +183,9 @@ async def connect(ctx: StageContext) -> Status:
         ctx.attach_remote(remote)
         if old is not None and old is not remote:
             await old.close()
-        ctx.log(f"connected to {target.address}; host key {fingerprint(remote.trusted_key)} verified against {target.host_key_source}")
+        presented = remote.server_key or remote.trusted_key
+        source = target.host_key_source if key_text(presented) == key_text(remote.trusted_key) else "the key the installer made on the host"
+        ctx.log(f"connected to {target.address}; host key {fingerprint(presented)} verified against {source}")
 
     sudo = await ctx.run("true", sudo=True, check=False)
     if not sudo.ok:
@@ -191,13 +200,81 @@ async def connect(ctx: StageContext) -> Status:
     ctx.session.shared["host.os"] = found
     ctx.log(f"host OS: {found.pretty} ({found.arch})")
 
+    replaced = False
+    if ctx.facts.get(HOST_KEY_FROM) == "cloud-init" and target is not None and not ctx.answers.ssh.host_key.strip():
+        await replace_cloud_init_host_key(ctx, target)
+        replaced = True
     if ctx.dry_run or target is None:
+        return Status.DONE
+    if replaced:
         return Status.DONE
     verified = key_text(parse_host_key(target.host_key))
     if (ctx.facts.get("host.host_key") or "").split()[:2] == verified.split():
         return Status.UNCHANGED
     ctx.remember("host.host_key", verified)
     return Status.DONE
+
+
+HOST_KEY_FROM = "host.host_key_from"
+"""Where the pinned host key came from: "cloud-init" (the pair the installer put in the VM's user
+data), or "host" (made on the host itself, over a verified connection)."""
+NEXT_HOST_KEY = "host.host_key_next"
+HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
+
+
+async def replace_cloud_init_host_key(ctx: StageContext, target: SshTarget) -> None:
+    """Give the host a new ed25519 host key that never left it, and pin that one.
+
+    The first key pair travelled in the VM's user data, which Oracle's metadata service hands to
+    any process on the VM (containers included) for as long as the VM lives: once it has served
+    its purpose, a verified first connection, it is retired. Safe to stop anywhere: the new key is
+    remembered before it is put in place, and the next connection accepts either."""
+    from installer import ssh
+    from installer.ssh import fingerprint, key_text, parse_host_key
+
+    new = ctx.facts.get(NEXT_HOST_KEY) or ""
+    remote = ctx.session.remote
+    presented = getattr(remote, "server_key", None)
+    if not (new and presented is not None and key_text(presented) == key_text(parse_host_key(new))):
+        path = q(HOST_KEY_PATH)
+        await ctx.run(f"rm -f {path}.next {path}.next.pub && ssh-keygen -q -t ed25519 -N '' -C '' -f {path}.next", sudo=True)
+        made = await ctx.read_file(f"{HOST_KEY_PATH}.next.pub")
+        if not ctx.dry_run:
+            if not made:
+                raise StageError("ssh-keygen made no new host key on the host", "check that /etc/ssh is writable by root; rerun")
+            new = key_text(parse_host_key(made.decode()))
+            ctx.remember(NEXT_HOST_KEY, new)
+        await ctx.run(f"mv -f {path}.next.pub {path}.pub && mv -f {path}.next {path} && "
+                      "(systemctl reload ssh.service 2>/dev/null || systemctl reload sshd.service)", sudo=True)
+        if ctx.dry_run:
+            ctx.log("then a new connection accepting only the new key proves it, and it is pinned")
+            return
+        # The proof: a new connection that accepts only the new key (the open one goes on).
+        check = ssh.SshRemote(ssh.SshTarget(target.host, target.port, target.user, target.key_path, new, "the host's new key"))
+        try:
+            await _connect_after_reload(check)
+            await check.run("true", log=lambda *_: None)
+        finally:
+            await check.close()
+    ctx.remember("host.host_key", new)
+    ctx.remember(HOST_KEY_FROM, "host")
+    ctx.forget(NEXT_HOST_KEY)
+    ctx.log(f"the host key sent in the VM's user data (readable by any process on the VM) is retired; "
+            f"the host's own new key {fingerprint(parse_host_key(new))} is pinned")
+
+
+async def _connect_after_reload(remote: Any, seconds: float = 20.0) -> None:
+    """Connect while sshd re-executes itself after a reload: meanwhile connections drop, or still
+    get the old key; retried until `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            await remote.wait_until_up(deadline=deadline, every=0.5)
+            return
+        except StageError as exc:
+            if "does not match" not in str(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 async def wait_for_cloud_init(ctx: StageContext) -> None:

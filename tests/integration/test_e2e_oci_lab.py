@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from installer.files import write_private
 from tests.lab import lab as _lab
 from tests.lab.scenarios import ready_host
 
@@ -29,11 +30,12 @@ SERVER_NAME = "example.test"
 MATRIX_HOST = "matrix.example.test"
 
 
-def become_the_launched_vm(host: _lab.LabHost):
+def become_the_launched_vm(host: _lab.LabHost, sent: list[str]):
     """What cloud-init does on the new VM with what the installer sent: the SSH host key pair from
-    the user data, the user's key from the metadata."""
+    the user data, the user's key from the metadata. The user data is kept in `sent`."""
 
     def on_launch(instance: dict, user_data: str | None) -> None:
+        sent.append(user_data or "")
         keys = yaml.safe_load(user_data or "")["ssh_keys"]
         host.exec("install -m 0600 /dev/stdin /etc/ssh/ssh_host_ed25519_key", input=keys["ed25519_private"], check=True)
         host.exec("install -m 0644 /dev/stdin /etc/ssh/ssh_host_ed25519_key.pub", input=keys["ed25519_public"], check=True)
@@ -53,7 +55,8 @@ def test_headless_install_through_the_oci_emulator_onto_the_lab_host(oci_emulato
     host = fresh_lab_host
     oci_emulator.state.public_ip = "127.0.0.1"  # the lab's ports are published on loopback
     oci_emulator.state.provision_polls = 0
-    oci_emulator.state.on_launch = become_the_launched_vm(host)
+    sent_user_data: list[str] = []
+    oci_emulator.state.on_launch = become_the_launched_vm(host, sent_user_data)
     answers = tmp_path / "answers.toml"
     answers.write_text(
         f"""version = 1
@@ -105,6 +108,14 @@ admin_password_env = "MI_E2E_ADMIN_PASSWORD"
     failed = {c["name"] for c in report["federation"]["checks"] if not c["ok"]}
     assert "tls" in failed, report["federation"]["checks"]
 
+    # The host key sent in the user data (which any process on the VM can read from the metadata
+    # service) was replaced by one made on the host, and that one is pinned.
+    facts = json.loads((state_dir / SERVER_NAME / "state.json").read_text())["facts"]
+    on_host = host.exec("cat /etc/ssh/ssh_host_ed25519_key.pub", check=True).stdout.split()[:2]
+    assert facts["host.host_key"].split()[:2] == on_host and facts["host.host_key_from"] == "host"
+    assert on_host[1] not in sent_user_data[0] and "host.host_key_next" not in facts
+    assert "is retired" in first.stdout
+
     # The user trusts the lab's CA (as they would pass their own) and reruns: it resumes.
     (tmp_path / "caddy-root.crt").write_bytes(host.caddy_root_ca())
     second, report = run(tmp_path / "second.json")
@@ -116,3 +127,19 @@ admin_password_env = "MI_E2E_ADMIN_PASSWORD"
                  (state_dir / SERVER_NAME / "state.json").read_text(), (state_dir / SERVER_NAME / "last-run.log").read_text()):
         assert password not in text
         assert "BEGIN OPENSSH PRIVATE KEY" not in text
+
+    # A run that stopped after putting the host's new key in place but before pinning it: the next
+    # run accepts that key (it was remembered first), pins it, and makes no other.
+    host.exec("ssh-keygen -q -t ed25519 -N '' -C '' -f /tmp/next && install -m 0600 /tmp/next /etc/ssh/ssh_host_ed25519_key && "
+              "install -m 0644 /tmp/next.pub /etc/ssh/ssh_host_ed25519_key.pub && systemctl reload ssh", check=True)
+    new_key = host.exec("cat /etc/ssh/ssh_host_ed25519_key.pub", check=True).stdout.split()[:2]
+    state_file = state_dir / SERVER_NAME / "state.json"
+    state = json.loads(state_file.read_text())
+    state["facts"].update({"host.host_key_from": "cloud-init", "host.host_key_next": " ".join(new_key)})
+    write_private(state_file, json.dumps(state).encode())
+    third, report = run(tmp_path / "third.json")
+    assert third.returncode == 0, third.stdout[-4000:]
+    facts = json.loads(state_file.read_text())["facts"]
+    assert facts["host.host_key"].split()[:2] == new_key and facts["host.host_key_from"] == "host"
+    assert "host.host_key_next" not in facts and "ssh-keygen" not in third.stdout
+    assert host.exec("cat /etc/ssh/ssh_host_ed25519_key.pub", check=True).stdout.split()[:2] == new_key

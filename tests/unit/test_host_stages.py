@@ -208,9 +208,9 @@ def test_unknown_host_key_is_refused_with_a_way_to_find_it():
     assert "not known" in str(caught.value) and "first sight" in str(caught.value)
     assert "/etc/ssh/ssh_host_ed25519_key.pub" in caught.value.hint and "ssh.host_key" in caught.value.hint
     # The key the cloud stage gave cloud-init is used when nothing is pinned.
-    ctx, _ = context(answers(host_key=""), facts={"host.host_key": HOST_KEY})
+    ctx, _ = context(answers(host_key=""), facts={"host.host_key": HOST_KEY, "host.host_key_from": "cloud-init"})
     target = host.ssh_target(ctx)
-    assert target.host_key == HOST_KEY and "cloud-init" in target.host_key_source
+    assert target.host_key == HOST_KEY and "cloud-init" in target.host_key_source and target.next_host_key == ""
 
 
 async def test_connect_in_a_dry_run_does_not_fail_but_says_a_real_run_stops():
