@@ -446,9 +446,42 @@ async def add_keyring(ctx: StageContext, url: str, keyring: str, *, dearmor: boo
     return True
 
 
+def port_holders(listing: str, ports: list[int]) -> dict[int, list[str]]:
+    """Which programs listen on `ports`, from `ss -Htlnp` ("nginx (pid 812)"); caddy is left out."""
+    held: dict[int, list[str]] = {}
+    for line in listing.splitlines():
+        words = line.split()
+        if len(words) < 4 or not words[3].rpartition(":")[2].isdigit():
+            continue
+        port = int(words[3].rpartition(":")[2])
+        if port not in ports:
+            continue
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            if name != "caddy" and f"{name} (pid {pid})" not in held.get(port, []):
+                held.setdefault(port, []).append(f"{name} (pid {pid})")
+    return held
+
+
+async def check_web_ports_free(ctx: StageContext) -> None:
+    """Caddy needs 80 and 443 (and 8448): another web server there would make it fail to start,
+    after the installer had changed things. Found before anything is installed."""
+    ports = open_ports(ctx)
+    listing = await ctx.run("ss -Htlnp", sudo=True, check=False, dry_output="")
+    if not listing.ok:
+        ctx.log("cannot list the listening ports here (no ss): not checked whether another web server holds them")
+        return
+    if held := port_holders(listing.stdout, ports):
+        names = sorted({name.split(" (")[0] for holders in held.values() for name in holders})
+        said = "; ".join(f"port {port}: {', '.join(holders)}" for port, holders in sorted(held.items()))
+        raise StageError(f"another program already listens where Caddy must: {said}. Nothing was installed",
+                         f"stop it and keep it from starting again (e.g. sudo systemctl disable --now {names[0]}), "
+                         "or move it to other ports; then rerun")
+
+
 async def install_caddy(ctx: StageContext) -> Status:
     """Caddy from Caddy's own apt repository ("vendor") or the distribution ("distro"); enabled, running."""
     changed = False
+    await check_web_ports_free(ctx)
     if await installed(ctx, "caddy"):
         version = await ctx.run("dpkg-query -W -f='${Version}' caddy", dry_output="2.8.4")
         ctx.log(f"caddy {version.stdout.strip()} is installed")

@@ -243,3 +243,26 @@ def test_headless_cli_rerun_reports_every_host_stage_unchanged(install, lab_dns,
     for secret in (settings["registration_shared_secret"], settings["macaroon_secret_key"], token):
         for text in (done.stdout, done.stderr, report.read_text(), (state_dir / SERVER_NAME / "last-run.log").read_text()):
             assert secret not in text
+
+
+def test_another_web_server_on_port_80_stops_before_caddy_is_installed(lab_host_image, lab_session_key, tmp_path):
+    """A server that already runs a web server: named, nothing installed; once it is gone, the rerun goes on."""
+    host = _lab.LabHost.start(lab_host_image, lab_session_key)
+    try:
+        toml = existing_server_answers(host)
+        stages = ("local.ssh_key", "host.ssh", "host.firewall", "host.caddy")
+        # The stand-in web server: a second sshd listening on port 80.
+        host.exec("/usr/sbin/sshd -p 80 -o PidFile=/run/sshd-on-80.pid", check=True)
+        pid = host.exec("cat /run/sshd-on-80.pid", check=True).stdout.strip()
+        first = run_install(toml, tmp_path / "state", stages=stages)
+        assert first.status()["host.caddy"] == "failed", first.errors()
+        error = first.errors()["host.caddy"]
+        assert f"port 80: sshd (pid {pid})" in error and "Nothing was installed" in error
+        assert host.exec("dpkg-query -W -f='${Status}' caddy").stdout.strip() != "install ok installed"
+
+        host.exec(f"kill {pid}", check=True)
+        second = run_install(toml, tmp_path / "state", stages=stages)
+        assert second.status()["host.caddy"] == "done", second.errors()
+        assert host.exec("systemctl is-active caddy").stdout.strip() == "active"
+    finally:
+        host.stop()

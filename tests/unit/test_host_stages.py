@@ -442,3 +442,26 @@ async def test_a_policy_that_does_not_hold_after_a_restart_fails(monkeypatch):
     ctx, _ = context(answers(), ScriptedRemote([]))
     with pytest.raises(StageError, match="registration is open on the running server"):
         await registration.apply_policy(ctx)
+
+
+SS_LISTING = """LISTEN 0      511          0.0.0.0:80        0.0.0.0:*    users:(("nginx",pid=813,fd=6),("nginx",pid=812,fd=6))
+LISTEN 0      511             [::]:443          [::]:*    users:(("nginx",pid=812,fd=8))
+LISTEN 0      4096       127.0.0.1:2019      0.0.0.0:*    users:(("caddy",pid=90,fd=3))
+LISTEN 0      4096               *:8448            *:*    users:(("caddy",pid=90,fd=9))
+LISTEN 0      128          0.0.0.0:22        0.0.0.0:*    users:(("sshd",pid=5,fd=3))
+"""
+
+
+def test_other_programs_on_the_web_ports_are_named_and_caddy_is_not():
+    assert host.port_holders(SS_LISTING, [80, 443, 8448]) == {80: ["nginx (pid 813)", "nginx (pid 812)"], 443: ["nginx (pid 812)"]}
+    assert host.port_holders(SS_LISTING, [8448]) == {}
+
+
+async def test_caddy_is_not_installed_while_another_web_server_holds_the_ports():
+    remote = ScriptedRemote([(r"^ss -Htlnp", CommandResult(0, SS_LISTING, ""))])
+    ctx, _ = context(answers(), remote)
+    with pytest.raises(StageError) as caught:
+        await host.install_caddy(ctx)
+    assert "port 80: nginx (pid 813), nginx (pid 812); port 443: nginx (pid 812)" in str(caught.value)
+    assert "sudo systemctl disable --now nginx" in caught.value.hint
+    assert remote.commands == ["sudo ss -Htlnp"]  # nothing installed
