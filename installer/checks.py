@@ -34,6 +34,14 @@ def hostname(value: object, *, fqdn: bool = True) -> str | None:
     """An RFC 1123 host name; with fqdn, at least two labels (a public domain)."""
     if not isinstance(value, str) or not value:
         return "is required"
+    if not value.isascii():
+        try:
+            ascii_form = value.lower().encode("idna").decode()
+        except UnicodeError:
+            return _bad_char(value)
+        return f'must be written in ASCII: write "{ascii_form}" (its IDNA form)'
+    if ":" in value and value.rpartition(":")[2].isdigit():
+        return "has a port: give the name alone (federation's port follows from the delegation)"
     if bad := _bad_char(value):
         return bad
     if value != value.lower():

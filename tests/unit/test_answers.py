@@ -223,3 +223,9 @@ def test_a_key_with_its_own_problem_gets_no_second_message_from_a_cross_check():
         parse_answers(text, "a.toml")
     assert [p for p in caught.value.problems if "registration.tokens" in p] == [caught.value.problems[0]]
     assert len(caught.value.problems) == 1
+
+
+def test_an_international_name_is_given_in_its_ascii_form_and_a_port_is_refused_plainly():
+    assert check_field("domain.server_name", "bücher.example") == 'must be written in ASCII: write "xn--bcher-kva.example" (its IDNA form)'
+    assert check_field("domain.server_name", "example.org:8448").startswith("has a port: give the name alone")
+    assert check_field("domain.matrix_host", "xn--bcher-kva.example") is None
