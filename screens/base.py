@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, cast
 
 from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import ScrollableContainer
 from textual.screen import Screen
 from textual.widgets import Static
 
@@ -27,6 +29,11 @@ class StepScreen(Screen[None]):
 
     STEP = "Welcome"
     HEADING = ""
+    BINDINGS = [
+        # The step's body scrolls whatever has focus (often a button below it).
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+    ]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     """The screen gets class -wide from 120 columns (forms put their preview beside them, the
     review and install steps go to two columns), else -narrow."""
@@ -34,6 +41,10 @@ class StepScreen(Screen[None]):
     @property
     def installer(self) -> InstallerApp:
         return cast("InstallerApp", self.app)
+
+    def action_page(self, direction: int) -> None:
+        for body in self.query("#form").results(ScrollableContainer):
+            (body.scroll_page_down if direction > 0 else body.scroll_page_up)(animate=False)
 
     def compose_steps(self) -> ComposeResult:
         yield Steps(self.STEP, dry_run=self.installer.options.dry_run, mode=self.installer.options.mode)

@@ -69,16 +69,24 @@ class DomainScreen(FormScreen):
 
     _suggested = ""
 
+    def on_mount(self) -> None:
+        # Back on this step: a Matrix host that is still the offered one keeps following.
+        server = self.query_one("#field-domain-server_name", FormField).value
+        if server and self.query_one("#field-domain-matrix_host", FormField).value == f"matrix.{server.lower()}":
+            self._suggested = f"matrix.{server.lower()}"
+
     @on(FormField.Changed, "#field-domain-server_name")
     def _suggest_host(self, event: FormField.Changed) -> None:
         """Until the user types a Matrix host, offer matrix.<server name>."""
         host = self.query_one("#field-domain-matrix_host", FormField)
-        server = event.field.value
+        server = str(event.field.value).lower()
         if host.value in ("", self._suggested) and server:
             self._suggested = f"matrix.{server}"
             control = host.control
             with control.prevent(Input.Changed):
                 host.set_text(self._suggested)
+            if host.problem:  # what it said of the value before no longer holds
+                host.check()
 
     def update_aside(self) -> None:
         answers = self.draft()

@@ -104,6 +104,11 @@ class FormScreen(StepScreen):
         self.update_aside()
         if event.final:
             self.check_cross(self.draft(), only_touched=True)
+        status = self.query_one("#nav-status", Static)
+        if status.has_class("-invalid"):  # the count Next showed follows the fixes
+            count = len({f.path for f in self.shown_fields() if f.problem})
+            status.update(f"✗ {count} field{'s' if count != 1 else ''} to fix" if count else "")
+            status.set_class(bool(count), "-invalid")
 
     @on(Input.Submitted)
     def _enter_moves_on(self, event: Input.Submitted) -> None:

@@ -13,7 +13,7 @@ from textual.widgets import Button, Footer, Static
 
 from installer.answers import FIELDS, SECTIONS, AnswersError, check_field, cross_problems, save_answers
 from screens.base import StepScreen, stylesheet
-from screens.dialogs import ErrorDialog, PathDialog
+from screens.dialogs import ConfirmDialog, ErrorDialog, PathDialog
 from screens.widgets import label_for
 
 SCREEN_OF_SECTION = {
@@ -137,8 +137,21 @@ class ReviewScreen(StepScreen):
         self.notify(f"Saved to {path} (mode 0600)", title="Answers saved")
 
     def action_install(self) -> None:
-        if not self.blocked:
+        """A dry run starts at once; a real one asks first (Ctrl+N meant Next on every step before)."""
+        if self.blocked:
+            return
+        if self.installer.options.dry_run:
             self.installer.start_run()
+            return
+        answers, upgrading = self.installer.answers, self.installer.options.mode == "upgrade"
+        where = (f"the server {answers.ssh.host}" if answers.ssh.host
+                 else "a new Oracle Cloud VM" if answers.cloud.provider == "oci" else "the server")
+        verb = "Upgrade" if upgrading else "Install"
+        question = (f"{verb} {answers.domain.server_name} on {where} now? This changes "
+                    + ("the server (a backup of Synapse's data is made first)." if upgrading
+                       else "your cloud account, the server and DNS, as the plan shows."))
+        self.app.push_screen(ConfirmDialog(verb, question, verb),
+                             lambda yes: self.installer.start_run() if yes else None)
 
     @on(Button.Pressed, "#back")
     def _back(self) -> None:

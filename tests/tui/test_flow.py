@@ -119,6 +119,28 @@ async def test_keyboard_alone_from_welcome_to_done_with_a_retry() -> None:
     assert app.return_code == 0
 
 
+async def test_a_long_done_screen_scrolls_from_the_keyboard() -> None:
+    """Five tokens and the password to copy: more than 80x24 holds, and focus stays on Quit."""
+    tokens = [(f"Registration token {n}", f"token-{n}-abcdefghijklmnop") for n in range(1, 6)]
+    plan = Plan(shown_once=[("Admin password", "s3cret-pass-word"), *tokens], federation=FEDERATES)
+    app = make_app(plan=plan)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        provision = app.screen
+        await wait_for(pilot, lambda: not provision.query_one("#continue", Button).disabled)
+        await pilot.press("enter", "enter")
+        assert screen_name(app) == "DoneScreen"
+        body = app.screen.query_one("#form")
+        assert body.max_scroll_y > 0 and body.scroll_y == 0
+        await pilot.press("pagedown")
+        await pilot.pause()
+        assert body.scroll_y > 0 and isinstance(app.focused, Button)
+        await pilot.press("pageup")
+        await pilot.pause()
+        assert body.scroll_y == 0
+
+
 async def test_secrets_never_reach_the_log_pane() -> None:
     plan = Plan(shown_once=[("Admin password", "s3cret-pass-word")], federation=FEDERATES)
     app = make_app(plan=plan)
@@ -334,6 +356,13 @@ async def test_quit_and_resume_later_exits_130_with_state_saved(tmp_path: Path) 
     async with app.run_test(size=SIZE) as pilot:
         await run_to_review(pilot)
         await pilot.press("ctrl+n")
+        # A real install asks first; Cancel (focused) changes nothing, Install goes.
+        assert screen_name(app) == "ConfirmDialog"
+        assert "Install example.org on a new Oracle Cloud VM now?" in str(app.screen.query_one(".dialog-message", Static).render())
+        await pilot.press("enter")
+        assert screen_name(app) == "ReviewScreen" and not (tmp_path / "example.org").exists()
+        await pilot.press("ctrl+n")
+        await pilot.press("tab", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, FailureDialog))
         await pilot.press("q")
         await wait_for(pilot, lambda: app.return_code is not None)
@@ -560,3 +589,27 @@ def test_the_domain_preview_says_what_the_stages_will_make() -> None:
     assert "other servers connect to example.org:8448" in none and none.count("  A  ") == 1
     elsewhere = "\n".join(preview_lines(base.replace("domain", serve_server_name=False), "203.0.113.7"))
     assert "publish it on the site that serves example.org" in elsewhere and "  example.org.  A" not in elsewhere
+
+
+async def test_the_offered_matrix_host_follows_the_server_name_and_its_old_problems_go() -> None:
+    app = make_app(None)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        await pilot.press("ctrl+n")  # Next with nothing typed: both names are missing
+        assert "is required" in problem_text(app, "domain.matrix_host")
+        status = app.screen.query_one("#nav-status", Static)
+        assert str(status.render()) == "✗ 2 fields to fix"
+        await type_into(pilot, "domain.server_name", "Example.ORG")
+        assert field(app, "domain.matrix_host").value == "matrix.example.org"
+        assert problem_text(app, "domain.matrix_host") == ""  # "is required" no longer holds
+        assert "must be lowercase" in problem_text(app, "domain.server_name")
+        assert str(status.render()) == "✗ 1 field to fix"
+        await type_into(pilot, "domain.server_name", "abc.org")
+        assert str(status.render()) == "" and field(app, "domain.matrix_host").value == "matrix.abc.org"
+        # Back and again: the offered host still follows the server name.
+        await pilot.press("escape", "ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        await type_into(pilot, "domain.server_name", "xyz.org")
+        assert field(app, "domain.matrix_host").value == "matrix.xyz.org"
+        assert '"m.server": "matrix.xyz.org:443"' in str(app.screen.query_one("#preview", Static).render())
