@@ -74,7 +74,7 @@ class Packages:
 
 @dataclass(frozen=True)
 class Ssh:
-    host: str = _key("", 'required for "existing"; filled in from the cloud otherwise', lambda v: None if v == "" else checks.host_or_ip(v))
+    host: str = _key("", 'required for "existing"; filled in from the cloud otherwise', checks.ssh_host)
     port: int = _key(22, "SSH port", checks.port)
     user: str = _key("ubuntu", "login user (sudo without a password)", checks.pattern(r"[a-z_][a-z0-9_-]{0,31}", "a Unix user name (a-z, 0-9, _ -)"))
     private_key: str = _key("~/.ssh/id_ed25519", "ed25519 pair created (0600) when missing", checks.path)

@@ -80,6 +80,18 @@ def host_or_ip(value: object) -> str | None:
     return hostname(value, fqdn=False)
 
 
+def ssh_host(value: object) -> str | None:
+    """Where to SSH to: a host name or IP, optional (required by provider "existing"); a user or a
+    port written into it is pointed to its own key."""
+    if value == "":
+        return None
+    if isinstance(value, str) and "@" in value:
+        return "has a user name in it: give the address alone (the user goes in ssh.user)"
+    if isinstance(value, str) and re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):\d+", value):
+        return "has a port in it: give the address alone (the port goes in ssh.port)"
+    return host_or_ip(value)
+
+
 def email(value: object) -> str | None:
     if not isinstance(value, str) or not value:
         return None  # optional

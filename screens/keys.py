@@ -30,8 +30,13 @@ class KeysScreen(FormScreen):
             yield Select(options, prompt="Use a key found on this machine", id="found-keys", compact=True)
         yield self.field("ssh.private_key", help="")
         yield Static("", id="key-status", classes="status-line")
-        yield self.field("ssh.host_key", placeholder="ssh-ed25519 AAAA... (leave empty for cloud VMs)",
-                         help="optional: pin the server's host key; cloud VMs' keys are learned before the first login")
+        if self.installer.answers.cloud.provider == "existing":
+            yield self.field("ssh.host_key", placeholder="ssh-ed25519 AAAA... (read on the server itself)",
+                             help="required: on the server's console, sudo cat /etc/ssh/ssh_host_ed25519_key.pub "
+                                  "(the installer never trusts a host key on first sight)")
+        else:
+            yield self.field("ssh.host_key", placeholder="ssh-ed25519 AAAA... (leave empty for cloud VMs)",
+                             help="optional: pin the server's host key; a new VM's key is set before the first login")
         with Vertical(id="oci-key-group", classes="group"):
             yield Static("Oracle Cloud API key", classes="subheading")
             yield Static("", id="oci-key-status", classes="status-line")
@@ -58,6 +63,10 @@ class KeysScreen(FormScreen):
             status = f"[$text-success]✓[/] {escape(pair.key_type)} {escape(pair.fingerprint)}"
         elif key_path.exists():
             status = f"[$text-warning]![/] {escape(str(key_path))} exists but its .pub is missing or unreadable"
+        elif answers.cloud.provider == "existing":
+            target = f"{answers.ssh.user}@{answers.ssh.host or 'your-server'}"
+            status = ("[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600); your server must "
+                      f"then accept it: ssh-copy-id -i {escape(str(key_path))}.pub {escape(target)}")
         else:
             status = "[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600)"
         self.query_one("#key-status", Static).update(status)

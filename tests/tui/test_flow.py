@@ -613,3 +613,15 @@ async def test_the_offered_matrix_host_follows_the_server_name_and_its_old_probl
         await type_into(pilot, "domain.server_name", "xyz.org")
         assert field(app, "domain.matrix_host").value == "matrix.xyz.org"
         assert '"m.server": "matrix.xyz.org:443"' in str(app.screen.query_one("#preview", Static).render())
+
+
+async def test_keys_for_an_existing_server_ask_for_its_host_key_and_say_how_to_authorize_a_new_pair() -> None:
+    answers = VALID.replace("cloud", provider="existing").replace("ssh", host="203.0.113.7", private_key="~/.ssh/new_key")
+    app = make_app(answers)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter", "ctrl+n", "ctrl+n")
+        assert screen_name(app) == "KeysScreen"
+        help_text = str(field(app, "ssh.host_key").query_one(".field-help", Static).render())
+        assert help_text.startswith("required: on the server's console, sudo cat /etc/ssh/ssh_host_ed25519_key.pub")
+        status = str(app.screen.query_one("#key-status", Static).render())
+        assert "ssh-copy-id -i /home/ada/.ssh/new_key.pub ubuntu@203.0.113.7" in status

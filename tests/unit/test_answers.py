@@ -229,3 +229,9 @@ def test_an_international_name_is_given_in_its_ascii_form_and_a_port_is_refused_
     assert check_field("domain.server_name", "bücher.example") == 'must be written in ASCII: write "xn--bcher-kva.example" (its IDNA form)'
     assert check_field("domain.server_name", "example.org:8448").startswith("has a port: give the name alone")
     assert check_field("domain.matrix_host", "xn--bcher-kva.example") is None
+
+
+def test_a_user_or_port_written_into_the_ssh_address_is_pointed_to_its_own_key():
+    assert check_field("ssh.host", "ubuntu@203.0.113.7") == "has a user name in it: give the address alone (the user goes in ssh.user)"
+    assert check_field("ssh.host", "198.51.100.7:2222") == "has a port in it: give the address alone (the port goes in ssh.port)"
+    assert check_field("ssh.host", "2001:db8::7") is None and check_field("ssh.host", "") is None
