@@ -244,7 +244,9 @@ class InstallerApp(App[int]):
         if self.result is not None and not self.running:
             self.finish(EXIT_OK if self.result.ok else EXIT_FAILED)
             return
-        if self.running:
+        if self.running and self.options.dry_run:
+            question = "Stop the dry run now? Nothing has been changed."
+        elif self.running:
             question = "Stop the run now? Finished stages are saved: run matrix-installer again to resume."
         else:
             question = "Quit the guided setup? Nothing has been changed. Answers are kept only if you saved them (Review › Save answers)."

@@ -97,7 +97,7 @@ class ProvisionScreen(StepScreen):
     def _title(self) -> str:
         server = self.session.answers.domain.server_name
         if self.session.dry_run:
-            return f"Dry run for {server}: nothing is contacted or changed"
+            return f"Dry run: {server} (nothing contacted)"
         return f"{'Upgrading' if self.session.options.mode == 'upgrade' else 'Installing'} {server}"
 
     def _log_title(self) -> str:

@@ -133,7 +133,9 @@ class ReviewScreen(StepScreen):
             self.app.push_screen(ErrorDialog("Could not save the answers", f"{path}: {exc}", "pick another folder, one you can write to"))
             return
         self.installer.answers_path = path
-        self.query_one("#nav-status", Static).update(f"Saved to {path}")
+        home = str(self.installer.home or Path.home())
+        shown = "~" + str(path)[len(home):] if str(path).startswith(home + "/") else str(path)
+        self.query_one("#nav-status", Static).update(f"✓ saved {shown}")
         self.notify(f"Saved to {path} (mode 0600)", title="Answers saved")
 
     def action_install(self) -> None:

@@ -198,7 +198,7 @@ async def connect(ctx: StageContext) -> Status:
         raise StageError(f"the host runs {found.pretty or found.id or 'an unknown OS'}; the installer needs Ubuntu or Debian",
                          "use an Ubuntu 22.04/24.04 or Debian 12/13 server")
     ctx.session.shared["host.os"] = found
-    ctx.log(f"host OS: {found.pretty} ({found.arch})")
+    ctx.log(("a dry run assumes the host OS: " if ctx.dry_run else "host OS: ") + f"{found.pretty} ({found.arch})")
 
     replaced = False
     if ctx.facts.get(HOST_KEY_FROM) == "cloud-init" and target is not None and not ctx.answers.ssh.host_key.strip():

@@ -533,7 +533,9 @@ async def reboot_if_required(ctx: StageContext) -> Status:
         if ask is None:
             ctx.log('not rebooting: reboot = "ask" and nobody to ask in a headless run; reboot later with `sudo reboot`')
             return Status.SKIPPED
-        if not await ask(REBOOT_QUESTION):
+        if ctx.dry_run:  # nothing to decide in a plan: say what a real run asks
+            ctx.log(f'reboot = "ask": a real run asks "{REBOOT_QUESTION}"; yes reboots as below')
+        elif not await ask(REBOOT_QUESTION):
             ctx.log("not rebooting: declined; reboot later with `sudo reboot`")
             return Status.SKIPPED
 

@@ -273,7 +273,7 @@ async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: P
         await pilot.press("enter")
         await pilot.pause()
         assert screen_name(app) == "ReviewScreen"
-        assert f"Saved to {target}" in str(app.screen.query_one("#nav-status", Static).render())
+        assert f"✓ saved {target}" in str(app.screen.query_one("#nav-status", Static).render())
         saved_answers = app.answers
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     text = target.read_text()

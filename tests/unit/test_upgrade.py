@@ -548,6 +548,10 @@ async def test_reboot_ask_in_the_guided_mode_uses_the_answer() -> None:
     host = needs_reboot()
     statuses, _, logs = await run_stages(host, ask=asker(False))
     assert statuses["upgrade.reboot"] == "skipped" and "declined" in logs["upgrade.reboot"]
+    # A dry run asks nothing: the plan says what a real run would ask.
+    questions.clear()
+    statuses, _, logs = await run_stages(RecordingRemote(), dry_run=True, ask=asker(False))
+    assert questions == [] and 'a real run asks "The OS asks for a reboot' in logs["upgrade.reboot"]
 
 
 async def test_no_reboot_required_is_skipped() -> None:
