@@ -13,22 +13,11 @@ from installer.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_US
 from installer.engine import Engine, Interrupted, Session, Stage
 from installer.events import RunResult
 from installer.headless import HeadlessReporter
+from installer.readiness import readiness
 from installer.options import RunOptions
 from installer.report import write_report
 from installer.session import open_session
 from installer.state import StateError
-
-
-def preflight(answers: Answers, options: RunOptions) -> tuple[list[str], list[str]]:
-    """Problems found on this machine before anything runs: (errors, dry-run warnings)."""
-    problems: list[str] = []
-    if answers.cloud.provider == "oci" and options.mode == "install":
-        from installer.cloud.config import check_oci_config
-
-        problems += check_oci_config(answers.cloud.oci_config, answers.cloud.oci_profile)
-    if options.dry_run:
-        return [], [f"{p} (a real run stops here)" for p in problems]
-    return problems, []
 
 
 def run_plan(stages: Sequence[Stage], session: Session, reporter: HeadlessReporter) -> tuple[int, RunResult]:
@@ -50,7 +39,7 @@ def run_headless(args: argparse.Namespace, options: RunOptions) -> int:
             answers = Answers().replace("domain", server_name=args.check, matrix_host=args.check)
         else:
             answers = load_answers(args.answers)
-        errors, warnings = preflight(answers, options)
+        errors, warnings = readiness(answers, options)
         if errors:
             raise UsageError(errors)
         session = open_session(answers, options)

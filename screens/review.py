@@ -69,11 +69,17 @@ class ReviewScreen(StepScreen):
         return found + cross_problems(answers) if not found else found
 
     def machine_problems(self) -> list[str]:
-        """What this machine lacks for the run (the OCI profile), checked as the headless path does."""
-        cloud = self.installer.answers.cloud
-        if cloud.provider != "oci" or self.installer.options.mode != "install":
-            return []
-        return self.installer.oci_check(cloud.oci_config, cloud.oci_profile)
+        """What this machine or the state lacks for the run, checked as the headless path does
+        (installer.readiness): the OCI profile, or the address of the server to upgrade."""
+        from installer.readiness import upgrade_target_problem
+
+        answers, options = self.installer.answers, self.installer.options
+        problems = []
+        if answers.cloud.provider == "oci" and options.mode == "install":
+            problems += self.installer.oci_check(answers.cloud.oci_config, answers.cloud.oci_profile)
+        if problem := upgrade_target_problem(answers, options):
+            problems.append(problem)
+        return problems
 
     def refresh_review(self) -> None:
         answers = self.installer.answers
@@ -87,7 +93,7 @@ class ReviewScreen(StepScreen):
                 where = SCREEN_OF_SECTION.get(path.split(".")[0], "")
                 lines.append(f"  {escape(where)} › {escape(label_for(path))}: {escape(message)}")
         if machine:
-            heading = "The OCI profile is not ready (a real run stops here):" if dry_run else "Fix the OCI profile first:"
+            heading = "Not ready (a real run stops here):" if dry_run else "Not ready yet:"
             lines.append(f"[b $text-warning]! {heading}[/]")
             lines += [f"  {escape(p)}" for p in machine]
         problem_view = self.query_one("#problems", Static)

@@ -625,3 +625,14 @@ async def test_keys_for_an_existing_server_ask_for_its_host_key_and_say_how_to_a
         assert help_text.startswith("required: on the server's console, sudo cat /etc/ssh/ssh_host_ed25519_key.pub")
         status = str(app.screen.query_one("#key-status", Static).render())
         assert "ssh-copy-id -i /home/ada/.ssh/new_key.pub ubuntu@203.0.113.7" in status
+
+
+async def test_upgrading_a_server_nobody_knows_the_address_of_is_refused_on_review(tmp_path: Path) -> None:
+    app = make_app(mode="upgrade", dry_run=False, state_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        shown = str(app.screen.query_one("#problems", Static).render())
+        assert "Not ready yet:" in shown and "knows the server's address" in shown
+        assert app.screen.query_one("#install", Button).disabled
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "ReviewScreen"

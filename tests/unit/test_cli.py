@@ -162,3 +162,14 @@ def test_check_dry_run_describes_wildcard_mappings() -> None:
     assert result.returncode == 0, result.stderr
     assert "--connect-to: *:* goes to 127.0.0.1:8443" in result.stdout
     assert "--connect-to: example.org:8448 goes to (the same host):9448" in result.stdout
+
+
+def test_an_upgrade_with_no_server_to_find_stops_before_anything(tmp_path: Path) -> None:
+    """Oracle Cloud answers, no ssh.host, and no earlier run in the state folder: nothing to upgrade."""
+    state_dir = tmp_path / "state"
+    result = run("--answers", str(EXAMPLE), "--upgrade", "--state-dir", str(state_dir), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"no earlier run for example.org in {state_dir} knows the server's address" in result.stderr
+    assert not state_dir.exists()
+    dry = run("--answers", str(EXAMPLE), "--upgrade", "--dry-run", "--state-dir", str(state_dir), cwd=tmp_path)
+    assert dry.returncode == 0 and "knows the server's address" in dry.stdout and "(a real run stops here)" in dry.stdout
