@@ -16,7 +16,8 @@ POLICIES = [
     ("open-until-admin", "open until the admin exists"),
 ]
 POLICY_HELP = ("closed: only the admin creates accounts (Synapse's admin API); token: people sign up "
-               "with a token you hand out; open-until-admin: closes once the admin account exists")
+               "with a token you hand out; open-until-admin: the guide's open, register, close; the admin is "
+               "made without opening it, so it ends as closed")
 
 
 class RegistrationScreen(FormScreen):
