@@ -32,18 +32,19 @@ def _stage(name: str, title: str, target: str, needs: tuple[str, ...] = (), skip
 def install_plan(answers: Answers) -> list[Stage]:
     """Every stage of an install, cloud first when the provider is Oracle Cloud."""
     on_oci = answers.cloud.provider == "oci"
+    ports = "80/443" + ("/8448" if answers.federation_port == 8448 else "")
     stages = [_stage("local.ssh_key", "SSH key pair on this machine", "local:ensure_ssh_key")]
     if on_oci:
         stages += [
             _stage("cloud.network", "Network: VCN and public subnet", "cloud:ensure_network"),
-            _stage("cloud.ingress", "Security list: ingress 80/443", "cloud:open_ingress_ports", ("cloud.network",)),
+            _stage("cloud.ingress", f"Security list: ingress {ports}", "cloud:open_ingress_ports", ("cloud.network",)),
             _stage("cloud.instance", "Ubuntu VM with a public IP", "cloud:launch_instance", ("cloud.network", "local.ssh_key")),
         ]
     host_needs = ("cloud.instance",) if on_oci else ("local.ssh_key",)
     stages += [
         _stage("dns.records", "DNS A records", "dns:ensure_records", host_needs, skippable=True),
         _stage("host.ssh", "SSH to the host (verified host key)", "host:connect", host_needs),
-        _stage("host.firewall", "Host firewall: 80/443 before the REJECT", "host:open_firewall", ("host.ssh",)),
+        _stage("host.firewall", f"Host firewall: {ports} before the REJECT", "host:open_firewall", ("host.ssh",)),
         _stage("host.caddy", "Caddy installed and running", "host:install_caddy", ("host.ssh",)),
         _stage("host.docker", "Docker engine and compose", "host:install_docker", ("host.ssh",)),
         _stage("synapse.config", "Synapse configuration", "synapse:configure", ("host.docker",)),

@@ -10,8 +10,8 @@ from ruamel.yaml import YAML
 
 from installer.answers import Answers
 from installer.cloud.userdata import HostKey, UserDataError, generate_host_key, host_key_fingerprint, render_user_data
-from installer.stages.cloud import pick_image, rule_allows
 from installer.published import wanted_records
+from installer.stages.cloud import pick_image, rule_allows
 
 
 def image(name: str, day: int) -> NS:
@@ -99,3 +99,13 @@ def test_a_server_name_served_elsewhere_gets_the_documents_to_publish_there():
     assert 'https://example.org/.well-known/matrix/server  {"m.server": "matrix.example.org:443"}' in lines[1]
     assert '{"m.homeserver": {"base_url": "https://matrix.example.org"}}' in lines[2] and "Access-Control-Allow-Origin" in lines[0]
     assert to_publish_elsewhere(base) == [] and to_publish_elsewhere(base.replace("domain", serve_server_name=False, delegation="srv")) == []
+
+
+def test_the_firewall_stage_titles_name_8448_when_federation_uses_it():
+    from installer.plan import install_plan
+
+    base = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
+    titles = {s.name: s.title for s in install_plan(base.replace("domain", delegation="srv"))}
+    assert titles["cloud.ingress"] == "Security list: ingress 80/443/8448"
+    assert titles["host.firewall"] == "Host firewall: 80/443/8448 before the REJECT"
+    assert {s.name: s.title for s in install_plan(base)}["host.firewall"] == "Host firewall: 80/443 before the REJECT"
