@@ -71,6 +71,7 @@ class ProvisionScreen(StepScreen):
         self.shown: str | None = self.stages[0].name if self.stages else None
         self.following = True
         self._auto_highlights: set[str] = set()
+        self._list_had_focus = False  # when z hid the stage list
         """Stages highlighted by following, not by the user: their highlight events are ignored."""
         self.result: RunResult | None = None
         self.run_started = 0.0
@@ -252,8 +253,16 @@ class ProvisionScreen(StepScreen):
         self._show_stage(name)
 
     def action_zoom(self) -> None:
-        """Hide or show the stage list, for long log lines on a narrow terminal."""
+        """Hide or show the stage list, for long log lines on a narrow terminal. The list's
+        focus goes to the log while it is hidden, and comes back with it."""
+        stage_list, log = self.stage_list, self.query_one("#log")
         self.toggle_class("-zoomed")
+        if self.has_class("-zoomed"):
+            self._list_had_focus = self.focused is stage_list
+            if self._list_had_focus:
+                log.focus()
+        elif self._list_had_focus:
+            stage_list.focus()
 
     def action_follow(self) -> None:
         self.following = True

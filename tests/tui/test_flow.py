@@ -479,6 +479,15 @@ async def test_z_gives_the_log_the_whole_width() -> None:
         await pilot.pause()
         assert not screen.query_one("#stage-list").display
         assert screen.query_one("#log", Log).size.width > narrow + 20
+        # Back: the stage list has the keys again, as before z.
+        await pilot.press("z")
+        screen.stage_list.focus()
+        await pilot.press("z", "z")
+        await pilot.pause()
+        assert app.focused is screen.stage_list
+        before = screen.stage_list.highlighted
+        await pilot.press("up")
+        assert screen.stage_list.highlighted == before - 1
 
 
 async def test_an_engine_error_goes_to_one_dialog_not_a_traceback() -> None:
