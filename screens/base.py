@@ -48,5 +48,9 @@ class StepScreen(Screen[None]):
 
     def compose_steps(self) -> ComposeResult:
         yield Steps(self.STEP, dry_run=self.installer.options.dry_run, mode=self.installer.options.mode)
-        if self.HEADING:
-            yield Static(self.HEADING, classes="heading")
+        if heading := self.heading():
+            yield Static(heading, classes="heading")
+
+    def heading(self) -> str:
+        """The line under the steps (HEADING; a step may word it for the mode)."""
+        return self.HEADING

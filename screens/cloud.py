@@ -27,8 +27,14 @@ class CloudScreen(FormScreen):
     STEP = "Cloud"
     HEADING = "Where will the server run?"
 
+    def heading(self) -> str:
+        return "Where does the server run?" if self.installer.options.mode == "upgrade" else self.HEADING
+
     def compose_form(self) -> ComposeResult:
-        yield self.field("cloud.provider", options=PROVIDERS, help=PROVIDER_HELP)
+        upgrading = self.installer.options.mode == "upgrade"
+        providers = [(value, "Oracle Cloud: the VM an earlier run made") if value == "oci" and upgrading else (value, label)
+                     for value, label in PROVIDERS]
+        yield self.field("cloud.provider", options=providers, help=PROVIDER_HELP)
         with Vertical(id="oci-group", classes="group"):
             profiles = self.installer.found.oci_profiles if self.installer.found else ()
             names = ", ".join(p.name for p in profiles) or "none"

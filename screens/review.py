@@ -33,7 +33,9 @@ class ReviewScreen(StepScreen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("ctrl+s", "save", "Save answers"),
-        Binding("ctrl+n", "install", "Install"),
+        # One key, worded for the mode (check_action shows the one that applies).
+        Binding("ctrl+n", "start('install')", "Install"),
+        Binding("ctrl+n", "start('upgrade')", "Upgrade"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -143,6 +145,17 @@ class ReviewScreen(StepScreen):
         shown = "~" + str(path)[len(home):] if str(path).startswith(home + "/") else str(path)
         self.query_one("#nav-status", Static).update(f"✓ saved {shown}")
         self.notify(f"Saved to {path} (mode 0600)", title="Answers saved")
+
+    def heading(self) -> str:
+        return "Review, then upgrade" if self.installer.options.mode == "upgrade" else self.HEADING
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start":
+            return parameters[0] == self.installer.options.mode
+        return True
+
+    def action_start(self, mode: str) -> None:
+        self.action_install()
 
     def action_install(self) -> None:
         """A dry run starts at once; a real one asks first (Ctrl+N meant Next on every step before)."""

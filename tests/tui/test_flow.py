@@ -645,3 +645,23 @@ async def test_upgrading_a_server_nobody_knows_the_address_of_is_refused_on_revi
         assert app.screen.query_one("#install", Button).disabled
         await pilot.press("ctrl+n")
         assert screen_name(app) == "ReviewScreen"
+
+
+async def test_upgrade_mode_words_its_steps_for_an_upgrade(tmp_path: Path) -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    answers = VALID.replace("cloud", provider="existing").replace("ssh", host="203.0.113.7", host_key=key)
+    app = make_app(answers, mode="upgrade", state_dir=tmp_path)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter")
+        assert screen_name(app) == "CloudScreen"
+        assert "Oracle Cloud: the VM an earlier run made" in [str(b.label) for b in app.screen.query("RadioButton")]
+        assert str(app.screen.query_one(".heading", Static).render()) == "Where does the server run?"
+        for expected in ("DomainScreen", "KeysScreen", "RegistrationScreen", "ReviewScreen"):
+            await pilot.press("ctrl+n")
+            await pilot.pause()
+            assert screen_name(app) == expected
+        assert str(app.screen.query_one(".heading", Static).render()) == "Review, then upgrade"
+        footer_keys = [str(k.description) for k in app.screen.query("FooterKey")]
+        assert "Upgrade" in footer_keys and "Install" not in footer_keys
+        await pilot.press("ctrl+n")  # a dry run starts at once
+        await wait_for(pilot, lambda: screen_name(app) == "ProvisionScreen")
