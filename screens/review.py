@@ -135,6 +135,13 @@ class ReviewScreen(StepScreen):
     def _save_to(self, path: Path | None) -> None:
         if path is None:
             return
+        if path.exists() and path != self.installer.answers_path:
+            self.app.push_screen(ConfirmDialog("Replace the file?", f"{path} already exists. Replace it with these answers?", "Replace"),
+                                 lambda yes: self._write(path) if yes else None)
+            return
+        self._write(path)
+
+    def _write(self, path: Path) -> None:
         try:
             save_answers(self.installer.answers, path)
         except (OSError, AnswersError) as exc:

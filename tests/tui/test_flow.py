@@ -277,6 +277,20 @@ async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: P
         saved_answers = app.answers
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     text = target.read_text()
+    # Saving over another file that is there already asks first; Cancel keeps it.
+    other = tmp_path / "other.toml"
+    other.write_text("mine\n")
+    app = make_app(answers)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+s")
+        app.screen.query_one("#path", Input).value = str(other)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen_name(app) == "ConfirmDialog"
+        await pilot.press("enter")  # Cancel is focused
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen" and other.read_text() == "mine\n"
     assert 'server_name = "example.org"' in text and "password =" not in text
     loaded = load_answers(target)
     assert loaded == saved_answers
