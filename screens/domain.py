@@ -90,6 +90,10 @@ class DomainScreen(FormScreen):
 
     def update_aside(self) -> None:
         answers = self.draft()
+        server = answers.domain.server_name or "example.org"
+        self.query_one("#field-domain-server_name", FormField).set_help(f"user IDs will be @alice:{server}; it can never change later")
+        host = answers.domain.matrix_host or "matrix.example.org"
+        self.query_one("#field-domain-matrix_host", FormField).set_help(f"where clients and servers connect: https://{host}")
         if answers.cloud.provider == "existing" and answers.ssh.host:
             ip = answers.ssh.host
         else:

@@ -9,6 +9,7 @@ from textual.widgets import Collapsible, Static
 
 from installer.answers import Answers
 from screens.form import FormScreen
+from screens.widgets import FormField
 
 POLICIES = [
     ("closed", "closed (recommended)"),
@@ -55,6 +56,7 @@ class RegistrationScreen(FormScreen):
         answers = self.draft()
         env = answers.registration.admin_password_env
         user = f"@{answers.registration.admin_user}:{answers.domain.server_name}"
+        self.query_one("#field-registration-admin_user", FormField).set_help(f"the admin's user ID will be {user}")
         if self.installer.env_is_set(env):
             text = f"[$text-success]✓[/] {escape(env)} is set: {escape(user)} gets that password"
         else:

@@ -128,6 +128,11 @@ class FormField(Vertical):
             yield Static(self._help, classes="field-help", markup=False)
         yield Static("", classes="field-problem", markup=False)
 
+    def set_help(self, text: str) -> None:
+        """Word the help for what has been typed (user IDs with the server name, say)."""
+        for help_line in self.query(".field-help").results(Static):
+            help_line.update(text)
+
     # --- value ------------------------------------------------------------------------
     @property
     def control(self) -> Input | Checkbox | RadioSet | Select[str]:
