@@ -38,7 +38,7 @@ class Domain:
     serve_server_name: bool = _key(True, "this box's Caddy answers for server_name (.well-known + redirect)")
     redirect_to: str = _key("", "optional: where other requests to server_name go", checks.url)
     acme_email: str = _key("", "optional: Let's Encrypt account e-mail", checks.email)
-    tls: str = _key("acme", '"acme" | "internal" (Caddy\'s local CA: labs, private networks)', choices=("acme", "internal"))
+    tls: str = _key("acme", '"acme" (Let\'s Encrypt) | "internal" (Caddy\'s own CA, for labs: other servers do not trust it)', choices=("acme", "internal"))
 
 
 @dataclass(frozen=True)

@@ -57,7 +57,9 @@ class RegistrationScreen(FormScreen):
         env = answers.registration.admin_password_env
         user = f"@{answers.registration.admin_user}:{answers.domain.server_name}"
         self.query_one("#field-registration-admin_user", FormField).set_help(f"the admin's user ID will be {user}")
-        if self.installer.env_is_set(env):
+        if not env or not answers.registration.admin_user:
+            text = ""  # the empty field says what it needs
+        elif self.installer.env_is_set(env):
             text = f"[$text-success]✓[/] {escape(env)} is set: {escape(user)} gets that password"
         else:
             text = f"[$text-primary]+[/] {escape(env)} is not set: a password for {escape(user)} is generated and shown once at the end"

@@ -11,7 +11,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.markup import escape
 from textual.widgets import Button, Footer, Static
 
-from installer.answers import FIELDS, SECTIONS, AnswersError, check_field, cross_problems, save_answers
+from installer.answers import FIELDS, SECTIONS, Answers, AnswersError, check_field, cross_problems, save_answers
 from screens.base import StepScreen, stylesheet
 from screens.dialogs import ConfirmDialog, ErrorDialog, PathDialog
 from screens.widgets import label_for
@@ -20,6 +20,19 @@ SCREEN_OF_SECTION = {
     "cloud": "Cloud", "packages": "Cloud", "domain": "Domain", "ssh": "Keys",
     "registration": "Accounts", "synapse": "Accounts", "upgrade": "Accounts",
 }
+
+
+def applies(path: str, answers: Answers) -> bool:
+    """Whether an answer matters for this setup (the Oracle Cloud ones do not for a server of
+    your own, tokens only with the token policy), so Review lists only those."""
+    if path.startswith("cloud.") and path != "cloud.provider":
+        if answers.cloud.provider != "oci":
+            return False
+        if path in ("cloud.ocpus", "cloud.memory_gb"):
+            return answers.cloud.shape.endswith(".Flex")
+    if path == "registration.tokens":
+        return answers.registration.policy == "token"
+    return True
 
 
 class ReviewScreen(StepScreen):
@@ -107,11 +120,12 @@ class ReviewScreen(StepScreen):
         rows = []
         for section in SECTIONS:
             rows.append(f"[b $accent]{section}[/]")
-            for spec in (s for s in FIELDS if s.section == section):
+            for spec in (s for s in FIELDS if s.section == section and applies(s.path, answers)):
                 value = getattr(getattr(answers, section), spec.key)
                 shown = escape(str(value).lower() if isinstance(value, bool) else str(value)) if value != "" else "[$text-muted]—[/]"
                 changed = "" if value == spec.default else " [$text-primary]•[/]"
                 rows.append(f"  {escape(label_for(spec.path)):<22} {shown}{changed}")
+        rows.append("[$text-muted](• = not the default)[/]")
         self.query_one("#answers-table", Static).update("\n".join(rows))
 
         plan_view = self.query_one("#plan", Static)

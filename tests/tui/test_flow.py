@@ -679,3 +679,14 @@ async def test_upgrade_mode_words_its_steps_for_an_upgrade(tmp_path: Path) -> No
         assert "Upgrade" in footer_keys and "Install" not in footer_keys
         await pilot.press("ctrl+n")  # a dry run starts at once
         await wait_for(pilot, lambda: screen_name(app) == "ProvisionScreen")
+
+
+def test_review_lists_only_the_answers_that_matter_for_this_setup() -> None:
+    from screens.review import applies
+
+    existing = VALID.replace("cloud", provider="existing")
+    assert not applies("cloud.shape", existing) and applies("cloud.provider", existing)
+    micro = VALID.replace("cloud", shape="VM.Standard.E2.1.Micro")
+    assert applies("cloud.shape", micro) and not applies("cloud.ocpus", micro)
+    assert not applies("registration.tokens", VALID)
+    assert applies("registration.tokens", VALID.replace("registration", policy="token", tokens=2))
