@@ -200,13 +200,10 @@ async def connect(ctx: StageContext) -> Status:
     ctx.session.shared["host.os"] = found
     ctx.log(("a dry run assumes the host OS: " if ctx.dry_run else "host OS: ") + f"{found.pretty} ({found.arch})")
 
-    replaced = False
     if ctx.facts.get(HOST_KEY_FROM) == "cloud-init" and target is not None and not ctx.answers.ssh.host_key.strip():
         await replace_cloud_init_host_key(ctx, target)
-        replaced = True
-    if ctx.dry_run or target is None:
         return Status.DONE
-    if replaced:
+    if ctx.dry_run or target is None:
         return Status.DONE
     verified = key_text(parse_host_key(target.host_key))
     if (ctx.facts.get("host.host_key") or "").split()[:2] == verified.split():
