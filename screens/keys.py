@@ -66,7 +66,7 @@ class KeysScreen(FormScreen):
         elif answers.cloud.provider == "existing":
             target = f"{answers.ssh.user}@{answers.ssh.host or 'your-server'}"
             status = ("[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600); your server must "
-                      f"then accept it: ssh-copy-id -i {escape(str(key_path))}.pub {escape(target)}")
+                      f"then accept it: ssh-copy-id -i {escape(self._home_relative(str(key_path)))}.pub {escape(target)}")
         else:
             status = "[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600)"
         self.query_one("#key-status", Static).update(status)

@@ -647,7 +647,7 @@ async def test_keys_for_an_existing_server_ask_for_its_host_key_and_say_how_to_a
         help_text = str(field(app, "ssh.host_key").query_one(".field-help", Static).render())
         assert help_text.startswith("required: on the server's console, sudo cat /etc/ssh/ssh_host_ed25519_key.pub")
         status = str(app.screen.query_one("#key-status", Static).render())
-        assert "ssh-copy-id -i /home/ada/.ssh/new_key.pub ubuntu@203.0.113.7" in status
+        assert "ssh-copy-id -i ~/.ssh/new_key.pub ubuntu@203.0.113.7" in status
 
 
 async def test_upgrading_a_server_nobody_knows_the_address_of_is_refused_on_review(tmp_path: Path) -> None:
