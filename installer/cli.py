@@ -12,7 +12,6 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from installer import __version__, checks

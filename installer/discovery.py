@@ -13,12 +13,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
 from typing import TYPE_CHECKING
+
+from installer.state import STATE_FILE, default_state_dir
 
 if TYPE_CHECKING:
     from installer.answers import Answers
-from installer.state import STATE_FILE, default_state_dir
 
 ANSWERS_FILE = "answers.toml"
 """Where a guided run keeps its answers inside its state folder, so it can be resumed or upgraded."""
@@ -97,6 +97,12 @@ def expand(path: str | Path, home: Path | None = None) -> Path:
         base = home if home is not None else Path.home()
         return base / text[2:] if len(text) > 2 else base
     return Path(text)
+
+
+def home_relative(path: str | Path, home: Path | None = None) -> str:
+    """The inverse of expand: a path under `home` (or the real home) written with ~."""
+    text, base = str(path), str(home if home is not None else Path.home())
+    return "~" + text[len(base):] if text.startswith(base + "/") else text
 
 
 def oci_profiles(config_path: Path, home: Path | None = None) -> list[OciProfile]:

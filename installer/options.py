@@ -20,3 +20,10 @@ class RunOptions:
     ca_file: Path | None = None
     launch_retry_minutes: int | None = None
     """Overrides answers.cloud.launch_retry_minutes (the --launch-retry-minutes flag)."""
+
+    @property
+    def state_root(self) -> Path:
+        """--state-dir, else the default ($XDG_STATE_HOME/matrix-installer)."""
+        from installer.state import default_state_dir
+
+        return self.state_dir or default_state_dir()

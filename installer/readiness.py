@@ -3,21 +3,26 @@ front-ends: the OCI profile, for an install on Oracle Cloud; the server's addres
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from installer.state import RunState, StateError, default_state_dir
+from installer.state import RunState, StateError
 
 if TYPE_CHECKING:
     from installer.answers import Answers
     from installer.options import RunOptions
 
 
-def oci_profile_problems(answers: Answers, options: RunOptions) -> list[str]:
+def oci_profile_problems(answers: Answers, options: RunOptions,
+                         check: Callable[[str, str], list[str]] | None = None) -> list[str]:
+    """The OCI profile's problems when this run launches on Oracle Cloud (`check`: the guided
+    setup's own, which its tests replace)."""
     if answers.cloud.provider != "oci" or options.mode != "install":
         return []
-    from installer.cloud.config import check_oci_config
+    if check is None:
+        from installer.cloud.config import check_oci_config as check
 
-    return check_oci_config(answers.cloud.oci_config, answers.cloud.oci_profile)
+    return check(answers.cloud.oci_config, answers.cloud.oci_profile)
 
 
 def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
@@ -25,7 +30,7 @@ def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
     of the run that made it."""
     if options.mode != "upgrade" or answers.ssh.host:
         return None
-    state_dir = options.state_dir or default_state_dir()
+    state_dir = options.state_root
     try:
         known = RunState.load(state_dir, answers.domain.server_name).facts.get("host.address")
     except StateError as exc:
@@ -37,11 +42,18 @@ def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
             '(provider = "existing", ssh.host and ssh.host_key)')
 
 
-def readiness(answers: Answers, options: RunOptions) -> tuple[list[str], list[str]]:
-    """(errors, dry-run warnings): a dry run shows what a real run would stop on, and goes on."""
-    problems = oci_profile_problems(answers, options)
+def problems_before_run(answers: Answers, options: RunOptions,
+                        oci_check: Callable[[str, str], list[str]] | None = None) -> list[str]:
+    """Everything that stops a real run before it starts, in the words shown to the user."""
+    problems = oci_profile_problems(answers, options, oci_check)
     if problem := upgrade_target_problem(answers, options):
         problems.append(problem)
+    return problems
+
+
+def readiness(answers: Answers, options: RunOptions) -> tuple[list[str], list[str]]:
+    """(errors, dry-run warnings): a dry run shows what a real run would stop on, and goes on."""
+    problems = problems_before_run(answers, options)
     if options.dry_run:
         return [], [f"{p} (a real run stops here)" for p in problems]
     return problems, []

@@ -10,14 +10,14 @@ from installer.engine import Session
 from installer.options import RunOptions
 from installer.remote import RecordingRemote
 from installer.report import RunLog
-from installer.state import RunState, default_state_dir
+from installer.state import RunState
 
 
 def open_session(answers: Answers, options: RunOptions) -> Session:
     """Raises StateError (unreadable state) or OSError (a state folder that cannot be written)."""
     if options.mode == "check":
         return Session(answers, RunState(None), options)
-    state = RunState.load(options.state_dir or default_state_dir(), answers.domain.server_name)
+    state = RunState.load(options.state_root, answers.domain.server_name)
     if options.dry_run:
         session = Session(answers, RunState.in_memory(state), options)
         session.remote = RecordingRemote()

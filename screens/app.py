@@ -93,12 +93,6 @@ class InstallerApp(App[int]):
     def answers(self, value: Answers) -> None:
         self._answers = value
 
-    @property
-    def state_dir(self) -> Path:
-        from installer.state import default_state_dir
-
-        return self.options.state_dir or default_state_dir()
-
     def get_default_screen(self) -> Screen[Any]:
         """Welcome is the first screen itself: no blank screen composed and replaced first."""
         from screens.welcome import WelcomeScreen
@@ -110,7 +104,7 @@ class InstallerApp(App[int]):
         from installer import discovery
 
         if self.found is None:
-            self.found = discovery.discover(self.home, self.state_dir)
+            self.found = discovery.discover(self.home, self.options.state_root)
 
     # --- moving between steps ---------------------------------------------------------
     def go_next(self, current: Screen[Any]) -> None:
@@ -166,7 +160,7 @@ class InstallerApp(App[int]):
         try:
             self.session = open_session(self.answers, self.options)
         except (StateError, OSError) as exc:
-            self.push_screen(ErrorDialog("Cannot start the run", str(exc), f"check that {self.state_dir} is writable, or pass --state-dir"))
+            self.push_screen(ErrorDialog("Cannot start the run", str(exc), f"check that {self.options.state_root} is writable, or pass --state-dir"))
             return
         if not self.options.dry_run:
             self.state_folder = self.session.state.folder
@@ -281,7 +275,7 @@ class InstallerApp(App[int]):
         summary = f"{type(error).__name__}: {error}" if error else "unknown error"
         if self.session is not None:
             details, summary = self.session.secrets.redact(details), self.session.secrets.redact(summary)
-        crash = self.state_dir / f"crash-{int(time.time())}.log"
+        crash = self.options.state_root / f"crash-{int(time.time())}.log"
         try:
             write_private(crash, details.encode())
         except OSError:

@@ -104,11 +104,16 @@ class FormScreen(StepScreen):
         self.update_aside()
         if event.final:
             self.check_cross(self.draft(), only_touched=True)
+        if self.query_one("#nav-status", Static).has_class("-invalid"):  # the count Next showed follows the fixes
+            self.show_fix_count()
+
+    def show_fix_count(self) -> int:
+        """"✗ N fields to fix" beside Next (nothing when none); returns N."""
+        count = len({f.path for f in self.shown_fields() if f.problem})
         status = self.query_one("#nav-status", Static)
-        if status.has_class("-invalid"):  # the count Next showed follows the fixes
-            count = len({f.path for f in self.shown_fields() if f.problem})
-            status.update(f"✗ {count} field{'s' if count != 1 else ''} to fix" if count else "")
-            status.set_class(bool(count), "-invalid")
+        status.update(f"✗ {count} field{'s' if count != 1 else ''} to fix" if count else "")
+        status.set_class(bool(count), "-invalid")
+        return count
 
     @on(Input.Submitted)
     def _enter_moves_on(self, event: Input.Submitted) -> None:
@@ -128,12 +133,9 @@ class FormScreen(StepScreen):
         problems = [f for f in self.shown_fields() if f.check()]
         answers = self.draft()
         cross = self.check_cross(answers, only_touched=False)
-        status = self.query_one("#nav-status", Static)
         if problems or cross:
+            self.show_fix_count()
             bad = next((f for f in self.shown_fields() if f.problem), None)
-            count = len({f.path for f in self.shown_fields() if f.problem})
-            status.update(f"✗ {count} field{'s' if count != 1 else ''} to fix")
-            status.add_class("-invalid")
             if bad is not None:
                 for ancestor in bad.ancestors:
                     if isinstance(ancestor, Collapsible):
@@ -141,7 +143,7 @@ class FormScreen(StepScreen):
                 bad.control.focus()
                 bad.scroll_visible()
             return
-        status.update("")
+        self.show_fix_count()  # none left: clears it
         self.installer.answers = answers
         self.installer.go_next(self)
 

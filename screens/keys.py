@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
@@ -44,11 +43,7 @@ class KeysScreen(FormScreen):
     @on(Select.Changed, "#found-keys")
     def _pick_key(self, event: Select.Changed) -> None:
         if isinstance(event.value, str):
-            self.query_one("#field-ssh-private_key", FormField).set_text(self._home_relative(event.value))
-
-    def _home_relative(self, path: str) -> str:
-        home = str(self.installer.home or Path.home())
-        return "~" + path[len(home):] if path.startswith(home + "/") else path
+            self.query_one("#field-ssh-private_key", FormField).set_text(discovery.home_relative(event.value, self.installer.home))
 
     def update_visibility(self) -> None:
         self.query_one("#oci-key-group").set_class(self.installer.answers.cloud.provider != "oci", "-na")
@@ -66,7 +61,7 @@ class KeysScreen(FormScreen):
         elif answers.cloud.provider == "existing":
             target = f"{answers.ssh.user}@{answers.ssh.host or 'your-server'}"
             status = ("[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600); your server must "
-                      f"then accept it: ssh-copy-id -i {escape(self._home_relative(str(key_path)))}.pub {escape(target)}")
+                      f"then accept it: ssh-copy-id -i {escape(discovery.home_relative(key_path, self.installer.home))}.pub {escape(target)}")
         else:
             status = "[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600)"
         self.query_one("#key-status", Static).update(status)

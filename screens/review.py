@@ -86,15 +86,9 @@ class ReviewScreen(StepScreen):
     def machine_problems(self) -> list[str]:
         """What this machine or the state lacks for the run, checked as the headless path does
         (installer.readiness): the OCI profile, or the address of the server to upgrade."""
-        from installer.readiness import upgrade_target_problem
+        from installer.readiness import problems_before_run
 
-        answers, options = self.installer.answers, self.installer.options
-        problems = []
-        if answers.cloud.provider == "oci" and options.mode == "install":
-            problems += self.installer.oci_check(answers.cloud.oci_config, answers.cloud.oci_profile)
-        if problem := upgrade_target_problem(answers, options):
-            problems.append(problem)
-        return problems
+        return problems_before_run(self.installer.answers, self.installer.options, self.installer.oci_check)
 
     def refresh_review(self) -> None:
         answers = self.installer.answers
@@ -162,9 +156,9 @@ class ReviewScreen(StepScreen):
             self.app.push_screen(ErrorDialog("Could not save the answers", f"{path}: {exc}", "pick another folder, one you can write to"))
             return
         self.installer.answers_path = path
-        home = str(self.installer.home or Path.home())
-        shown = "~" + str(path)[len(home):] if str(path).startswith(home + "/") else str(path)
-        self.query_one("#nav-status", Static).update(f"✓ saved {shown}")
+        from installer.discovery import home_relative
+
+        self.query_one("#nav-status", Static).update(f"✓ saved {home_relative(path, self.installer.home)}")
         self.notify(f"Saved to {path} (mode 0600)", title="Answers saved")
 
     def heading(self) -> str:

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.sshd",
     "tests.fixtures.matrix_stack",
     "tests.oci_emulator.fixtures",
+    "tests.oci_emulator.harness",
 ]

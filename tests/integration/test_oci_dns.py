@@ -11,7 +11,7 @@ import pytest
 from installer.events import Status
 from tests.oci_emulator.dns_server import DnsServer
 from tests.oci_emulator.fixtures import EmulatorHandle
-from tests.oci_emulator.harness import WITH_DNS, Runner, answers, make_answers, runner  # noqa: F401 (fixtures)
+from tests.oci_emulator.harness import WITH_DNS, Runner, make_answers
 
 
 @pytest.fixture
@@ -21,10 +21,10 @@ def dns_server() -> Iterator[DnsServer]:
     server.stop()
 
 
-async def test_records_created_in_an_oci_zone_and_left_alone_on_rerun(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_records_created_in_an_oci_zone_and_left_alone_on_rerun(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.add_zone("example.org")
-    run = await runner(answers, names=WITH_DNS)
+    run = await stage_runner(oci_answers, names=WITH_DNS)
     assert run.result.ok, run.all_text()
     address = run.state.facts["host.address"]
     assert run.status("dns.records") is Status.DONE
@@ -35,18 +35,18 @@ async def test_records_created_in_an_oci_zone_and_left_alone_on_rerun(oci_emulat
     # The walk up the labels asks for matrix.example.org first, then finds example.org.
     assert "dns.list_zones(name=matrix.example.org, type=PRIMARY)" in run.logs("dns.records", "cloud")
 
-    rerun = await runner(answers, names=WITH_DNS)
+    rerun = await stage_runner(oci_answers, names=WITH_DNS)
     assert rerun.status("dns.records") is Status.UNCHANGED
     assert emu.count("PUT", "update_rr_set") == 2
 
 
-async def test_wrong_record_in_the_zone_is_updated(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_wrong_record_in_the_zone_is_updated(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.add_zone("example.org")
     emu.rrsets[("example.org", "matrix.example.org", "A")] = [
         {"domain": "matrix.example.org", "rtype": "A", "rdata": "198.51.100.7", "ttl": 3600, "recordHash": "x", "isProtected": False, "rrsetVersion": "1"}
     ]
-    run = await runner(answers.replace("domain", serve_server_name=False, redirect_to=""), names=WITH_DNS)
+    run = await stage_runner(oci_answers.replace("domain", serve_server_name=False, redirect_to=""), names=WITH_DNS)
     assert run.result.ok, run.all_text()
     address = run.state.facts["host.address"]
     assert [r["rdata"] for r in emu.rrset("example.org", "matrix.example.org", "A")] == [address]
@@ -54,18 +54,18 @@ async def test_wrong_record_in_the_zone_is_updated(oci_emulator: EmulatorHandle,
     assert any(line.endswith("(updated)") for line in run.logs("dns.records"))
 
 
-async def test_srv_delegation_record_is_set_too(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_srv_delegation_record_is_set_too(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.add_zone("example.org")
-    run = await runner(answers.replace("domain", delegation="srv"), names=WITH_DNS)
+    run = await stage_runner(oci_answers.replace("domain", delegation="srv"), names=WITH_DNS)
     assert run.result.ok, run.all_text()
     (srv,) = emu.rrset("example.org", "_matrix-fed._tcp.example.org", "SRV")
     assert srv["rdata"] == "0 10 8448 matrix.example.org."
 
 
-async def test_records_shown_and_waited_for_until_they_resolve(oci_emulator: EmulatorHandle, runner: Runner, answers, dns_server: DnsServer) -> None:
-    await runner(answers)  # the instance first, so its address is known
-    address = runner_state_address(runner)
+async def test_records_shown_and_waited_for_until_they_resolve(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, dns_server: DnsServer) -> None:
+    await stage_runner(oci_answers)  # the instance first, so its address is known
+    address = runner_state_address(stage_runner)
     dns_server.set("matrix.example.org", "A", address)
 
     async def appear_later() -> None:
@@ -74,7 +74,7 @@ async def test_records_shown_and_waited_for_until_they_resolve(oci_emulator: Emu
         dns_server.set("example.org", "A", address)
 
     helper = asyncio.create_task(appear_later())
-    run = await runner(answers, names=WITH_DNS, dns_server=dns_server.address)
+    run = await stage_runner(oci_answers, names=WITH_DNS, dns_server=dns_server.address)
     await helper
     assert run.status("dns.records") is Status.DONE, run.all_text()
     logs = run.logs("dns.records")
@@ -84,22 +84,22 @@ async def test_records_shown_and_waited_for_until_they_resolve(oci_emulator: Emu
     assert any(p.startswith("waiting for DNS: example.org; 0:0") and p.endswith(" left") for p in run.progress("dns.records"))
 
 
-async def test_srv_record_shown_for_manual_dns(oci_emulator: EmulatorHandle, runner: Runner, answers, dns_server: DnsServer) -> None:
-    srv_answers = answers.replace("domain", delegation="srv")
-    await runner(srv_answers)
-    address = runner_state_address(runner)
+async def test_srv_record_shown_for_manual_dns(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, dns_server: DnsServer) -> None:
+    srv_answers = oci_answers.replace("domain", delegation="srv")
+    await stage_runner(srv_answers)
+    address = runner_state_address(stage_runner)
     dns_server.set("matrix.example.org", "A", address)
     dns_server.set("example.org", "A", address)
     dns_server.set("_matrix-fed._tcp.example.org", "SRV", "0 10 8448 matrix.example.org.")
-    run = await runner(srv_answers, names=WITH_DNS, dns_server=dns_server.address)
+    run = await stage_runner(srv_answers, names=WITH_DNS, dns_server=dns_server.address)
     assert run.status("dns.records") is Status.UNCHANGED, run.all_text()
     assert "    _matrix-fed._tcp.example.org. 300 IN SRV 0 10 8448 matrix.example.org." in run.logs("dns.records")
 
 
-async def test_waiting_for_dns_fails_at_the_deadline(oci_emulator: EmulatorHandle, runner: Runner, answers, dns_server: DnsServer) -> None:
-    await runner(answers)
+async def test_waiting_for_dns_fails_at_the_deadline(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, dns_server: DnsServer) -> None:
+    await stage_runner(oci_answers)
     dns_server.set("matrix.example.org", "A", "198.51.100.99")  # points elsewhere
-    run = await runner(answers, names=WITH_DNS, dns_server=dns_server.address)
+    run = await stage_runner(oci_answers, names=WITH_DNS, dns_server=dns_server.address)
     finished = run.finished("dns.records")
     assert finished.status is Status.FAILED
     assert "DNS records still not visible after 2 s" in finished.error
@@ -107,8 +107,8 @@ async def test_waiting_for_dns_fails_at_the_deadline(oci_emulator: EmulatorHandl
     assert "create the records" in finished.hint
 
 
-async def test_the_guided_app_can_skip_the_wait(oci_emulator: EmulatorHandle, runner: Runner, answers, dns_server: DnsServer) -> None:
-    await runner(answers)
+async def test_the_guided_app_can_skip_the_wait(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, dns_server: DnsServer) -> None:
+    await stage_runner(oci_answers)
     skip = asyncio.Event()
 
     async def press_skip() -> None:
@@ -117,41 +117,41 @@ async def test_the_guided_app_can_skip_the_wait(oci_emulator: EmulatorHandle, ru
         skip.set()
 
     presser = asyncio.create_task(press_skip())
-    run = await runner(answers, names=WITH_DNS, dns_server=dns_server.address, shared={"dns.skip_wait": skip})
+    run = await stage_runner(oci_answers, names=WITH_DNS, dns_server=dns_server.address, shared={"dns.skip_wait": skip})
     await presser
     finished = run.finished("dns.records")
     assert finished.status is Status.SKIPPED and finished.error is None
     assert run.result.ok
 
 
-async def test_private_address_skips_public_records(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_private_address_skips_public_records(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     oci_emulator.state.public_ip_prefix = "10.20.30."
-    run = await runner(answers, names=WITH_DNS)
+    run = await stage_runner(oci_answers, names=WITH_DNS)
     assert run.status("dns.records") is Status.SKIPPED
     assert any("not a public one" in line for line in run.logs("dns.records"))
     assert oci_emulator.state.count(op="list_zones") == 0
 
 
-async def test_existing_host_by_ip_with_a_lab_resolver(tmp_path: Path, runner: Runner, dns_server: DnsServer) -> None:
+async def test_existing_host_by_ip_with_a_lab_resolver(tmp_path: Path, stage_runner: Runner, dns_server: DnsServer) -> None:
     existing = make_answers(str(tmp_path / "no-oci-config"), tmp_path / "ssh" / "id_ed25519")
     existing = existing.replace("cloud", provider="existing").replace("ssh", host="127.0.0.1", private_key=str(tmp_path / "k"))
     dns_server.set("matrix.example.org", "A", "127.0.0.1")
     dns_server.set("example.org", "A", "127.0.0.1")
-    run = await runner(existing, names=("dns.records",), dns_server=dns_server.address)
+    run = await stage_runner(existing, names=("dns.records",), dns_server=dns_server.address)
     assert run.status("dns.records") is Status.UNCHANGED, run.all_text()
 
 
-def runner_state_address(runner: Runner) -> str:
+def runner_state_address(stage_runner: Runner) -> str:
     import json
 
-    return json.loads((runner.state_dir / "example.org" / "state.json").read_text())["facts"]["host.address"]
+    return json.loads((stage_runner.state_dir / "example.org" / "state.json").read_text())["facts"]["host.address"]
 
 
-async def test_a_dry_run_sends_no_dns_query(tmp_path: Path, runner: Runner, dns_server: DnsServer) -> None:
+async def test_a_dry_run_sends_no_dns_query(tmp_path: Path, stage_runner: Runner, dns_server: DnsServer) -> None:
     """An existing server named by host name: a dry run shows the records without looking it up."""
     existing = make_answers(str(tmp_path / "no-oci-config"), tmp_path / "ssh" / "id_ed25519")
     existing = existing.replace("cloud", provider="existing").replace("ssh", host="box.example.net", private_key=str(tmp_path / "k"))
-    run = await runner(existing, names=("dns.records",), dry_run=True, dns_server=dns_server.address)
+    run = await stage_runner(existing, names=("dns.records",), dry_run=True, dns_server=dns_server.address)
     assert run.status("dns.records") is Status.PLANNED, run.all_text()
     assert "matrix.example.org. 300 IN A (address of box.example.net)" in run.all_text()
     assert dns_server.queries == 0

@@ -5,22 +5,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from ruamel.yaml import YAML
 
 from installer.events import Status
 from tests.oci_emulator.fixtures import EmulatorHandle, write_config
-from tests.oci_emulator.harness import Runner, answers, runner  # noqa: F401 (fixtures)
+from tests.oci_emulator.harness import Runner
 
 AD1, AD2, AD3 = "Uocm:PHX-AD-1", "Uocm:PHX-AD-2", "Uocm:PHX-AD-3"
 
 
-def state_file(runner: Runner) -> dict:
-    return json.loads((runner.state_dir / "example.org" / "state.json").read_text())
+def state_file(stage_runner: Runner) -> dict:
+    return json.loads((stage_runner.state_dir / "example.org" / "state.json").read_text())
 
 
-async def test_from_nothing_to_a_running_instance(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
-    run = await runner(answers)
+async def test_from_nothing_to_a_running_instance(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    run = await stage_runner(oci_answers)
     assert run.result.ok, run.all_text()
     emu = oci_emulator.state
     facts = run.state.facts
@@ -45,12 +44,12 @@ async def test_from_nothing_to_a_running_instance(oci_emulator: EmulatorHandle, 
     assert any(p.startswith("waiting for the instance to run: PROVISIONING") for p in run.progress("cloud.instance"))
 
 
-async def test_rerun_creates_nothing(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
-    first = await runner(answers)
+async def test_rerun_creates_nothing(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    first = await stage_runner(oci_answers)
     assert first.result.ok, first.all_text()
     emu = oci_emulator.state
     writes = emu.count("POST") + emu.count("PUT")
-    rerun = await runner(answers)
+    rerun = await stage_runner(oci_answers)
     assert rerun.result.ok, rerun.all_text()
     assert [rerun.status(s) for s in ("cloud.network", "cloud.ingress", "cloud.instance")] == [Status.UNCHANGED] * 3
     assert emu.count("POST") + emu.count("PUT") == writes
@@ -58,12 +57,12 @@ async def test_rerun_creates_nothing(oci_emulator: EmulatorHandle, runner: Runne
     assert rerun.state.facts == first.state.facts
 
 
-async def test_existing_public_subnet_is_used_and_user_rules_are_kept(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_existing_public_subnet_is_used_and_user_rules_are_kept(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     user_rule = {"protocol": "6", "source": "192.0.2.0/24", "sourceType": "CIDR_BLOCK", "isStateless": False,
                  "description": "the user's own postgres rule", "tcpOptions": {"destinationPortRange": {"min": 5432, "max": 5432}}}
     seeded = emu.add_network(public=True, extra_ingress=[user_rule])
-    run = await runner(answers)
+    run = await stage_runner(oci_answers)
     assert run.result.ok, run.all_text()
     assert run.status("cloud.network") is Status.UNCHANGED
     assert run.state.facts["cloud.subnet_id"] == seeded["subnet"]
@@ -74,29 +73,29 @@ async def test_existing_public_subnet_is_used_and_user_rules_are_kept(oci_emulat
     assert sorted(ports) == [22, 80, 443, 5432]
     assert 8448 not in ports
 
-    again = await runner(answers)
+    again = await stage_runner(oci_answers)
     assert again.status("cloud.ingress") is Status.UNCHANGED
     assert emu.security_list(seeded["securityList"])["ingressSecurityRules"] == rules
 
 
-async def test_private_subnet_is_not_used(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_private_subnet_is_not_used(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.add_network(public=False)
-    run = await runner(answers)
+    run = await stage_runner(oci_answers)
     assert run.result.ok, run.all_text()
     assert run.status("cloud.network") is Status.DONE
     assert emu.count("POST", "create_vcn") == 1
 
 
-async def test_subnet_given_in_answers_must_be_public(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_subnet_given_in_answers_must_be_public(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     private = oci_emulator.state.add_network(public=False)
-    run = await runner(answers.replace("cloud", subnet_id=private["subnet"]), names=("cloud.network",))
+    run = await stage_runner(oci_answers.replace("cloud", subnet_id=private["subnet"]), names=("cloud.network",))
     finished = run.finished("cloud.network")
     assert finished.status is Status.FAILED
     assert "private" in finished.error and "cloud.subnet_id" in finished.hint
 
 
-async def test_security_list_edit_retries_on_412(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_security_list_edit_retries_on_412(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     seeded = emu.add_network(public=True)
     concurrent = {"protocol": "17", "source": "0.0.0.0/0", "sourceType": "CIDR_BLOCK", "isStateless": False,
@@ -107,7 +106,7 @@ async def test_security_list_edit_retries_on_412(oci_emulator: EmulatorHandle, r
         e._bump(seeded["securityList"])
 
     emu.after("get_security_list", someone_else_edits, times=1)
-    run = await runner(answers.replace("domain", delegation="srv"), names=("cloud.network", "cloud.ingress"))
+    run = await stage_runner(oci_answers.replace("domain", delegation="srv"), names=("cloud.network", "cloud.ingress"))
     assert run.result.ok, run.all_text()
     assert emu.count("PUT", "update_security_list", status=412) == 1
     assert emu.count("PUT", "update_security_list", status=200) == 1
@@ -118,12 +117,12 @@ async def test_security_list_edit_retries_on_412(oci_emulator: EmulatorHandle, r
     assert ports == [22, 80, 443, 8448]  # SRV delegation puts federation on 8448
 
 
-async def test_capacity_errors_move_on_to_another_availability_domain(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_capacity_errors_move_on_to_another_availability_domain(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.inject_capacity(AD1, times=3)
     emu.inject_capacity(AD2, times=2)
     emu.inject_capacity(AD3, times=99)
-    run = await runner(answers)
+    run = await stage_runner(oci_answers)
     assert run.result.ok, run.all_text()
     (instance,) = emu.instances()
     assert instance["availabilityDomain"] == AD2
@@ -137,11 +136,11 @@ async def test_capacity_errors_move_on_to_another_availability_domain(oci_emulat
     assert any(line.startswith("launched at attempt 8, after ") for line in run.logs("cloud.instance"))
 
 
-async def test_capacity_gives_up_at_the_deadline(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_capacity_gives_up_at_the_deadline(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     for ad in (AD1, AD2, AD3):
         emu.inject_capacity(ad, times=99)
-    run = await runner(answers, launch_retry_minutes=0)
+    run = await stage_runner(oci_answers, launch_retry_minutes=0)
     finished = run.finished("cloud.instance")
     assert finished.status is Status.FAILED
     assert "out of host capacity after 3 attempts" in finished.error
@@ -150,11 +149,11 @@ async def test_capacity_gives_up_at_the_deadline(oci_emulator: EmulatorHandle, r
     assert "cloud.instance_id" not in run.state.facts
 
 
-async def test_too_many_requests_backs_off(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_too_many_requests_backs_off(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.inject("launch_instance", 429, "TooManyRequests", "Too many requests for the user", times=2)
     emu.inject("get_instance", 429, "TooManyRequests", "Too many requests for the user", times=1)
-    run = await runner(answers)
+    run = await stage_runner(oci_answers)
     assert run.result.ok, run.all_text()
     assert emu.count("POST", "launch_instance", status=429) == 2
     progress = run.progress("cloud.instance")
@@ -165,11 +164,11 @@ async def test_too_many_requests_backs_off(oci_emulator: EmulatorHandle, runner:
     assert instance["availabilityDomain"] == AD1
 
 
-async def test_limit_exceeded_stops_with_a_clear_message(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_limit_exceeded_stops_with_a_clear_message(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.inject("launch_instance", 400, "LimitExceeded",
                "The following service limits were exceeded: standard-a1-core-count. Request a service limit increase.")
-    run = await runner(answers)
+    run = await stage_runner(oci_answers)
     finished = run.finished("cloud.instance")
     assert finished.status is Status.FAILED
     assert "service limit" in finished.error and "standard-a1-core-count" in finished.error
@@ -177,13 +176,13 @@ async def test_limit_exceeded_stops_with_a_clear_message(oci_emulator: EmulatorH
     assert emu.count("POST", "launch_instance") == 1
 
 
-async def test_terminated_instance_in_state_is_reported_not_replaced(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
-    first = await runner(answers)
+async def test_terminated_instance_in_state_is_reported_not_replaced(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    first = await stage_runner(oci_answers)
     assert first.result.ok, first.all_text()
     emu = oci_emulator.state
     emu.set_instance_state(first.state.facts["cloud.instance_id"], "TERMINATED")
     launches = emu.count("POST", "launch_instance")
-    rerun = await runner(answers)
+    rerun = await stage_runner(oci_answers)
     finished = rerun.finished("cloud.instance")
     assert finished.status is Status.FAILED
     assert "TERMINATED" in finished.error
@@ -192,30 +191,30 @@ async def test_terminated_instance_in_state_is_reported_not_replaced(oci_emulato
     assert len(emu.instances()) == 1
 
 
-async def test_missing_instance_in_state_is_reported(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
-    first = await runner(answers)
+async def test_missing_instance_in_state_is_reported(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    first = await stage_runner(oci_answers)
     emu = oci_emulator.state
     emu.store["instances"].clear()
-    rerun = await runner(answers)
+    rerun = await stage_runner(oci_answers)
     finished = rerun.finished("cloud.instance")
     assert finished.status is Status.FAILED and "no longer exists" in finished.error
     assert emu.count("POST", "launch_instance") == 1
     assert first.state.facts["cloud.instance_id"] in finished.error
 
 
-async def test_same_named_instance_unknown_to_state_is_not_duplicated(oci_emulator: EmulatorHandle, runner: Runner, answers, tmp_path: Path) -> None:
-    await runner(answers)
+async def test_same_named_instance_unknown_to_state_is_not_duplicated(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, tmp_path: Path) -> None:
+    await stage_runner(oci_answers)
     fresh = Runner(tmp_path / "other-state")
-    run = await fresh(answers)
+    run = await fresh(oci_answers)
     finished = run.finished("cloud.instance")
     assert finished.status is Status.FAILED and "already exists" in finished.error
     assert len(oci_emulator.state.instances()) == 1
 
 
-async def test_wrong_api_key_gets_401_and_a_clear_message(oci_emulator: EmulatorHandle, runner: Runner, answers, tmp_path: Path) -> None:
+async def test_wrong_api_key_gets_401_and_a_clear_message(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, tmp_path: Path) -> None:
     # A well-formed, self-consistent config for a key the tenancy has never seen.
     config = write_config(tmp_path / "stranger" / "config", oci_emulator.other_key)
-    run = await runner(answers.replace("cloud", oci_config=str(config)))
+    run = await stage_runner(oci_answers.replace("cloud", oci_config=str(config)))
     finished = run.finished("cloud.network")
     assert finished.status is Status.FAILED
     assert "rejected this machine's API key signature" in finished.error and "401 NotAuthenticated" in finished.error
@@ -224,17 +223,17 @@ async def test_wrong_api_key_gets_401_and_a_clear_message(oci_emulator: Emulator
     assert oci_emulator.state.count(status=200) == 0
 
 
-async def test_mismatched_fingerprint_stops_before_any_call(oci_emulator: EmulatorHandle, runner: Runner, answers, tmp_path: Path) -> None:
+async def test_mismatched_fingerprint_stops_before_any_call(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, tmp_path: Path) -> None:
     config = write_config(tmp_path / "mixed" / "config", oci_emulator.other_key, fingerprint=oci_emulator.key.fingerprint)
-    run = await runner(answers.replace("cloud", oci_config=str(config)))
+    run = await stage_runner(oci_answers.replace("cloud", oci_config=str(config)))
     finished = run.finished("cloud.network")
     assert finished.status is Status.FAILED
     assert f"{config}:3: fingerprint: does not match key_file" in finished.error
     assert oci_emulator.state.requests == []
 
 
-async def test_user_data_carries_the_host_key_and_secrets_stay_out_of_logs(oci_emulator: EmulatorHandle, runner: Runner, answers, tmp_path: Path) -> None:
-    run = await runner(answers)
+async def test_user_data_carries_the_host_key_and_secrets_stay_out_of_logs(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, tmp_path: Path) -> None:
+    run = await stage_runner(oci_answers)
     assert run.result.ok, run.all_text()
     emu = oci_emulator.state
     (instance,) = emu.instances()
@@ -250,16 +249,16 @@ async def test_user_data_carries_the_host_key_and_secrets_stay_out_of_logs(oci_e
     private = serialization.load_ssh_private_key(doc["ssh_keys"]["ed25519_private"].encode(), None)
     derived = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
     assert derived == public
-    pub_line = Path(f"{answers.ssh.private_key}.pub").read_text().strip()
+    pub_line = Path(f"{oci_answers.ssh.private_key}.pub").read_text().strip()
     assert instance["metadata"]["ssh_authorized_keys"] == pub_line
     text = run.all_text()
-    state_text = (runner.state_dir / "example.org" / "state.json").read_text()
+    state_text = (stage_runner.state_dir / "example.org" / "state.json").read_text()
     for leak in ("PRIVATE KEY", instance["metadata"]["user_data"][:40], doc["ssh_keys"]["ed25519_private"].splitlines()[1]):
         assert leak not in text and leak not in state_text
 
 
-async def test_micro_shape_gets_an_x86_image_and_no_shape_config(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
-    run = await runner(answers.replace("cloud", shape="VM.Standard.E2.1.Micro", ubuntu_version="22.04"))
+async def test_micro_shape_gets_an_x86_image_and_no_shape_config(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    run = await stage_runner(oci_answers.replace("cloud", shape="VM.Standard.E2.1.Micro", ubuntu_version="22.04"))
     assert run.result.ok, run.all_text()
     (instance,) = oci_emulator.state.instances()
     image = next(i for i in oci_emulator.state.images if i["id"] == instance["imageId"])
@@ -267,39 +266,39 @@ async def test_micro_shape_gets_an_x86_image_and_no_shape_config(oci_emulator: E
     assert instance["shapeConfig"] is None
 
 
-async def test_console_history_shows_the_host_key(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_console_history_shows_the_host_key(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     from installer.cloud.api import OciCloud
 
-    run = await runner(answers)
+    run = await stage_runner(oci_answers)
     cloud = await OciCloud.open(oci_emulator.config_path, "DEFAULT", lambda line: None)
     text = await cloud.console_history(run.state.facts["cloud.instance_id"])
     assert run.state.facts["host.host_key"] in text
 
 
-async def test_lost_host_key_is_read_back_from_the_console_history(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
-    first = await runner(answers)
+async def test_lost_host_key_is_read_back_from_the_console_history(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    first = await stage_runner(oci_answers)
     key = first.state.facts["host.host_key"]
-    path = runner.state_dir / "example.org" / "state.json"
+    path = stage_runner.state_dir / "example.org" / "state.json"
     saved = json.loads(path.read_text())
     del saved["facts"]["host.host_key"]
     path.write_text(json.dumps(saved))
-    rerun = await runner(answers)
+    rerun = await stage_runner(oci_answers)
     assert rerun.status("cloud.instance") is Status.UNCHANGED
     assert rerun.state.facts["host.host_key"] == key
     assert oci_emulator.state.count("POST", "capture_console_history") == 1
 
 
-async def test_unreachable_endpoint_is_explained(oci_emulator: EmulatorHandle, runner: Runner, answers, monkeypatch) -> None:
+async def test_unreachable_endpoint_is_explained(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, monkeypatch) -> None:
     monkeypatch.setenv("MATRIX_INSTALLER_OCI_ENDPOINT", "http://127.0.0.1:9")
-    run = await runner(answers, names=("cloud.network",))
+    run = await stage_runner(oci_answers, names=("cloud.network",))
     finished = run.finished("cloud.network")
     assert finished.status is Status.FAILED
     assert finished.error == "cannot reach Oracle Cloud at http://127.0.0.1:9: connection refused"
     assert "MATRIX_INSTALLER_OCI_ENDPOINT" in finished.hint
 
 
-async def test_long_capacity_retries_are_not_cut_short_by_the_sdk_circuit_breaker(oci_emulator: EmulatorHandle, runner: Runner, answers) -> None:
+async def test_long_capacity_retries_are_not_cut_short_by_the_sdk_circuit_breaker(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     oci_emulator.state.inject_capacity(AD1, times=12)  # the SDK's default breaker opens after 10 failures
-    run = await runner(answers.replace("cloud", availability_domain=AD1))
+    run = await stage_runner(oci_answers.replace("cloud", availability_domain=AD1))
     assert run.result.ok, run.all_text()
     assert oci_emulator.state.count("POST", "launch_instance") == 13

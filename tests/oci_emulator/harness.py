@@ -87,14 +87,14 @@ class Runner:
         return Run(result, events, state, session)
 
 
-# --- fixtures for the cloud stage tests (imported by name where used: too generic to be global) ---
+# --- fixtures for the cloud stage tests (this module is a plugin in tests/conftest.py) ---------
 @pytest.fixture
-def runner(tmp_path: Path) -> Runner:
+def stage_runner(tmp_path: Path) -> Runner:
     """A fresh state folder; each call of the runner is one run of the stages."""
     return Runner(tmp_path / "state")
 
 
 @pytest.fixture
-def answers(oci_emulator: EmulatorHandle, tmp_path: Path) -> Answers:
+def oci_answers(oci_emulator: EmulatorHandle, tmp_path: Path) -> Answers:
     """Answers for example.org through the emulator's OCI config, with a key pair made on first use."""
     return make_answers(oci_emulator.config_path, tmp_path / "ssh" / "id_ed25519")

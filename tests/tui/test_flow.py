@@ -59,6 +59,14 @@ async def type_into(pilot: Pilot, path: str, text: str) -> None:
     await pilot.pause()
 
 
+async def save_through_the_dialog(pilot: Pilot, path: Path | str) -> None:
+    """Review's Save answers: Ctrl+S, the path typed over the offered one, Enter."""
+    await pilot.press("ctrl+s")
+    pilot.app.screen.query_one("#path", Input).value = str(path)
+    await pilot.press("enter")
+    await pilot.pause()
+
+
 async def run_to_review(pilot: Pilot) -> None:
     await pilot.press("enter")  # Start
     for expected in ("CloudScreen", "DomainScreen", "KeysScreen", "RegistrationScreen"):
@@ -283,10 +291,7 @@ async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: P
     app = make_app(answers)
     async with app.run_test(size=SIZE) as pilot:
         await run_to_review(pilot)
-        await pilot.press("ctrl+s")
-        app.screen.query_one("#path", Input).value = str(other)
-        await pilot.press("enter")
-        await pilot.pause()
+        await save_through_the_dialog(pilot, other)
         assert screen_name(app) == "ConfirmDialog"
         await pilot.press("enter")  # Cancel is focused
         await pilot.pause()
@@ -302,10 +307,7 @@ async def test_save_answers_refuses_a_bad_path_in_the_dialog_itself(tmp_path: Pa
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await run_to_review(pilot)
-        await pilot.press("ctrl+s")
-        app.screen.query_one("#path", Input).value = str(tmp_path / "a;b.toml")
-        await pilot.press("enter")
-        await pilot.pause()
+        await save_through_the_dialog(pilot, tmp_path / "a;b.toml")
         assert screen_name(app) == "PathDialog"
         problem = app.screen.query_one("#path-problem", Static)
         assert str(problem.render()) == '✗ The path contains ";", which is not allowed in a path here'
@@ -320,10 +322,7 @@ async def test_save_answers_to_an_unwritable_place_shows_what_to_do(tmp_path: Pa
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await run_to_review(pilot)
-        await pilot.press("ctrl+s")
-        app.screen.query_one("#path", Input).value = str(blocker / "answers.toml")
-        await pilot.press("enter")
-        await pilot.pause()
+        await save_through_the_dialog(pilot, blocker / "answers.toml")
         assert screen_name(app) == "ErrorDialog"
         assert "pick another folder" in str(app.screen.query_one(".dialog-hint", Static).render())
         await pilot.press("escape")
