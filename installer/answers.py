@@ -1,8 +1,10 @@
 """The answers model: every choice the installer needs, loaded from TOML, validated, saved.
 
-One schema serves both front-ends: the headless `--answers FILE` path and the guided forms
-(which use `FIELDS` for help text and `check_field` for inline validation). Secrets are never
-part of the answers: only the names of the environment variables that hold them.
+The sections are declared by the providers and components that own them (installer.sections);
+this module merges them into one model. One schema serves both front-ends: the headless
+`--answers FILE` path and the guided forms (which draw every field, its label, help and step
+from `FIELDS`, and validate with `check_field`). Secrets are never part of the answers: only the
+names of the environment variables that hold them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import difflib
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,125 +22,71 @@ import tomli_w
 
 from installer import checks
 from installer.files import write_private
+from installer.sections import Key, Part, merge
 
 
-def _key(default: Any, help: str, check: checks.Check | None = None, *, choices: tuple[str, ...] = ()) -> Any:
-    if choices and check is None:
-        check = checks.one_of(*choices)
-    return field(default=default, metadata={"help": help, "check": check, "choices": choices})
+def _parts() -> list[Part]:
+    """Every declared part, in answers-file order: the providers' first (the guided setup opens on
+    where the server runs), then the components', in the order they are registered."""
+    from installer import components, providers
+
+    found = list(providers.ANSWERS)
+    for owner in (*providers.registered(), *components.registered()):
+        found += owner.answers
+    return found
 
 
-@dataclass(frozen=True)
-class Domain:
-    server_name: str = _key("", "user IDs are @alice:example.org; can never change later", checks.fqdn)
-    matrix_host: str = _key("", "where clients and servers connect: public_baseurl https://matrix_host", checks.fqdn)
-    delegation: str = _key(
-        "well-known", '"well-known" | "srv" | "none" (matrix_host == server_name)', choices=("well-known", "srv", "none")
-    )
-    serve_server_name: bool = _key(True, "this box's Caddy answers for server_name (.well-known + redirect)")
-    redirect_to: str = _key("", "optional: where other requests to server_name go", checks.url)
-    acme_email: str = _key("", "optional: Let's Encrypt account e-mail", checks.email)
-    tls: str = _key("acme", '"acme" (Let\'s Encrypt) | "internal" (Caddy\'s own CA, for labs: other servers do not trust it)', choices=("acme", "internal"))
+def _sections() -> dict[str, type]:
+    grouped: dict[str, list[type]] = {}
+    for part in _parts():
+        grouped.setdefault(part.section, []).append(part.keys)
+    return {name: merge(name, keys) for name, keys in grouped.items()}
 
 
-@dataclass(frozen=True)
-class Cloud:
-    provider: str = _key("oci", '"oci" | "existing" (any Ubuntu/Debian host reachable over SSH)', choices=("oci", "existing"))
-    oci_config: str = _key("~/.oci/config", "the OCI CLI/SDK config file", checks.path)
-    oci_profile: str = _key("DEFAULT", "profile (section) in that file", checks.pattern(r"[A-Za-z0-9_.-]{1,64}", "a profile name (letters, digits, _ . -)"))
-    compartment_id: str = _key(
-        "", "default: the tenancy", checks.pattern(r"ocid1\.[a-z0-9]+\.[a-z0-9-]+\.[a-z0-9-]*\.[a-z0-9._-]+", "an OCID (ocid1.compartment.oc1..xxxx)", optional=True)
-    )
-    availability_domain: str = _key(
-        "", "default: each in turn", checks.pattern(r"[A-Za-z0-9]+:[A-Za-z0-9-]+", 'an availability domain such as "Uocm:PHX-AD-1"', optional=True)
-    )
-    shape: str = _key(
-        "VM.Standard.A1.Flex",
-        'Always Free: "VM.Standard.A1.Flex" (arm64, up to 4 OCPUs / 24 GB) or "VM.Standard.E2.1.Micro" (amd64, 1 GB)',
-        choices=("VM.Standard.A1.Flex", "VM.Standard.E2.1.Micro"),
-    )
-    ocpus: int = _key(2, "Flex shapes only: 1 to 4 OCPUs free", checks.int_range(1, 4))
-    memory_gb: int = _key(12, "Flex shapes only: 1 to 24 GB free", checks.int_range(1, 24))
-    ubuntu_version: str = _key("24.04", "Canonical Ubuntu release", choices=("22.04", "24.04"))
-    instance_name: str = _key("matrix", "display name of the VM", checks.pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", "a name of letters, digits, _ . - (up to 63)"))
-    subnet_id: str = _key(
-        "", "default: a public subnet found, or a VCN created", checks.pattern(r"ocid1\.subnet\.[a-z0-9-]+\.[a-z0-9-]*\.[a-z0-9._-]+", "a subnet OCID (ocid1.subnet.oc1...)", optional=True)
-    )
-    launch_retry_minutes: int = _key(60, 'keep retrying "Out of host capacity" this long', checks.int_range(0, 1440))
+SECTIONS: dict[str, type] = _sections()
+"""Section name -> its frozen dataclass (declared by its owners, merged)."""
 
 
-@dataclass(frozen=True)
-class Packages:
-    source: str = _key("vendor", '"vendor" (Caddy\'s and Docker\'s apt repos) | "distro" (the OS\'s own packages)', choices=("vendor", "distro"))
-
-
-@dataclass(frozen=True)
-class Ssh:
-    host: str = _key("", 'required for "existing"; filled in from the cloud otherwise', checks.ssh_host)
-    port: int = _key(22, "SSH port", checks.port)
-    user: str = _key("ubuntu", "login user (sudo without a password)", checks.pattern(r"[a-z_][a-z0-9_-]{0,31}", "a Unix user name (a-z, 0-9, _ -)"))
-    private_key: str = _key("~/.ssh/id_ed25519", "ed25519 pair created (0600) when missing", checks.path)
-    host_key: str = _key("", 'optional pin, "ssh-ed25519 AAAA..."', checks.ssh_public_key)
-
-
-@dataclass(frozen=True)
-class Registration:
-    policy: str = _key("closed", '"closed" | "token" | "open-until-admin"', choices=("closed", "token", "open-until-admin"))
-    admin_user: str = _key("admin", "the admin's user ID is @admin_user:server_name", checks.pattern(r"[a-z0-9._=-]{1,64}", "a Matrix user name (a-z, 0-9, . _ = -)"))
-    admin_password_env: str = _key(
-        "MATRIX_ADMIN_PASSWORD", "unset: generate one, show it once", checks.pattern(r"[A-Za-z_][A-Za-z0-9_]{0,63}", "an environment variable name")
-    )
-    tokens: int = _key(0, 'registration tokens to create with policy "token"', checks.int_range(0, 100))
-
-
-@dataclass(frozen=True)
-class Synapse:
-    image: str = _key(
-        "matrixdotorg/synapse:latest",
-        "the Synapse container image",
-        checks.pattern(
-            r"(?:[a-z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?",
-            'an image reference such as "matrixdotorg/synapse:latest"',
-        ),
-    )
-    report_stats: bool = _key(False, "send anonymous usage statistics to matrix.org")
-    max_upload_size: str = _key("50M", "largest upload (Synapse and Caddy both)", checks.pattern(r"[1-9][0-9]{0,4}[KMG]", 'a size such as "50M" (K, M or G)'))
-
-
-@dataclass(frozen=True)
-class Upgrade:
-    reboot: str = _key("ask", '"ask" | "yes" | "no" when the OS wants a reboot (headless: "ask" means no)', choices=("ask", "yes", "no"))
-    keep_backups: int = _key(3, "backups kept on the host", checks.int_range(1, 100))
-
-
-SECTIONS: dict[str, type] = {
-    "domain": Domain,
-    "cloud": Cloud,
-    "packages": Packages,
-    "ssh": Ssh,
-    "registration": Registration,
-    "synapse": Synapse,
-    "upgrade": Upgrade,
-}
-
-
-@dataclass(frozen=True)
 class Answers:
-    version: int = 1
-    domain: Domain = field(default_factory=Domain)
-    cloud: Cloud = field(default_factory=Cloud)
-    packages: Packages = field(default_factory=Packages)
-    ssh: Ssh = field(default_factory=Ssh)
-    registration: Registration = field(default_factory=Registration)
-    synapse: Synapse = field(default_factory=Synapse)
-    upgrade: Upgrade = field(default_factory=Upgrade)
+    """Every choice the installer needs: one frozen value per section (`answers.domain.server_name`)."""
+
+    __slots__ = ("_sections", "version")
+
+    def __init__(self, version: int = 1, **sections: Any) -> None:
+        unknown = set(sections) - set(SECTIONS)
+        if unknown:
+            raise TypeError(f"no such answers section: {', '.join(sorted(unknown))}")
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "_sections", {name: sections.get(name) or cls() for name, cls in SECTIONS.items()})
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not set yet (a copy being made): never a section
+            raise AttributeError(name)
+        try:
+            return self._sections[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"answers are frozen: use replace() ({name})")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Answers) and (self.version, self._sections) == (other.version, other._sections)
+
+    def __hash__(self) -> int:
+        return hash((self.version, *self._sections.values()))
+
+    def __repr__(self) -> str:
+        return f"Answers({', '.join(f'{k}={v!r}' for k, v in self._sections.items())})"
 
     def replace(self, section: str, **changes: Any) -> Answers:
         """A copy with some keys of one section changed."""
-        return dataclasses.replace(self, **{section: dataclasses.replace(getattr(self, section), **changes)})
+        sections = dict(self._sections)
+        sections[section] = dataclasses.replace(sections[section], **changes)
+        return Answers(self.version, **sections)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {"version": self.version, **{name: dataclasses.asdict(value) for name, value in self._sections.items()}}
 
     @property
     def federation_port(self) -> int:
@@ -154,22 +102,43 @@ class Answers:
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """One answers key as the forms and the validator see it."""
+    """One answers key as the answers file, the forms and Review see it."""
 
     section: str
     key: str
     default: Any
-    help: str
-    check: checks.Check | None
-    choices: tuple[str, ...]
+    declared: Key
 
     @property
     def path(self) -> str:
         return f"{self.section}.{self.key}"
 
+    @property
+    def help(self) -> str:
+        return self.declared.help
+
+    @property
+    def check(self) -> checks.Check | None:
+        return self.declared.check
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return self.declared.choices
+
+    @property
+    def label(self) -> str:
+        return self.declared.label
+
+    @property
+    def step(self) -> str:
+        return self.declared.step
+
+    def applies(self, answers: Answers, mode: str = "install") -> bool:
+        return self.declared.applies_to(answers, mode)
+
 
 FIELDS: tuple[FieldSpec, ...] = tuple(
-    FieldSpec(name, f.name, f.default, f.metadata["help"], f.metadata["check"], f.metadata["choices"])
+    FieldSpec(name, f.name, f.default, f.metadata["key"])
     for name, cls in SECTIONS.items()
     for f in dataclasses.fields(cls)
 )
@@ -217,31 +186,11 @@ def parse_field_text(path: str, text: str) -> tuple[Any, str | None]:
 
 
 def cross_problems(answers: Answers) -> list[tuple[str, str]]:
-    """Problems that involve more than one key: (path, message) pairs."""
-    d, c, s, r = answers.domain, answers.cloud, answers.ssh, answers.registration
-    problems: list[tuple[str, str]] = []
-    if d.delegation == "none" and d.server_name and d.matrix_host and d.server_name != d.matrix_host:
-        problems.append(("domain.delegation", '"none" needs matrix_host equal to server_name; use "well-known" to delegate'))
-    if d.delegation != "none" and d.server_name and d.server_name == d.matrix_host:
-        problems.append(("domain.delegation", 'matrix_host equals server_name, so there is nothing to delegate: set delegation = "none"'))
-    if d.delegation == "srv" and not answers.serves_server_name:
-        problems.append(("domain.serve_server_name", f'"srv" delegation needs a certificate for {d.server_name} on this box: set serve_server_name = true (its A record must point here too), or use "well-known"'))
-    if d.redirect_to and urlsplit(d.redirect_to).hostname == d.server_name and answers.serves_server_name:
-        problems.append(("domain.redirect_to", f"points back at {d.server_name}, which this box serves: requests would loop; use another host"))
-    if d.redirect_to and not answers.serves_server_name:
-        problems.append(("domain.redirect_to", "only used when this box serves server_name (serve_server_name = true, matrix_host != server_name)"))
-    if c.provider == "existing" and not s.host:
-        problems.append(("ssh.host", 'is required with provider = "existing": the address of your server'))
-    if c.provider == "existing" and not s.host_key:
-        problems.append(("ssh.host_key", 'is required with provider = "existing": a host key is never trusted blindly; '
-                         "paste the line from /etc/ssh/ssh_host_ed25519_key.pub, read on the server's console"))
-    if c.provider == "oci" and c.shape == "VM.Standard.A1.Flex" and c.memory_gb < c.ocpus:
-        problems.append(("cloud.memory_gb", f"must be at least 1 GB per OCPU ({c.ocpus} OCPUs)"))
-    if r.policy == "token" and r.tokens < 1:
-        problems.append(("registration.tokens", 'policy "token" needs at least one token, or nobody can register'))
-    if r.policy != "token" and r.tokens:
-        problems.append(("registration.tokens", f'tokens are only created with policy = "token" (policy is "{r.policy}")'))
-    return problems
+    """Problems that involve more than one key, as the providers and components declare them:
+    (path, message) pairs."""
+    from installer import components, providers
+
+    return [problem for owner in (*providers.registered(), *components.registered()) for problem in owner.problems(answers)]
 
 
 _HEADER = re.compile(r'^\s*\[\s*([A-Za-z0-9_-]+)\s*\]')

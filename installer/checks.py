@@ -158,6 +158,24 @@ def pattern(regex: str, what: str, *, optional: bool = False) -> Check:
     return check
 
 
+_IMAGE = re.compile(
+    r"(?:[a-z0-9][a-z0-9.-]*(?::[0-9]+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?"
+)
+
+
+def image_ref(value: object) -> str | None:
+    """A container image reference ("matrixdotorg/synapse:latest", "registry:5000/x@sha256:..."):
+    it starts with a letter or digit, so it can never be read as a command-line option."""
+    if not isinstance(value, str) or not value:
+        return "is required"
+    if value.startswith("-"):
+        return 'must not start with "-" (it would be read as an option): give an image such as "matrixdotorg/synapse:latest"'
+    if not _IMAGE.fullmatch(value):
+        return 'must be an image reference such as "matrixdotorg/synapse:latest"'
+    return None
+
+
 def path(value: object) -> str | None:
     """A local file path: printable, no newline, no shell metacharacters."""
     if not isinstance(value, str) or not value:

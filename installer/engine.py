@@ -8,13 +8,15 @@ through its `StageContext`; it fails by raising `StageError` (message + what to 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from installer.answers import Answers
+from installer.interaction import Decision, Headless, Interaction, SkippableWait
 from installer.events import (
     Listener,
     RunFinished,
@@ -31,10 +33,13 @@ from installer.remote import CommandResult, Remote, RemoteCommandError
 from installer.secrets import Secrets
 from installer.state import RunState
 
+if TYPE_CHECKING:
+    from installer.deployment import Deployment
+
 StageFn = Callable[["StageContext"], Awaitable["Status | None"]]
-Decision = Literal["retry", "skip", "fail"]
-DecideFn = Callable[["Stage", str, "str | None"], Awaitable[Decision]]
-"""(stage, error, hint) -> what to do about a failed stage; the guided setup asks the user."""
+T = TypeVar("T")
+
+__all__ = ["Decision", "Engine", "Session", "Stage", "StageContext", "StageError"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,13 @@ class Stage:
     needs: tuple[str, ...] = ()
     skippable: bool = False
     """Whether the guided setup may offer "Skip" after a failure (nothing later depends on it being right)."""
+    gives: tuple[type, ...] = ()
+    """Typed outputs the stage hands to later ones (`ctx.give`): one value of each type."""
+    takes: tuple[type, ...] = ()
+    """Typed outputs it reads (`ctx.take`): each must be given by a stage it needs, directly or not."""
+    before: tuple[str, ...] = ()
+    """Stages that need this one, said from this side (a component adding a step before another's);
+    the plan turns these into their `needs`."""
 
 
 class StageError(Exception):
@@ -68,16 +80,28 @@ class Session:
     options: RunOptions = field(default_factory=RunOptions)
     secrets: Secrets = field(default_factory=Secrets)
     listeners: list[Listener] = field(default_factory=list)
+    interaction: Interaction = field(default_factory=Headless)
     remote: Remote | None = None
     federation: dict[str, Any] | None = None
     shown_once: list[tuple[str, str]] = field(default_factory=list)
-    shared: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[type, Any] = field(default_factory=dict)
+    """What stages gave (by type), for the stages after them."""
+    resources: dict[type, Any] = field(default_factory=dict)
+    """Things of the run's own, made on first use (`ctx.resource`): the apt lock, the cloud client.
+    Tests put their own in first (short cloud timings)."""
     run_log: Any = None
     """The run's log file (installer.report.RunLog), closed when the engine's run ends."""
 
     @property
     def dry_run(self) -> bool:
         return self.options.dry_run
+
+    @functools.cached_property
+    def deployment(self) -> Deployment:
+        """What the answers make of the server: the enabled components, merged."""
+        from installer.deployment import Deployment
+
+        return Deployment.build(self.answers, self.options.mode, self.state.facts)
 
     def emit(self, event: Any) -> None:
         for listener in self.listeners:
@@ -94,6 +118,10 @@ class StageContext:
     @property
     def answers(self) -> Answers:
         return self.session.answers
+
+    @property
+    def deployment(self) -> Deployment:
+        return self.session.deployment
 
     @property
     def facts(self) -> dict[str, Any]:
@@ -141,6 +169,37 @@ class StageContext:
         if not self.dry_run:
             await asyncio.sleep(seconds)
 
+    # --- what stages hand each other ---------------------------------------------------
+    def give(self, value: Any) -> None:
+        """Hand a typed output to later stages (declared in the stage's `gives`)."""
+        if type(value) not in self.stage.gives:
+            raise PlanError(f"stage {self.stage.name} gives a {type(value).__name__} it does not declare")
+        self.session.outputs[type(value)] = value
+
+    def take(self, kind: type[T]) -> T:
+        """A typed output of an earlier stage (declared in this stage's `takes`)."""
+        if kind not in self.stage.takes:
+            raise PlanError(f"stage {self.stage.name} takes a {kind.__name__} it does not declare")
+        try:
+            return self.session.outputs[kind]
+        except KeyError:
+            raise StageError(f"no {kind.__name__} from an earlier stage", "rerun: the stage that makes it runs first") from None
+
+    def resource(self, kind: type[T]) -> T:
+        """The run's one `kind` (made with no arguments on first use)."""
+        if kind not in self.session.resources:
+            self.session.resources[kind] = kind()
+        return self.session.resources[kind]
+
+    # --- asking the person ---------------------------------------------------------------
+    async def confirm(self, question: str) -> bool | None:
+        """Yes or no from the person running this; None when nobody can answer (headless)."""
+        return await self.session.interaction.confirm(self.session.secrets.redact(question))
+
+    def skippable(self, what: str) -> SkippableWait:
+        """A long wait the person may stop: `with ctx.skippable("waiting for DNS") as wait: ...`."""
+        return SkippableWait(self.session.interaction, self.stage.name, what, dry_run=self.dry_run)
+
     # --- the host ---------------------------------------------------------------------
     @property
     def remote(self) -> Remote:
@@ -169,29 +228,33 @@ class PlanError(Exception):
 
 
 def check_plan(stages: Iterable[Stage]) -> list[Stage]:
-    """Stages in a valid order: unique names, known dependencies listed before use, no cycles."""
+    """Stages in a valid order: unique names, known dependencies listed before use (so no
+    cycles), and every output a stage takes given by a stage it needs, directly or not."""
     stages = list(stages)
-    seen: set[str] = set()
+    upstream: dict[str, set[str]] = {}
+    gives: dict[str, tuple[type, ...]] = {}
     for stage in stages:
-        if stage.name in seen:
+        if stage.name in upstream:
             raise PlanError(f"stage {stage.name} is listed twice")
         for need in stage.needs:
-            if need not in seen:
+            if need not in upstream:
                 raise PlanError(f"stage {stage.name} needs {need}, which is not listed before it")
-        seen.add(stage.name)
+        upstream[stage.name] = set(stage.needs).union(*(upstream[n] for n in stage.needs))
+        gives[stage.name] = stage.gives
+        for kind in stage.takes:
+            if not any(kind in gives[name] for name in upstream[stage.name]):
+                raise PlanError(f"stage {stage.name} takes a {kind.__name__}, which no stage it needs gives")
     return stages
 
 
 class Engine:
     """Runs a plan: every stage whose needs have finished starts at once (up to `max_parallel`)."""
 
-    def __init__(self, stages: Iterable[Stage], session: Session, *, max_parallel: int | None = None,
-                 decide: DecideFn | None = None) -> None:
+    def __init__(self, stages: Iterable[Stage], session: Session, *, max_parallel: int | None = None) -> None:
         self.stages = check_plan(stages)
         self.session = session
         # The dry-run prints a plan: one stage at a time, in the listed order, so it reads top to bottom.
         self.max_parallel = 1 if session.dry_run else (max_parallel or len(self.stages) or 1)
-        self.decide = decide
         self.results: dict[str, StageResult] = {s.name: StageResult(s.name, s.title, Status.PENDING) for s in self.stages}
 
     def _finish(self, stage: Stage, status: Status, seconds: float, error: str | None = None, hint: str | None = None) -> None:
@@ -214,6 +277,8 @@ class Engine:
             hint: str | None = None
             try:
                 outcome = await stage.run(ctx) or Status.DONE
+                if outcome is not Status.SKIPPED and (missing := [k.__name__ for k in stage.gives if k not in self.session.outputs]):
+                    raise PlanError(f"stage {stage.name} finished without giving {', '.join(missing)}")
                 if self.session.dry_run and outcome is not Status.SKIPPED:
                     outcome = Status.PLANNED
                 self._finish(stage, outcome, time.monotonic() - started)
@@ -232,10 +297,8 @@ class Engine:
                 error = f"unexpected error: {type(exc).__name__}: {exc}"
                 for line in traceback.format_exc().splitlines():
                     ctx.log(line, "debug")
-            decision: Decision = "fail"
-            if self.decide is not None:
-                redact = self.session.secrets.redact
-                decision = await self.decide(stage, redact(error), redact(hint) if hint else None)
+            redact = self.session.secrets.redact
+            decision: Decision = await self.session.interaction.decide(stage, redact(error), redact(hint) if hint else None)
             if decision == "retry":
                 ctx.log("retrying")
                 started = time.monotonic()

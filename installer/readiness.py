@@ -1,5 +1,6 @@
 """What this machine and the state must hold before a run starts, checked alike by both
-front-ends: the OCI profile, for an install on Oracle Cloud; the server's address, for an upgrade."""
+front-ends: what the provider needs (the OCI profile, for an install on Oracle Cloud); the
+server's address, for an upgrade."""
 
 from __future__ import annotations
 
@@ -13,16 +14,11 @@ if TYPE_CHECKING:
     from installer.options import RunOptions
 
 
-def oci_profile_problems(answers: Answers, options: RunOptions,
-                         check: Callable[[str, str], list[str]] | None = None) -> list[str]:
-    """The OCI profile's problems when this run launches on Oracle Cloud (`check`: the guided
-    setup's own, which its tests replace)."""
-    if answers.cloud.provider != "oci" or options.mode != "install":
-        return []
-    if check is None:
-        from installer.cloud.config import check_oci_config as check
+def provider_problems(answers: Answers, options: RunOptions) -> list[str]:
+    """What the provider needs of this machine for the run (Oracle Cloud: a working OCI profile)."""
+    from installer.providers import provider_for
 
-    return check(answers.cloud.oci_config, answers.cloud.oci_profile)
+    return provider_for(answers).problems_before_run(answers, options)
 
 
 def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
@@ -43,9 +39,10 @@ def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
 
 
 def problems_before_run(answers: Answers, options: RunOptions,
-                        oci_check: Callable[[str, str], list[str]] | None = None) -> list[str]:
-    """Everything that stops a real run before it starts, in the words shown to the user."""
-    problems = oci_profile_problems(answers, options, oci_check)
+                        provider_check: Callable[[Answers, RunOptions], list[str]] = provider_problems) -> list[str]:
+    """Everything that stops a real run before it starts, in the words shown to the user
+    (`provider_check`: the guided setup's own, which its tests replace)."""
+    problems = provider_check(answers, options)
     if problem := upgrade_target_problem(answers, options):
         problems.append(problem)
     return problems

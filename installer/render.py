@@ -1,4 +1,5 @@
-"""Templates rendered into the files the host runs on: Caddyfile, docker-compose.yml, cloud-init.
+"""Templates rendered into the files the host runs on: Caddyfile, docker-compose.yml, cloud-init,
+the backup and restore scripts.
 
 Every value is validated by the answers model before it gets here; the filters below quote it
 for its destination and refuse anything that would still break out (defence in depth).
@@ -8,13 +9,13 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
 import jinja2
 
 from installer.answers import Answers
-from installer.published import well_known_client, well_known_server
 from installer.resources import data_dir
 
 TEMPLATES = data_dir("templates")
@@ -59,31 +60,105 @@ def render(template: str, **values: Any) -> str:
     return _environment().get_template(template).render(**values)
 
 
-def caddy_size(synapse_size: str) -> str:
-    """Synapse's "50M" is 50 MiB; Caddy's "50MB" would be 50 * 10^6, so say MiB."""
-    return synapse_size[:-1] + {"K": "KiB", "M": "MiB", "G": "GiB"}[synapse_size[-1]]
+def greater_than(limit: int) -> str:
+    """A regular expression matching the decimal integers above `limit` (a Content-Length),
+    written without {n} counts: braces are placeholders in a Caddyfile."""
+    digits = str(limit)
+    width = len(digits)
+    options = ["[1-9]" + "[0-9]" * width + "[0-9]*"]  # more digits than the limit has
+    for i, digit in enumerate(digits):
+        if digit != "9":
+            options.append(digits[:i] + f"[{int(digit) + 1}-9]" + "[0-9]" * (width - i - 1))
+    return "^(" + "|".join(options) + ")$"
 
 
-def render_caddyfile(answers: Answers, *, upstream: str = "127.0.0.1:8008", global_options: tuple[str, ...] = ()) -> str:
-    """The whole Caddyfile for these answers. `global_options` adds lines to the global block
-    (a lab's ports and storage); they are the caller's own, not user input."""
+TOO_LARGE = json.dumps({"errcode": "M_TOO_LARGE", "error": "The request is larger than this server accepts"})
+_SITE_ADDRESS = re.compile(r"[a-z0-9.-]+(:[0-9]{1,5})?")
+
+
+def _route_view(route: Any, number: int) -> dict[str, Any]:
+    """One route as the template draws it (installer.components.base: Proxy, Respond, Redirect)."""
+    from installer.components.base import Proxy, Redirect, Respond
+
+    if isinstance(route, Proxy):
+        return {"kind": "proxy", "number": number, "paths": route.paths, "upstream": route.upstream,
+                "max_body": route.max_body, "too_large": greater_than(route.max_body) if route.max_body else "",
+                "too_large_body": TOO_LARGE}
+    if isinstance(route, Respond):
+        if "`" in route.body:
+            raise RenderError(f"unsafe body for a Caddyfile respond: {route.body[:40]!r}")
+        return {"kind": "respond", "path": route.path, "status": int(route.status), "body": route.body, "headers": route.headers}
+    if isinstance(route, Redirect):
+        return {"kind": "redirect", "target": route.target}
+    raise RenderError(f"no way to write a {type(route).__name__} in a Caddyfile")
+
+
+def _site_view(site: Any) -> dict[str, Any]:
+    if not _SITE_ADDRESS.fullmatch(site.address):
+        raise RenderError(f"unsafe site address for a Caddyfile: {site.address!r}")
+    if "\n" in site.comment:
+        raise RenderError("a site comment spans lines")
+    routes, proxies = [], 0
+    for route in site.routes:
+        view = _route_view(route, proxies + 1)
+        proxies += view["kind"] == "proxy"
+        routes.append(view)
+    return {"address": site.address, "comment": site.comment, "routes": routes}
+
+
+def render_caddyfile(answers: Answers, sites: Sequence[Any], *, global_options: tuple[str, ...] = ()) -> str:
+    """The whole Caddyfile: the global options the answers ask for, then every site (as
+    installer.deployment merges them). `global_options` adds lines to the global block (a lab's
+    ports and storage); they are the caller's own, not user input."""
     d = answers.domain
     return render(
         "Caddyfile.j2",
         acme_email=d.acme_email if d.tls == "acme" else "",
         local_certs=d.tls == "internal",
         global_options=global_options,
-        matrix_host=d.matrix_host,
-        server_name=d.server_name,
-        serve_server_name=answers.serves_server_name,
-        redirect_to=d.redirect_to,
-        federation_port=answers.federation_port,
-        server_json=json.dumps(well_known_server(answers)),
-        client_json=json.dumps(well_known_client(answers)),
-        max_size=caddy_size(answers.synapse.max_upload_size),
-        upstream=upstream,
+        sites=[_site_view(site) for site in sites],
     )
 
 
-def render_compose(answers: Answers, *, port: int = 8008) -> str:
-    return render("docker-compose.yml.j2", image=answers.synapse.image, port=port)
+_COMPOSE_KEY = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _yaml_lines(value: Any, indent: int) -> list[str]:
+    """A mapping as block YAML; lists and scalars as JSON (a subset of YAML), so every string is
+    quoted and nothing in a value can break out of it."""
+    lines = []
+    for key, item in value.items():
+        if not _COMPOSE_KEY.fullmatch(str(key)):
+            raise RenderError(f"unsafe key for docker-compose.yml: {key!r}")
+        if isinstance(item, dict) and item:
+            lines.append(f"{'  ' * indent}{key}:")
+            lines += _yaml_lines(item, indent + 1)
+        else:
+            lines.append(f"{'  ' * indent}{key}: {json.dumps(item)}")
+    return lines
+
+
+def render_compose(services: Sequence[Any]) -> str:
+    """docker-compose.yml for the deployment's services (installer.components.base.Service)."""
+    document = {"services": {s.name: {"image": s.image, **s.settings} for s in services}}
+    lines = ["# Managed by matrix-installer: edit the answers and rerun instead of editing this file.",
+             *_yaml_lines(document, 0)]
+    return "\n".join(lines) + "\n"
+
+
+def render_backup_scripts(items: Sequence[Any], *, keep: int) -> tuple[str, str]:
+    """The backup and restore scripts for the deployment's backup items
+    (installer.components.base: BackupFiles, BackupSqlite, BackupDump)."""
+    from installer.components.base import BackupDump, BackupFiles, BackupSqlite
+    from installer.host.layout import BACKUP_DIR, BACKUP_SCRIPT, PROJECT, RESTORE_SCRIPT
+
+    files = [i for i in items if isinstance(i, BackupFiles)]
+    values = {
+        "project": PROJECT, "backup_dir": BACKUP_DIR, "backup_script": BACKUP_SCRIPT, "restore_script": RESTORE_SCRIPT,
+        "keep": keep, "files": files,
+        "sqlite": [i for i in items if isinstance(i, BackupSqlite)],
+        "dumps": [i for i in items if isinstance(i, BackupDump)],
+        "excludes": [pattern for i in files for pattern in i.exclude],
+        "required": [pattern for i in files for pattern in i.required],
+    }
+    return render("backup.sh.j2", **values), render("restore.sh.j2", **values)

@@ -65,7 +65,7 @@ def run_headless(args: argparse.Namespace, options: RunOptions) -> int:
         print("Dry run: nothing will be contacted or changed. The plan, in order:\n")
     for warning in warnings:
         print(f"warning: {warning}")
-    code, result = run_plan(plan_for(options.mode, answers), session, reporter)
+    code, result = run_plan(plan_for(options.mode, answers, session.state.facts), session, reporter)
     reporter.summary(result)
     reporter.show_once(result)
     if options.report:

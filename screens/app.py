@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # screen needs none of them, and its first frame should not wait for them (bench/startup.py).
 
 
-PlanFn = Callable[[str, "Answers"], Sequence["Stage"]]
+PlanFn = Callable[[str, "Answers", "dict[str, Any]"], Sequence["Stage"]]
 
 
 def _env_is_set(name: str) -> bool:
@@ -35,11 +35,11 @@ def _env_is_set(name: str) -> bool:
     return env_is_set(name)
 
 
-def check_oci(config_path: str, profile: str) -> list[str]:
-    """Problems with the OCI profile (imported late: it is only needed on the Keys and Review steps)."""
-    from installer.cloud.config import check_oci_config
+def check_provider(answers: Answers, options: RunOptions) -> list[str]:
+    """What the provider needs of this machine (imported late: only the Keys and Review steps ask)."""
+    from installer.readiness import provider_problems
 
-    return check_oci_config(config_path, profile)
+    return provider_problems(answers, options)
 
 
 class InstallerApp(App[int]):
@@ -61,7 +61,7 @@ class InstallerApp(App[int]):
         home: Path | None = None,
         env: Callable[[str], bool] | None = None,
         default_answers_path: Path | None = None,
-        oci_check: Callable[[str, str], list[str]] = check_oci,
+        provider_check: Callable[[Answers, RunOptions], list[str]] = check_provider,
     ) -> None:
         super().__init__()
         self._answers = answers
@@ -71,7 +71,7 @@ class InstallerApp(App[int]):
         self.clock = clock
         self.home = home
         self.env_is_set = env or _env_is_set
-        self.oci_check = oci_check
+        self.provider_check = provider_check
         self.default_answers_path = default_answers_path or Path.cwd() / "matrix-answers.toml"
         self.answers_path: Path | None = None
         self.session: Session | None = None
@@ -114,8 +114,9 @@ class InstallerApp(App[int]):
         from screens.keys import KeysScreen
         from screens.registration import RegistrationScreen
         from screens.review import ReviewScreen
+        from screens.server import ServerScreen
 
-        order: list[type[Screen[Any]]] = [CloudScreen, DomainScreen, KeysScreen, RegistrationScreen, ReviewScreen]
+        order: list[type[Screen[Any]]] = [CloudScreen, DomainScreen, KeysScreen, RegistrationScreen, ServerScreen, ReviewScreen]
         names = ["WelcomeScreen"] + [cls.__name__ for cls in order]
         index = names.index(type(current).__name__)
         self.push_screen(order[index]())
@@ -145,7 +146,18 @@ class InstallerApp(App[int]):
             from installer.plan import plan_for
 
             self.plan = plan_for
-        return list(self.plan(self.options.mode, self.answers))
+        return list(self.plan(self.options.mode, self.answers, self.known_facts()))
+
+    def known_facts(self) -> dict[str, Any]:
+        """What an earlier run's state knows of this server (an upgrade works on what is deployed)."""
+        if self.session is not None:
+            return self.session.state.facts
+        from installer.state import RunState, StateError
+
+        try:
+            return RunState.load(self.options.state_root, self.answers.domain.server_name).facts
+        except (StateError, OSError):
+            return {}
 
     # --- the run ----------------------------------------------------------------------
     def start_run(self) -> None:
@@ -166,20 +178,10 @@ class InstallerApp(App[int]):
             self.state_folder = self.session.state.folder
             self.answers_path = self.answers_path or self.session.state.folder / ANSWERS_FILE
         stages = self.plan_stages()
-        self.session.shared["ask"] = self.ask  # stages that need consent (upgrade's reboot) ask here
+        screen = ProvisionScreen(stages, self.session)
+        self.session.interaction = screen  # failed stages, questions and skippable waits come to it
         self.running = True
-        self.push_screen(ProvisionScreen(stages, self.session))
-
-    async def ask(self, question: str) -> bool:
-        """A yes/no question from a stage, answered in a dialog (the engine waits meanwhile)."""
-        import asyncio
-
-        from screens.dialogs import ConfirmDialog
-
-        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.push_screen(ConfirmDialog("A question from the installer", question, "Yes", "No"),
-                         lambda choice: answer.done() or answer.set_result(bool(choice)))
-        return await answer
+        self.push_screen(screen)
 
     def stop_run(self) -> None:
         """Quit and resume later: cancel the engine (it saves state and reports the interruption)."""

@@ -8,20 +8,13 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.markup import escape
-from textual.widgets import Collapsible, Input, Static
+from textual.widgets import Input, Static
 
 from installer.answers import Answers
-from installer.published import wanted_records, well_known_server
+from installer.components.dns import well_known_server
+from installer.deployment import Deployment
 from screens.form import FormScreen
 from screens.widgets import FormField
-
-DELEGATIONS = [
-    ("well-known", "well-known file (recommended)"),
-    ("srv", "SRV record (federation on port 8448)"),
-    ("none", "none: server name = Matrix host"),
-]
-DELEGATION_HELP = ("how other servers find the Matrix host from the server name: a small file served at "
-                   "https://server_name/.well-known/matrix/server, or a DNS SRV record")
 
 
 def preview_lines(answers: Answers, host_ip: str) -> list[str]:
@@ -30,7 +23,7 @@ def preview_lines(answers: Answers, host_ip: str) -> list[str]:
     d = answers.domain
     answers = answers.replace("domain", server_name=d.server_name or "example.org", matrix_host=d.matrix_host or "matrix.example.org")
     server, host, port = escape(answers.domain.server_name), escape(answers.domain.matrix_host), answers.federation_port
-    records = wanted_records(answers, host_ip)
+    records = Deployment.build(answers).records(host_ip)
     lines: list[str] = []
     if answers.domain.delegation == "well-known":
         where = "served here" if answers.serves_server_name else f"publish it on the site that serves {server}"
@@ -41,9 +34,19 @@ def preview_lines(answers: Answers, host_ip: str) -> list[str]:
         lines += [f"  {escape(r.name)}.  SRV  {escape(r.value)}" for r in records if r.rtype == "SRV"]
     else:
         lines += ["[b]No delegation[/]", f"  other servers connect to {host}:{port}"]
-    lines.append("[b]DNS A records[/]")
-    lines += [f"  {escape(r.name)}.  A  {escape(r.value)}" for r in records if r.rtype == "A"]
+    lines.append("[b]DNS records[/]")
+    lines += [f"  {escape(r.name)}.  {r.rtype}  {escape(r.value)}" for r in records if r.rtype in ("A", "AAAA")]
     return lines
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 class DomainScreen(FormScreen):
@@ -51,16 +54,6 @@ class DomainScreen(FormScreen):
 
     STEP = "Domain"
     HEADING = "Which names will your server use?"
-
-    def compose_form(self) -> ComposeResult:
-        yield self.field("domain.server_name", placeholder="example.org")
-        yield self.field("domain.matrix_host", placeholder="matrix.example.org")
-        yield self.field("domain.delegation", options=DELEGATIONS, help=DELEGATION_HELP)
-        yield self.field("domain.serve_server_name")
-        yield self.field("domain.redirect_to", placeholder="https://www.example.org")
-        yield self.field("domain.acme_email", placeholder="admin@example.org")
-        with Collapsible(title="Certificates", collapsed=True):
-            yield self.field("domain.tls")
 
     def compose_aside(self) -> ComposeResult:
         with VerticalScroll(id="aside", can_focus=False) as aside:
@@ -95,7 +88,7 @@ class DomainScreen(FormScreen):
         host = answers.domain.matrix_host or "matrix.example.org"
         self.query_one("#field-domain-matrix_host", FormField).set_help(f"where clients and servers connect: https://{host}")
         if answers.cloud.provider == "existing" and answers.ssh.host:
-            ip = answers.ssh.host
+            ip = answers.ssh.host if _is_ip(answers.ssh.host) else f"(the address of {answers.ssh.host})"
         else:
             ip = "(the VM's public IP)"
         self.query_one("#preview", Static).update("\n".join(preview_lines(answers, ip)))

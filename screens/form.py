@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Button, Collapsible, Footer, Input, Static
 
-from installer.answers import Answers, cross_problems
+from installer.answers import FIELDS, FIELDS_BY_PATH, Answers, FieldSpec, cross_problems
 from screens.base import StepScreen, stylesheet
 from screens.widgets import FormField
 
@@ -43,16 +43,41 @@ class FormScreen(StepScreen):
         yield Footer()
 
     def compose_form(self) -> ComposeResult:
-        yield from ()
+        """Every key the components declare for this step (installer.sections)."""
+        yield from self.declared_fields()
 
     def compose_aside(self) -> ComposeResult:
         """Anything shown beside (wide) or under (narrow) the form, such as a live preview."""
         yield from ()
 
+    def asked(self) -> list[FieldSpec]:
+        """This step's keys, in declaration order, leaving out those this mode does not ask
+        (an upgrade does not ask again for a VM's shape)."""
+        mode = self.installer.options.mode
+        return [s for s in FIELDS if s.step == self.STEP and not (s.declared.install_only and mode == "upgrade")]
+
+    def declared_fields(self, *, skip: tuple[str, ...] = ()) -> ComposeResult:
+        """The fields for this step's keys: ungrouped first, then each group folded (keys most
+        people leave alone)."""
+        groups: dict[str, list[FieldSpec]] = {}
+        for spec in self.asked():
+            if spec.path not in skip:
+                groups.setdefault(spec.declared.group, []).append(spec)
+        for spec in groups.pop("", []):
+            yield self.field(spec.path)
+        for title, specs in groups.items():
+            with Collapsible(title=title, collapsed=True, classes="fold"):
+                for spec in specs:
+                    yield self.field(spec.path)
+
+    def field_options(self, path: str) -> dict[str, Any]:
+        """What this step words its own way for a key (help naming what it found, say)."""
+        return {}
+
     def field(self, path: str, **kwargs: Any) -> FormField:
         """A form field for `path`, prefilled from the answers so far."""
         section, key = path.split(".")
-        return FormField(path, getattr(getattr(self.installer.answers, section), key), **kwargs)
+        return FormField(path, getattr(getattr(self.installer.answers, section), key), **{**self.field_options(path), **kwargs})
 
     def on_mount(self) -> None:
         self.update_visibility()
@@ -67,12 +92,18 @@ class FormScreen(StepScreen):
         return [f for f in self.query(FormField) if not any(a.has_class("-na") for a in f.ancestors_with_self)]
 
     def draft(self) -> Answers:
-        """The answers with every readable value on this screen applied."""
+        """The answers with every readable value on this screen applied; a key that does not
+        apply to them (OCPUs for a fixed shape) keeps its default."""
         answers = self.installer.answers
         for item in self.query(FormField):
             if item.parsed:
                 section, key = item.path.split(".")
                 answers = answers.replace(section, **{key: item.value})
+        for item in self.query(FormField):
+            spec = FIELDS_BY_PATH[item.path]
+            if spec.declared.applies is not None and not spec.declared.applies(answers):
+                section, key = item.path.split(".")
+                answers = answers.replace(section, **{key: spec.default})
         return answers
 
     def check_cross(self, answers: Answers, *, only_touched: bool) -> list[str]:
@@ -93,7 +124,15 @@ class FormScreen(StepScreen):
         return shown
 
     def update_visibility(self) -> None:
-        """Show or hide groups of fields that depend on a choice (provider, shape, policy)."""
+        """Show only the fields that apply to the answers as they stand (their declarations say
+        when: the OCI settings for Oracle Cloud, OCPUs for a Flex shape); a fold with none goes too."""
+        draft = self.draft()
+        for item in self.query(FormField):
+            item.set_class(not FIELDS_BY_PATH[item.path].applies(draft), "-na")
+        for fold in self.query(Collapsible):
+            inside = list(fold.query(FormField))
+            if inside:
+                fold.set_class(all(f.has_class("-na") for f in inside), "-na")
 
     def update_aside(self) -> None:
         """Redraw anything computed from the answers (a preview, a status line)."""

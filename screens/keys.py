@@ -45,8 +45,13 @@ class KeysScreen(FormScreen):
         if isinstance(event.value, str):
             self.query_one("#field-ssh-private_key", FormField).set_text(discovery.home_relative(event.value, self.installer.home))
 
+    def _checks_provider(self) -> bool:
+        """The provider's own credentials matter for an install on a cloud (not for a server of your own)."""
+        return self.installer.answers.cloud.provider != "existing" and self.installer.options.mode == "install"
+
     def update_visibility(self) -> None:
-        self.query_one("#oci-key-group").set_class(self.installer.answers.cloud.provider != "oci", "-na")
+        super().update_visibility()
+        self.query_one("#oci-key-group").set_class(not self._checks_provider(), "-na")
 
     def update_aside(self) -> None:
         answers = self.draft()
@@ -73,9 +78,9 @@ class KeysScreen(FormScreen):
     def show_oci_status(self) -> None:
         """The OCI profile's state, checked once (the Cloud step, not this one, names the profile)."""
         cloud = self.installer.answers.cloud
-        if cloud.provider != "oci":
+        if not self._checks_provider():
             return
-        problems = self.installer.oci_check(cloud.oci_config, cloud.oci_profile)
+        problems = self.installer.provider_check(self.installer.answers, self.installer.options)
         if problems:
             text = "\n".join(f"[$text-error]✗[/] {escape(p)}" for p in problems)
         else:

@@ -1,6 +1,9 @@
 """The run: stages as a list beside the selected stage's live log, overall progress, and a dialog
 when a stage fails. The engine runs in a worker; its events are queued by a plain listener and
-drawn by a ~10 Hz flush, so a stage printing 100k lines a second cannot stall the screen."""
+drawn by a ~10 Hz flush, so a stage printing 100k lines a second cannot stall the screen.
+
+This screen is the run's Interaction (installer.interaction): a failed stage, a question and a
+wait the user may stop all come here."""
 
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ class ProvisionScreen(StepScreen):
     BINDINGS = [
         Binding("f", "follow", "Follow running"),
         Binding("z", "zoom", "Wide log"),
+        Binding("s", "stop_waiting", "Stop waiting"),
         Binding("ctrl+n", "continue", "Continue", show=False),
     ]
 
@@ -75,6 +79,8 @@ class ProvisionScreen(StepScreen):
         """Stages highlighted by following, not by the user: their highlight events are ignored."""
         self.result: RunResult | None = None
         self.run_started = 0.0
+        self.waits: dict[str, tuple[str, asyncio.Event]] = {}
+        """Stages waiting on something the user may stop waiting for (what, the signal)."""
 
     # --- layout -----------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -128,7 +134,7 @@ class ProvisionScreen(StepScreen):
 
     @work(group="engine", exclusive=True, exit_on_error=False, name="engine")
     async def run_engine(self) -> None:
-        engine = Engine(self.stages, self.session, decide=self.decide)
+        engine = Engine(self.stages, self.session)
         try:
             result = await engine.run()
         except Interrupted as exc:
@@ -161,6 +167,42 @@ class ProvisionScreen(StepScreen):
             self.started_at[stage.name] = self.installer.clock()  # the retry's own duration, as the engine counts it
         self.query_one("#nav-status", Static).update(f"{'Retrying' if choice == 'retry' else 'Continuing after'} {stage.name}…")
         return choice  # type: ignore[return-value]
+
+    async def confirm(self, question: str) -> bool | None:
+        """A yes/no question from a stage, answered in a dialog (the engine waits meanwhile)."""
+        from screens.dialogs import ConfirmDialog
+
+        self.flush()
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.app.push_screen(ConfirmDialog("A question from the installer", question, "Yes", "No"),
+                             lambda choice: answer.done() or answer.set_result(bool(choice)))
+        return await answer
+
+    def offer_skip(self, stage: str, what: str) -> asyncio.Event:
+        """A stage waits on something outside (DNS records): `s` lets the user stop waiting."""
+        event = asyncio.Event()
+        self.waits[stage] = (what, event)
+        self.refresh_bindings()
+        return event
+
+    def withdraw_skip(self, stage: str) -> None:
+        self.waits.pop(stage, None)
+        self.refresh_bindings()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_waiting":
+            return bool(self.waits)
+        return True
+
+    def action_stop_waiting(self) -> None:
+        """Stop the wait of the stage shown (or of the one that is waiting, if only one is)."""
+        stage = self.shown if self.shown in self.waits else next(iter(self.waits), None)
+        if stage is None:
+            return
+        what, event = self.waits.pop(stage)
+        event.set()
+        self.refresh_bindings()
+        self.notify(f"{stage}: stopped {what}; the run goes on", title="Stopped waiting")
 
     # --- drawing ----------------------------------------------------------------------
     def flush(self) -> None:

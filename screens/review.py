@@ -11,28 +11,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.markup import escape
 from textual.widgets import Button, Footer, Static
 
-from installer.answers import FIELDS, SECTIONS, Answers, AnswersError, check_field, cross_problems, save_answers
+from installer.answers import FIELDS, FIELDS_BY_PATH, SECTIONS, AnswersError, check_field, cross_problems, save_answers
 from screens.base import StepScreen, stylesheet
 from screens.dialogs import ConfirmDialog, ErrorDialog, PathDialog
 from screens.widgets import label_for
-
-SCREEN_OF_SECTION = {
-    "cloud": "Cloud", "packages": "Cloud", "domain": "Domain", "ssh": "Keys",
-    "registration": "Accounts", "synapse": "Accounts", "upgrade": "Accounts",
-}
-
-
-def applies(path: str, answers: Answers) -> bool:
-    """Whether an answer matters for this setup (the Oracle Cloud ones do not for a server of
-    your own, tokens only with the token policy), so Review lists only those."""
-    if path.startswith("cloud.") and path != "cloud.provider":
-        if answers.cloud.provider != "oci":
-            return False
-        if path in ("cloud.ocpus", "cloud.memory_gb"):
-            return answers.cloud.shape.endswith(".Flex")
-    if path == "registration.tokens":
-        return answers.registration.policy == "token"
-    return True
 
 
 class ReviewScreen(StepScreen):
@@ -85,10 +67,16 @@ class ReviewScreen(StepScreen):
 
     def machine_problems(self) -> list[str]:
         """What this machine or the state lacks for the run, checked as the headless path does
-        (installer.readiness): the OCI profile, or the address of the server to upgrade."""
+        (installer.readiness): what the provider needs, or the address of the server to upgrade."""
         from installer.readiness import problems_before_run
 
-        return problems_before_run(self.installer.answers, self.installer.options, self.installer.oci_check)
+        return problems_before_run(self.installer.answers, self.installer.options, self.installer.provider_check)
+
+    def warnings(self) -> list[str]:
+        """What the components say of these choices before anything runs (SQLite is for tests)."""
+        from installer.deployment import Deployment
+
+        return Deployment.build(self.installer.answers, self.installer.options.mode, self.installer.known_facts()).warnings()
 
     def refresh_review(self) -> None:
         answers = self.installer.answers
@@ -99,12 +87,15 @@ class ReviewScreen(StepScreen):
         if problems:
             lines.append(f"[b $text-error]✗ {len(problems)} answer{'s' if len(problems) != 1 else ''} to fix (Back to change):[/]")
             for path, message in problems:
-                where = SCREEN_OF_SECTION.get(path.split(".")[0], "")
+                spec = FIELDS_BY_PATH.get(path)
+                where = spec.step if spec else ""
                 lines.append(f"  {escape(where)} › {escape(label_for(path))}: {escape(message)}")
         if machine:
             heading = "Not ready (a real run stops here):" if dry_run else "Not ready yet:"
             lines.append(f"[b $text-warning]! {heading}[/]")
             lines += [f"  {escape(p)}" for p in machine]
+        if not problems:
+            lines += [f"[b $text-warning]![/] {escape(w)}" for w in self.warnings()]
         problem_view = self.query_one("#problems", Static)
         problem_view.update("\n".join(lines))
         problem_view.display = bool(lines)
@@ -112,9 +103,13 @@ class ReviewScreen(StepScreen):
         self.query_one("#install", Button).disabled = self.blocked
 
         rows = []
+        mode = self.installer.options.mode
         for section in SECTIONS:
+            listed = [s for s in FIELDS if s.section == section and s.applies(answers, mode)]
+            if not listed:
+                continue
             rows.append(f"[b $accent]{section}[/]")
-            for spec in (s for s in FIELDS if s.section == section and applies(s.path, answers)):
+            for spec in listed:
                 value = getattr(getattr(answers, section), spec.key)
                 shown = escape(str(value).lower() if isinstance(value, bool) else str(value)) if value != "" else "[$text-muted]—[/]"
                 changed = "" if value == spec.default else " [$text-primary]•[/]"

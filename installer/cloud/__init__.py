@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ENDPOINT_ENV",
+    "CloudClient",
     "CloudError",
     "DryRunCloud",
     "OciCloud",
@@ -30,14 +31,18 @@ __all__ = [
     "timing_for",
 ]
 
-_CLIENT_KEY = "cloud.client"
-TIMING_KEY = "cloud.timing"
+
+@dataclass
+class CloudClient:
+    """The run's one cloud client (a resource of the run: ctx.resource(CloudClient))."""
+
+    client: OciCloud | DryRunCloud | None = None
 
 
 @dataclass(frozen=True)
 class Timing:
-    """How long the cloud stages wait between tries. Tests pass tiny values via
-    `session.shared["cloud.timing"]`; real runs use these defaults."""
+    """How long the cloud stages wait between tries (a resource of the run). Tests put tiny values
+    in `session.resources[Timing]`; real runs use these defaults."""
 
     backoff_base: float = 15.0
     """First wait after "Out of host capacity" or a 429; doubles each attempt up to `backoff_max`."""
@@ -51,15 +56,15 @@ class Timing:
 
 
 def timing_for(ctx: StageContext) -> Timing:
-    timing = ctx.session.shared.get(TIMING_KEY)
-    return timing if isinstance(timing, Timing) else Timing()
+    return ctx.resource(Timing)
 
 
 async def cloud_for(ctx: StageContext) -> OciCloud | DryRunCloud:
     """The run's cloud client, made once and shared by the cloud and DNS stages."""
     from installer.engine import StageError
 
-    cached = ctx.session.shared.get(_CLIENT_KEY)
+    held = ctx.resource(CloudClient)
+    cached = held.client
     if cached is not None:
         return cached.bind(ctx.cloud_call, lambda text: _throttled(ctx, text))  # announced under the calling stage
     c = ctx.answers.cloud
@@ -81,7 +86,7 @@ async def cloud_for(ctx: StageContext) -> OciCloud | DryRunCloud:
                              f"fix {c.oci_config}, then rerun") from None
         if client.endpoint:
             ctx.log(f"Oracle Cloud endpoint override ({ENDPOINT_ENV}): {client.endpoint}")
-    ctx.session.shared[_CLIENT_KEY] = client
+    held.client = client
     return client.bind(ctx.cloud_call, lambda text: _throttled(ctx, text))
 
 
@@ -123,7 +128,7 @@ def explain(error: CloudError, ctx: StageContext) -> Exception:
     if error.status == 429:
         return StageError(f"Oracle Cloud keeps answering 429 TooManyRequests ({error.message})", "wait a few minutes, then rerun")
     if error.status == 0:
-        where = ctx.session.shared.get(_CLIENT_KEY)
+        where = ctx.resource(CloudClient).client
         endpoint = getattr(where, "endpoint", None) or "the region's endpoint"
         return StageError(
             f"cannot reach Oracle Cloud at {endpoint}: {error.message}",

@@ -19,9 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from installer.cloud.config import config_value, endpoint_override
+
+if TYPE_CHECKING:
+    from installer.components.base import Port
 
 LogCall = Callable[[str], None]
 Notify = Callable[[str], None]
@@ -218,21 +221,22 @@ class OciCloud:
         response = await self._call(f"network.get_security_list({sl_id})", self.network.get_security_list, sl_id)
         return response.data, response.headers.get("etag", "")
 
-    async def add_ingress_tcp_rules(self, sl_id: str, existing: list[Any], ports: list[int], etag: str) -> Any:
-        """PUT the list back with every existing rule kept and one TCP rule per new port."""
+    async def add_ingress_rules(self, sl_id: str, existing: list[Any], ports: list[Port], etag: str) -> Any:
+        """PUT the list back with every existing rule kept and one rule per new port (or range)."""
         m = self.models
-        new = [
-            m.IngressSecurityRule(
-                protocol="6", source="0.0.0.0/0", source_type="CIDR_BLOCK", is_stateless=False,
-                tcp_options=m.TcpOptions(destination_port_range=m.PortRange(min=port, max=port)),
-                description=f"matrix-installer: TCP {port}",
-            )
-            for port in ports
-        ]
+        new = []
+        for port in ports:
+            low, high = port.span
+            options = {"destination_port_range": m.PortRange(min=low, max=high)}
+            new.append(m.IngressSecurityRule(
+                protocol=PROTOCOL_NUMBERS[port.protocol], source="0.0.0.0/0", source_type="CIDR_BLOCK", is_stateless=False,
+                tcp_options=m.TcpOptions(**options) if port.protocol == "tcp" else None,
+                udp_options=m.UdpOptions(**options) if port.protocol == "udp" else None,
+                description=f"matrix-installer: {port.protocol.upper()} {_numbers(port)}",
+            ))
         details = m.UpdateSecurityListDetails(ingress_security_rules=list(existing) + new)
-        shown = ", ".join(f"tcp/{p} from 0.0.0.0/0" for p in ports)
         return (await self._call(
-            f"network.update_security_list({sl_id}, add ingress {shown}, if_match=etag)",
+            f"network.update_security_list({sl_id}, add ingress {_shown_ports(ports)}, if_match=etag)",
             self.network.update_security_list, sl_id, details, if_match=etag,
         )).data
 
@@ -318,6 +322,19 @@ class OciCloud:
             f"dns.update_rr_set(zone={zone}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})",
             self.dns.update_rr_set, zone, domain, rtype, dm.UpdateRRSetDetails(items=items),
         )
+
+
+PROTOCOL_NUMBERS = {"tcp": "6", "udp": "17"}
+"""OCI names IP protocols by number in security rules."""
+
+
+def _numbers(port: Port) -> str:
+    low, high = port.span
+    return f"{low}-{high}" if low != high else str(low)
+
+
+def _shown_ports(ports: list[Port]) -> str:
+    return ", ".join(f"{p.protocol}/{_numbers(p)} from 0.0.0.0/0" for p in ports)
 
 
 def _connection_problem(exc: Exception) -> str:
@@ -415,9 +432,8 @@ class DryRunCloud:
         self._log_call(f"network.get_security_list({sl_id})")
         return self._ns(id=sl_id, ingress_security_rules=[]), "dryrun-etag"
 
-    async def add_ingress_tcp_rules(self, sl_id: str, existing: list[Any], ports: list[int], etag: str) -> Any:
-        shown = ", ".join(f"tcp/{p} from 0.0.0.0/0" for p in ports)
-        self._log_call(f"network.update_security_list({sl_id}, add ingress {shown}, if_match=etag)")
+    async def add_ingress_rules(self, sl_id: str, existing: list[Any], ports: list[Port], etag: str) -> Any:
+        self._log_call(f"network.update_security_list({sl_id}, add ingress {_shown_ports(ports)}, if_match=etag)")
         return self._ns(id=sl_id)
 
     async def get_vnic(self, vnic_id: str) -> Any:

@@ -13,55 +13,13 @@ from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Selec
 
 from installer.answers import FIELDS_BY_PATH, check_field, parse_field_text
 
-LABELS: dict[str, str] = {
-    "domain.server_name": "Server name",
-    "domain.matrix_host": "Matrix host",
-    "domain.delegation": "Delegation",
-    "domain.serve_server_name": "Serve server name",
-    "domain.redirect_to": "Redirect others to",
-    "domain.acme_email": "ACME e-mail",
-    "domain.tls": "Certificates",
-    "cloud.provider": "Where",
-    "cloud.oci_config": "OCI config file",
-    "cloud.oci_profile": "OCI profile",
-    "cloud.compartment_id": "Compartment",
-    "cloud.availability_domain": "Availability domain",
-    "cloud.shape": "Shape",
-    "cloud.ocpus": "OCPUs",
-    "cloud.memory_gb": "Memory (GB)",
-    "cloud.ubuntu_version": "Ubuntu version",
-    "cloud.instance_name": "VM name",
-    "cloud.subnet_id": "Subnet",
-    "cloud.launch_retry_minutes": "Capacity retry (min)",
-    "packages.source": "Package source",
-    "ssh.host": "Server address",
-    "ssh.port": "SSH port",
-    "ssh.user": "SSH user",
-    "ssh.private_key": "SSH private key",
-    "ssh.host_key": "Host key pin",
-    "registration.policy": "Registration",
-    "registration.admin_user": "Admin user",
-    "registration.admin_password_env": "Password variable",
-    "registration.tokens": "Tokens to create",
-    "synapse.image": "Synapse image",
-    "synapse.report_stats": "Report stats",
-    "synapse.max_upload_size": "Max upload size",
-    "upgrade.reboot": "Reboot when needed",
-    "upgrade.keep_backups": "Backups to keep",
-}
-
-
-CHECKBOX_TEXT: dict[str, str] = {
-    "domain.serve_server_name": "serve the server name from this box too",
-    "synapse.report_stats": "report anonymous usage statistics",
-}
-
 _PREDICATES = ("is ", "must ", "contains ", "has ", "looks ", "points ", "only ")
 
 
 def label_for(path: str) -> str:
-    """The words a person sees for an answers key."""
-    return LABELS.get(path, path)
+    """The words a person sees for an answers key (its declaration's label)."""
+    spec = FIELDS_BY_PATH.get(path)
+    return spec.label if spec else path
 
 
 class FormField(Vertical):
@@ -85,16 +43,17 @@ class FormField(Vertical):
         *,
         options: list[tuple[str, str]] | None = None,
         help: str | None = None,
-        placeholder: str = "",
+        placeholder: str | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id or f"field-{path.replace('.', '-')}", classes="form-field")
         self.path = path
         self.spec = FIELDS_BY_PATH[path]
+        declared = self.spec.declared
         self._initial = value
-        self._options = options
-        self._help = self.spec.help if help is None else help
-        self._placeholder = placeholder
+        self._options = options if options is not None else list(declared.options) or None
+        self._help = declared.form_help if help is None else help
+        self._placeholder = declared.placeholder if placeholder is None else placeholder
         self._cross_problem: str | None = None
         self._own_problem: str | None = None
         self.touched = False
@@ -115,7 +74,7 @@ class FormField(Vertical):
             yield Label(label_for(self.path), classes="field-label")
             control_id = "control"
             if self.kind == "bool":
-                yield Checkbox(CHECKBOX_TEXT.get(self.path, "yes"), bool(self._initial), id=control_id, compact=True)
+                yield Checkbox(self.spec.declared.checkbox or "yes", bool(self._initial), id=control_id, compact=True)
             elif self.kind == "radio":
                 with RadioSet(id=control_id, compact=True):
                     for value, text in self._options or []:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from textual.content import Content
 from textual.widget import Widget
 
-STEPS: tuple[str, ...] = ("Welcome", "Cloud", "Domain", "Keys", "Accounts", "Review", "Install", "Done")
+STEPS: tuple[str, ...] = ("Welcome", "Cloud", "Domain", "Keys", "Accounts", "Server", "Review", "Install", "Done")
 DRY_RUN_BADGE = "[b $background on $warning]DRY RUN[/]"
 
 

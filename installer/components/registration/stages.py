@@ -11,20 +11,18 @@
 
 from __future__ import annotations
 
+from installer.components.homeserver import AdminCredentials, Response
 from installer.engine import StageContext, StageError
 from installer.events import Status
-from installer.stages.synapse import (
-    BASE,
-    admin_password_from_env,
-    admin_user_id,
-    api,
-    restart,
-    user_exists,
-)
+from installer.host.layout import in_project
 
-ADMIN_TOKEN_FILE = f"{BASE}/.admin-access-token"
+ADMIN_TOKEN_FILE = in_project(".admin-access-token")
 """An admin access token for later runs (root only, 0600): managing tokens needs the admin API,
 and a generated admin password is not kept anywhere."""
+
+
+async def api(ctx: StageContext, method: str, path: str, **kwargs: object) -> Response:
+    return await ctx.deployment.homeserver.api(ctx, method, path, **kwargs)
 
 
 async def live_policy(ctx: StageContext, *, dry: str) -> str:
@@ -52,7 +50,8 @@ async def admin_token(ctx: StageContext) -> str:
         if (await api(ctx, "GET", "/_matrix/client/v3/account/whoami", token=token)).status == 200:
             return token
         ctx.log("the kept admin access token no longer works: logging in again")
-    user_id, password = ctx.session.shared.get("admin_credentials") or (admin_user_id(ctx), admin_password_from_env(ctx))
+    admin = ctx.take(AdminCredentials)
+    user_id, password = admin.user_id, admin.password
     if not password:
         raise StageError(
             "managing registration tokens needs the admin's password, and this run does not have it",
@@ -79,7 +78,7 @@ async def ensure_tokens(ctx: StageContext) -> int:
                         dry_output='{"registration_tokens":[]}\n200')
     if listing.status != 200:
         raise StageError(f"listing registration tokens failed: HTTP {listing.status} {listing.json().get('errcode', '')}",
-                         f"is {admin_user_id(ctx)} a server admin?")
+                         f"is {ctx.take(AdminCredentials).user_id} a server admin?")
     existing = listing.json().get("registration_tokens", [])
     for item in existing:
         if isinstance(item, dict) and isinstance(item.get("token"), str):
@@ -106,7 +105,7 @@ async def apply_policy(ctx: StageContext) -> Status:
     live = await live_policy(ctx, dry=DRY_REGISTER[expected])
     if live != expected:
         ctx.log(f"the running server's registration is {live}, the config says {expected}: restarting Synapse")
-        await restart(ctx)
+        await ctx.deployment.homeserver.restart(ctx)
         changed = True
         live = await live_policy(ctx, dry=DRY_REGISTER[expected])
         if live != expected:
@@ -116,8 +115,9 @@ async def apply_policy(ctx: StageContext) -> Status:
     if policy == "token" and await ensure_tokens(ctx):
         changed = True
     if policy == "open-until-admin":
-        if not await user_exists(ctx, admin_user_id(ctx)) and not ctx.dry_run:
-            raise StageError(f"{admin_user_id(ctx)} does not exist, so registration cannot stay closed for good",
+        admin = ctx.take(AdminCredentials).user_id
+        if not await ctx.deployment.homeserver.user_exists(ctx, admin) and not ctx.dry_run:
+            raise StageError(f"{admin} does not exist, so registration cannot stay closed for good",
                              "rerun: synapse.admin creates the admin first")
         ctx.log("the admin exists, so registration is closed (it never had to be opened: the admin was made "
                 "with the shared secret)")

@@ -14,7 +14,17 @@ from typing import Any
 
 from installer import checks
 from installer.cloud import CloudError, cloud_for, compartment_of, explain, timing_for
-from installer.cloud.api import GATEWAY_NAME, SUBNET_NAME, VCN_NAME, DryRunCloud, OciCloud, RouteRule, short
+from installer.cloud.api import (
+    GATEWAY_NAME,
+    PROTOCOL_NUMBERS,
+    SUBNET_NAME,
+    VCN_NAME,
+    DryRunCloud,
+    OciCloud,
+    RouteRule,
+    short,
+)
+from installer.components.base import Port
 from installer.cloud.userdata import (
     encode_user_data,
     generate_host_key,
@@ -164,49 +174,51 @@ async def _create_network(ctx: StageContext, cloud: Cloud, compartment: str, vcn
 
 
 # --- ingress ------------------------------------------------------------------------------
-def ingress_ports(ctx: StageContext) -> list[int]:
-    """80 for ACME challenges, 443, and 8448 only when federation is put there (SRV delegation)."""
-    return [80, 443] + ([8448] if ctx.answers.federation_port == 8448 else [])
-
-
-def rule_allows(rule: Any, port: int) -> bool:
-    """Whether an ingress rule already lets new TCP connections to `port` in from anywhere."""
-    if rule.protocol not in ("6", "all") or rule.source != ANYWHERE:
+def rule_allows(rule: Any, port: Port) -> bool:
+    """Whether an ingress rule already lets new connections to all of `port` (TCP or UDP, one
+    port or a range) in from anywhere."""
+    if rule.protocol not in (PROTOCOL_NUMBERS[port.protocol], "all") or rule.source != ANYWHERE:
         return False
     if getattr(rule, "source_type", None) not in (None, "CIDR_BLOCK"):
         return False
-    options = getattr(rule, "tcp_options", None)
+    options = getattr(rule, f"{port.protocol}_options", None)
     if rule.protocol == "all" or options is None:
         return True
     if getattr(options, "source_port_range", None) is not None:
         return False
     ports = getattr(options, "destination_port_range", None)
-    return ports is None or ports.min <= port <= ports.max
+    low, high = port.span
+    return ports is None or ports.min <= low and high <= ports.max
+
+
+def _listed(ports: Sequence[Port]) -> str:
+    return ", ".join(f"{p.protocol}/{str(p).rsplit('/', 1)[0]}" for p in ports)
 
 
 async def open_ingress_ports(ctx: StageContext) -> Status:
-    """Add the missing TCP ingress rules, keeping every rule already there (read-modify-write with the etag)."""
+    """Add the missing ingress rules for the deployment's ports, keeping every rule already there
+    (read-modify-write with the etag)."""
     cloud = await cloud_for(ctx)
     sl_id = ctx.facts.get("cloud.security_list_id")
     if not sl_id:
         raise StageError("no security list is known for the subnet", "the cloud.network stage must finish first; rerun")
-    wanted = ingress_ports(ctx)
+    wanted = ctx.deployment.ports
     try:
         for attempt in range(1, 6):
             security_list, etag = await cloud.get_security_list(sl_id)
             rules = list(security_list.ingress_security_rules or [])
             missing = [p for p in wanted if not any(rule_allows(r, p) for r in rules)]
             if not missing:
-                ctx.log(f"ingress already open: {', '.join(f'tcp/{p}' for p in wanted)}")
+                ctx.log(f"ingress already open: {_listed(wanted)}")
                 return Status.UNCHANGED if attempt == 1 else Status.DONE
             try:
-                await cloud.add_ingress_tcp_rules(sl_id, rules, missing, etag)
+                await cloud.add_ingress_rules(sl_id, rules, missing, etag)
             except CloudError as exc:
                 if exc.status != 412:
                     raise
                 ctx.log("the security list changed while it was being edited (etag mismatch): reading it again")
                 continue
-            ctx.log(f"opened {', '.join(f'tcp/{p}' for p in missing)} from anywhere; kept the {len(rules)} rule(s) already there")
+            ctx.log(f"opened {_listed(missing)} from anywhere; kept the {len(rules)} rule(s) already there")
             return Status.DONE
     except CloudError as exc:
         raise explain(exc, ctx) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from installer.components.homeserver import AdminCredentials
 from installer.engine import StageContext, StageError
 from installer.events import Status
 
@@ -14,11 +15,11 @@ async def check(ctx: StageContext) -> Status:
     options = ctx.options
     # --check alone tests any server: its registration policy is not ours to know.
     expect_policy = None if options.mode == "check" else ctx.answers.registration.policy
-    admin = ctx.session.shared.get("admin_credentials")
-    if admin is not None:
-        user, password = admin
-        ctx.secret(password)
-        admin = (user, password)
+    admin = None
+    if AdminCredentials in ctx.stage.takes:
+        credentials = ctx.take(AdminCredentials)
+        if credentials.password:
+            admin = (credentials.user_id, ctx.secret(credentials.password))
     if ctx.dry_run:
         for line in describe_requests(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
                                       expect_policy=expect_policy, admin=admin is not None):

@@ -4,13 +4,14 @@ file's comments and order kept (ruamel round-trip), so a rerun with the same ans
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
 
 from installer.answers import Answers
+from installer.components.homeserver import DatabaseSettings, RegistrationPolicy
 
 
 class ConfigError(ValueError):
@@ -45,24 +46,51 @@ def registration_keys(policy: str, *, open_now: bool = False) -> dict[str, Any]:
             "enable_registration_without_verification": False}
 
 
-def wanted_settings(answers: Answers, *, open_now: bool = False) -> dict[str, Any]:
-    return {
+def database_block(db: DatabaseSettings) -> dict[str, Any]:
+    """Synapse's `database:` for a Postgres server; no password: libpq reads PGPASSWORD from the
+    container's environment (the deployment's root-only env file), so this file never holds it."""
+    return {"name": "psycopg2", "txn_limit": 10000, "args": {
+        "user": db.user, "database": db.database, "host": db.host, "port": db.port, "cp_min": 5, "cp_max": 10,
+    }}
+
+
+def wanted_settings(answers: Answers, settings: Sequence[object] = (), *, open_now: bool = False) -> dict[str, Any]:
+    """Every top-level key the deployment sets: from the [synapse] answers, and from the typed
+    settings other components hand the homeserver (installer.components.homeserver)."""
+    wanted: dict[str, Any] = {
         "public_baseurl": f"https://{answers.domain.matrix_host}/",
         "report_stats": answers.synapse.report_stats,
         "max_upload_size": answers.synapse.max_upload_size,
-        **registration_keys(answers.registration.policy, open_now=open_now),
     }
+    for setting in settings:
+        if isinstance(setting, RegistrationPolicy):
+            wanted.update(registration_keys(setting.policy, open_now=open_now))
+        elif isinstance(setting, DatabaseSettings):
+            wanted["database"] = database_block(setting)
+    return wanted
+
+
+def database_engine(text: str) -> str:
+    """"postgres" or "sqlite": which database a homeserver.yaml points Synapse at."""
+    try:
+        data = _yaml().load(text) or {}
+    except Exception:
+        raise ConfigError("homeserver.yaml is not valid YAML") from None
+    database = data.get("database") if isinstance(data, dict) else None
+    name = database.get("name") if isinstance(database, dict) else "sqlite3"
+    return "postgres" if name in ("psycopg2", "psycopg") else "sqlite"
 
 
 def edit_homeserver_config(
     text: str,
     answers: Answers,
+    settings: Sequence[object] = (),
     *,
     new_secret: Callable[[], str],
     open_now: bool = False,
     extra: dict[str, Any] | None = None,
 ) -> ConfigEdit:
-    """Apply the answers to a generated homeserver.yaml. `new_secret` makes a
+    """Apply the deployment's settings to a generated homeserver.yaml. `new_secret` makes a
     registration_shared_secret only when the file has none; `extra` sets further keys
     (a lab's `trusted_key_servers: []`, for instance)."""
     yaml = _yaml()
@@ -84,7 +112,7 @@ def edit_homeserver_config(
             data[key] = value
             changed.append(key)
 
-    for key, value in {**wanted_settings(answers, open_now=open_now), **(extra or {})}.items():
+    for key, value in {**wanted_settings(answers, settings, open_now=open_now), **(extra or {})}.items():
         put(key, value)
     if not data.get("registration_shared_secret"):
         data["registration_shared_secret"] = new_secret()

@@ -1,0 +1,108 @@
+"""Stage dns.records: the records that point the deployment's names at the host.
+
+When the provider serves the zone (OCI DNS) the records are set through its API. Otherwise the
+exact records are shown and the stage waits, polling DNS with a countdown, until they resolve to
+the host's address; the person running it may stop the wait (ctx.skippable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+from installer.cloud import Timing, timing_for
+from installer.components.dns import Record, to_publish_elsewhere
+from installer.components.dns.lookup import lookup, resolver
+from installer.engine import StageContext, StageError
+from installer.events import Status
+from installer.interaction import SkippableWait
+
+
+def _matches(record: Record, seen: set[str]) -> bool:
+    if record.rtype == "SRV":
+        want = record.value.split()
+        return any(v.split()[2:] == want[2:] for v in seen)
+    return seen == {record.value}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+def _is_public(address: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return True
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_unspecified)
+
+
+async def ensure_records(ctx: StageContext) -> Status:
+    """Set the records in the provider's DNS when it serves the zone; else show them and wait
+    until they resolve."""
+    for line in to_publish_elsewhere(ctx.answers):
+        ctx.log(line)
+    provider = ctx.deployment.provider
+    address = await provider.host_address(ctx)
+    records = ctx.deployment.records(address)
+    if not ctx.dry_run and not _is_public(address) and ctx.options.dns_server is None:
+        ctx.log(f"the host's address {address} is not a public one (a lab?): public DNS records cannot point at it")
+        for record in records:
+            ctx.log(f"    {record.zone_line}")
+        return Status.SKIPPED
+
+    manual, changed = await provider.publish_records(ctx, records)
+    if not manual:
+        return Status.DONE if changed else Status.UNCHANGED
+
+    ctx.log("create these records at your DNS provider:")
+    for record in manual:
+        ctx.log(f"    {record.zone_line}")
+    if ctx.dry_run:
+        ctx.log("then this step waits until they resolve")
+        return Status.DONE
+    outcome = await _wait_for_records(ctx, manual)
+    if outcome is Status.UNCHANGED and changed:
+        return Status.DONE
+    return outcome
+
+
+async def _wait_for_records(ctx: StageContext, records: list[Record]) -> Status:
+    """Poll DNS until every record resolves as wanted: UNCHANGED when they already did at the first
+    look, DONE when they appeared while waiting, SKIPPED when the user stopped the wait."""
+    timing = timing_for(ctx)
+    dns = resolver(ctx.options.dns_server)
+    with ctx.skippable("waiting for DNS records") as wait:
+        return await _poll_records(ctx, records, dns, wait, timing)
+
+
+async def _poll_records(ctx: StageContext, records: list[Record], dns: Any, wait: SkippableWait, timing: Timing) -> Status:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + timing.dns_timeout
+    first = True
+    while True:
+        seen = {r: await lookup(dns, r.name, r.rtype) for r in records}
+        pending = [r for r in records if not _matches(r, seen[r])]
+        if not pending:
+            ctx.log("DNS records resolve as wanted: " + ", ".join(f"{r.name} {r.rtype}" for r in records))
+            return Status.UNCHANGED if first else Status.DONE
+        first = False
+        next_poll = loop.time() + timing.dns_poll_interval
+        while (now := loop.time()) < next_poll:
+            left = deadline - now
+            if wait.stopped:
+                ctx.log("stopped waiting for DNS at the user's request; the records are not confirmed")
+                return Status.SKIPPED
+            if left <= 0:
+                status = "; ".join(f"{r.name} {r.rtype} -> {', '.join(sorted(seen[r])) or 'nothing'}" for r in pending)
+                raise StageError(
+                    f"DNS records still not visible after {_duration(timing.dns_timeout)}: {status}",
+                    "create the records listed in the log at your DNS provider (or fix them), then rerun",
+                )
+            names = ", ".join(r.name for r in pending)
+            ctx.progress(f"waiting for DNS: {names}; {int(left) // 60}:{int(left) % 60:02d} left",
+                         min(1.0, (now - started) / timing.dns_timeout) if timing.dns_timeout else None)
+            await wait.pause(min(1.0, left, max(0.0, next_poll - now)))
+

@@ -1,0 +1,107 @@
+"""What every homeserver component offers the rest of the deployment (Synapse is the first), and
+the typed settings other components hand it. Another homeserver is a new component that
+subclasses Homeserver; registration, upgrade and the checks only use what is here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from installer.components.base import Component
+
+if TYPE_CHECKING:
+    from installer.answers import Answers
+    from installer.engine import StageContext
+
+
+@dataclass(frozen=True)
+class AdminCredentials:
+    """The admin account as this run knows it (a stage output): its password only when this run
+    made it or read it from the environment."""
+
+    user_id: str
+    password: str | None
+
+
+@dataclass(frozen=True)
+class RegistrationPolicy:
+    """A homeserver setting: who may register ("closed", "token", "open-until-admin")."""
+
+    policy: str
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """A homeserver setting: the database server to use instead of the homeserver's own file.
+    The password reaches the homeserver's container through `password_env` in `env_file`
+    (libpq reads PGPASSWORD), never through its config file."""
+
+    engine: Literal["postgres"]
+    service: str
+    """The compose service that runs it: the homeserver starts only once it is healthy."""
+    host: str
+    port: int
+    database: str
+    user: str
+    env_file: str
+    """A root-only file on the host (relative to the compose project) the homeserver's container reads."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP answer from the homeserver, asked on the host's loopback."""
+
+    status: int
+    body: str
+
+    def json(self) -> dict:
+        try:
+            value = json.loads(self.body or "{}")
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+def admin_password_from_env(ctx: StageContext) -> str | None:
+    """The admin's password from the environment variable the answers name (registered as a secret)."""
+    import os
+
+    value = os.environ.get(ctx.answers.registration.admin_password_env, "").strip()
+    return ctx.secret(value) if value else None
+
+
+class Homeserver(Component):
+    """The component that runs the Matrix homeserver."""
+
+    service: ClassVar[str]
+    """Its compose service (and container) name."""
+    display_name: ClassVar[str]
+
+    @staticmethod
+    def admin_user_id(answers: Answers) -> str:
+        return f"@{answers.registration.admin_user}:{answers.domain.server_name}"
+
+    async def user_exists(self, ctx: StageContext, user_id: str) -> bool:
+        from urllib.parse import quote
+
+        from installer.engine import StageError
+
+        answer = await self.api(ctx, "GET", f"/_matrix/client/v3/profile/{quote(user_id, safe='@:')}",
+                                dry_output='{"errcode":"M_NOT_FOUND"}\n404')
+        if answer.status not in (200, 404):
+            raise StageError(f"looking up {user_id} failed: HTTP {answer.status} {answer.json().get('errcode', '')}")
+        return answer.status == 200
+
+    async def api(self, ctx: StageContext, method: str, path: str, *, body: object | None = None,
+                  token: str | None = None, dry_output: str = "{}\n200") -> Response:
+        """One request to the client-server or admin API, on the host's loopback."""
+        raise NotImplementedError
+
+    async def restart(self, ctx: StageContext) -> None:
+        """Restart it and wait until it is ready again."""
+        raise NotImplementedError
+
+    async def version(self, ctx: StageContext, *, dry_output: str) -> str:
+        """The version it reports itself ("unknown" when it does not say)."""
+        raise NotImplementedError

@@ -1,0 +1,82 @@
+"""Who may create accounts: the registration policy, the admin account's name and password
+source, and registration tokens. The policy is a setting the homeserver applies; the stage
+proves it on the running server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from installer import checks
+from installer.components.base import Component
+from installer.components.homeserver import RegistrationPolicy
+from installer.sections import Part, key
+
+if TYPE_CHECKING:
+    from installer.answers import Answers
+    from installer.components.base import Mode
+    from installer.deployment import Deployment
+    from installer.engine import Stage
+
+POLICIES = (
+    ("closed", "closed (recommended)"),
+    ("token", "with a registration token"),
+    ("open-until-admin", "open until the admin exists"),
+)
+
+
+def _token_policy(answers: Answers) -> bool:
+    return answers.registration.policy == "token"
+
+
+@dataclass(frozen=True)
+class RegistrationKeys:
+    policy: str = key(
+        "closed", "Registration", '"closed" | "token" | "open-until-admin"', step="Accounts",
+        choices=tuple(value for value, _ in POLICIES), options=POLICIES, install_only=True,
+        guide="closed: only the admin creates accounts (Synapse's admin API); token: people sign up with a token "
+              "you hand out; open until the admin exists: the admin is made without ever opening registration, "
+              "so it ends as closed",
+    )
+    admin_user: str = key(
+        "admin", "Admin user", "the admin's user ID is @admin_user:server_name", step="Accounts", install_only=True,
+        check=checks.pattern(r"[a-z0-9][a-z0-9._=-]{0,63}", "a Matrix user name: lowercase ASCII letters, digits and . _ = - "
+                             "(starting with a letter or digit)"),
+    )
+    admin_password_env: str = key(
+        "MATRIX_ADMIN_PASSWORD", "Password variable", "unset: generate one, show it once", step="Accounts",
+        check=checks.pattern(r"[A-Za-z_][A-Za-z0-9_]{0,63}", "an environment variable name"),
+        guide="the environment variable holding the admin's password",
+    )
+    tokens: int = key(0, "Tokens to create", 'registration tokens to create with policy "token"', step="Accounts",
+                      check=checks.int_range(0, 100), applies=_token_policy, install_only=True,
+                      guide="registration tokens to create; shown once at the end")
+
+
+class Registration(Component):
+    name = "registration"
+    title = "Registration"
+    answers = (Part("registration", RegistrationKeys),)
+
+    def problems(self, answers: Answers) -> list[tuple[str, str]]:
+        r = answers.registration
+        if r.policy == "token" and r.tokens < 1:
+            return [("registration.tokens", 'policy "token" needs at least one token, or nobody can register')]
+        if r.policy != "token" and r.tokens:
+            return [("registration.tokens", f'tokens are only created with policy = "token" (policy is "{r.policy}")')]
+        return []
+
+    def homeserver_settings(self, d: Deployment) -> list[object]:
+        return [RegistrationPolicy(d.answers.registration.policy)]
+
+    def stages(self, d: Deployment, mode: Mode) -> list[Stage]:
+        if mode != "install":
+            return []
+        from installer.components.homeserver import AdminCredentials
+        from installer.components.registration.stages import apply_policy
+        from installer.engine import Stage
+
+        return [Stage("registration.policy", "Registration policy", apply_policy, takes=(AdminCredentials,))]
+
+
+COMPONENT = Registration()

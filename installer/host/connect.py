@@ -1,0 +1,226 @@
+"""Stage host.ssh: one verified SSH connection for the run, sudo without a password, cloud-init
+finished, and the host's OS known (the HostOS output later stages take).
+
+No trust on first use: the host key comes from the answers' pin, or from what the provider
+handed over (the key given to a new VM through cloud-init, retired here after the first verified
+connection for one that never left the host).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from installer.engine import StageContext, StageError
+from installer.events import Status
+
+if TYPE_CHECKING:
+    from installer.ssh import SshTarget
+
+q = shlex.quote
+
+DRY_OS_RELEASE = 'ID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\nPRETTY_NAME="Ubuntu 24.04 LTS"\nARCH=arm64\n'
+CLOUD_INIT_TIMEOUT = 1200.0
+
+
+@dataclass(frozen=True)
+class HostOS:
+    id: str
+    codename: str
+    version: str
+    arch: str
+    pretty: str
+    id_like: str = ""
+
+    @property
+    def is_ubuntu(self) -> bool:
+        return self.id == "ubuntu"
+
+
+def parse_os_release(text: str) -> HostOS:
+    values = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            values[key.strip()] = value.strip().strip('"')
+    return HostOS(
+        id=values.get("ID", ""), codename=values.get("VERSION_CODENAME") or values.get("UBUNTU_CODENAME", ""),
+        version=values.get("VERSION_ID", ""), arch=values.get("ARCH", ""), pretty=values.get("PRETTY_NAME", ""),
+        id_like=values.get("ID_LIKE", ""),
+    )
+
+
+def ssh_target(ctx: StageContext):
+    """Where to connect and which host key to accept; refuses to trust a key it cannot vouch for."""
+    from pathlib import Path
+
+    from installer.ssh import SshTarget
+
+    a = ctx.answers.ssh
+    host = a.host or ctx.facts.get("host.address")
+    if not host:
+        raise StageError("the host's address is not known", 'set ssh.host in the answers (provider "existing"), '
+                         "or let the cloud stages finish")
+    pinned, given = a.host_key.strip(), ctx.facts.get("host.host_key")
+    if pinned:
+        expected, source = pinned, "the pinned key (ssh.host_key in the answers)"
+        if given and given.split()[:2] != pinned.split()[:2]:
+            ctx.log("the host key in the state differs from ssh.host_key in the answers: the answers' pin is used")
+    elif given:
+        source = {"cloud-init": "the key this installer gave the VM through cloud-init",
+                  "host": "the key the installer made on the host"}.get(ctx.facts.get(HOST_KEY_FROM), "the key saved in the run state")
+        return SshTarget(host, a.port, a.user, Path(a.private_key).expanduser(), given, source,
+                         next_host_key=ctx.facts.get(NEXT_HOST_KEY) or "")
+    else:
+        raise StageError(
+            f"the SSH host key of {host} is not known, and the installer does not trust a key on first sight",
+            f'read the key on the server itself (its console, not over the network): sudo cat /etc/ssh/ssh_host_ed25519_key.pub, '
+            f'then set ssh.host_key = "ssh-ed25519 AAAA..." in the answers. (`ssh-keyscan -t ed25519 {host}` only shows what '
+            "the network says, which is what needs checking.)",
+        )
+    return SshTarget(host, a.port, a.user, Path(a.private_key).expanduser(), expected, source)
+
+
+async def connect(ctx: StageContext) -> Status:
+    """One verified SSH connection for the run; sudo without a password; cloud-init finished."""
+    from installer.ssh import SshRemote, fingerprint, key_text, parse_host_key
+
+    try:
+        target = ssh_target(ctx)
+    except StageError as exc:
+        if not ctx.dry_run:
+            raise
+        ctx.log(f"a real run stops here: {exc} ({exc.hint})")
+        target = None
+    if ctx.dry_run:
+        if target is not None:
+            shown = fingerprint(parse_host_key(target.host_key))
+            ctx.log(f"connect to {target.address} with {target.key_path}, accepting only host key {shown} ({target.host_key_source})", "command")
+    else:
+        assert target is not None
+        remote = SshRemote(target)
+        provider = ctx.deployment.provider
+        deadline = time.monotonic() + provider.ssh_wait_seconds
+        await remote.wait_until_up(deadline=deadline, progress=ctx.progress, retry_auth=provider.makes_host)
+        old = ctx.session.remote
+        ctx.attach_remote(remote)
+        if old is not None and old is not remote:
+            await old.close()
+        presented = remote.server_key or remote.trusted_key
+        source = target.host_key_source if key_text(presented) == key_text(remote.trusted_key) else "the key the installer made on the host"
+        ctx.log(f"connected to {target.address}; host key {fingerprint(presented)} verified against {source}")
+
+    sudo = await ctx.run("true", sudo=True, check=False)
+    if not sudo.ok:
+        raise StageError(f"`sudo -n true` failed on the host (status {sudo.exit_status}): {sudo.stderr.strip()[-200:]}",
+                         "the SSH user needs sudo without a password (Oracle's images set this up for ubuntu)")
+    await wait_for_cloud_init(ctx)
+    info = await ctx.run("cat /etc/os-release; echo ARCH=$(dpkg --print-architecture)", dry_output=DRY_OS_RELEASE)
+    found = parse_os_release(info.stdout)
+    if found.id not in ("ubuntu", "debian") and "debian" not in found.id_like.split():
+        raise StageError(f"the host runs {found.pretty or found.id or 'an unknown OS'}; the installer needs Ubuntu or Debian",
+                         "use an Ubuntu 22.04/24.04 or Debian 12/13 server")
+    ctx.give(found)
+    ctx.log(("a dry run assumes the host OS: " if ctx.dry_run else "host OS: ") + f"{found.pretty} ({found.arch})")
+
+    if ctx.facts.get(HOST_KEY_FROM) == "cloud-init" and target is not None and not ctx.answers.ssh.host_key.strip():
+        await replace_cloud_init_host_key(ctx, target)
+        return Status.DONE
+    if ctx.dry_run or target is None:
+        return Status.DONE
+    verified = key_text(parse_host_key(target.host_key))
+    if (ctx.facts.get("host.host_key") or "").split()[:2] == verified.split():
+        return Status.UNCHANGED
+    ctx.remember("host.host_key", verified)
+    return Status.DONE
+
+
+HOST_KEY_FROM = "host.host_key_from"
+"""Where the pinned host key came from: "cloud-init" (the pair the installer put in the VM's user
+data), or "host" (made on the host itself, over a verified connection)."""
+NEXT_HOST_KEY = "host.host_key_next"
+HOST_KEY_PATH = "/etc/ssh/ssh_host_ed25519_key"
+
+
+async def replace_cloud_init_host_key(ctx: StageContext, target: SshTarget) -> None:
+    """Give the host a new ed25519 host key that never left it, and pin that one.
+
+    The first key pair travelled in the VM's user data, which Oracle's metadata service hands to
+    any process on the VM (containers included) for as long as the VM lives: once it has served
+    its purpose, a verified first connection, it is retired. Safe to stop anywhere: the new key is
+    remembered before it is put in place, and the next connection accepts either."""
+    from installer import ssh
+    from installer.ssh import fingerprint, key_text, parse_host_key
+
+    new = ctx.facts.get(NEXT_HOST_KEY) or ""
+    remote = ctx.session.remote
+    presented = getattr(remote, "server_key", None)
+    if not (new and presented is not None and key_text(presented) == key_text(parse_host_key(new))):
+        path = q(HOST_KEY_PATH)
+        await ctx.run(f"rm -f {path}.next {path}.next.pub && ssh-keygen -q -t ed25519 -N '' -C '' -f {path}.next", sudo=True)
+        made = await ctx.read_file(f"{HOST_KEY_PATH}.next.pub")
+        if not ctx.dry_run:
+            if not made:
+                raise StageError("ssh-keygen made no new host key on the host", "check that /etc/ssh is writable by root; rerun")
+            new = key_text(parse_host_key(made.decode()))
+            ctx.remember(NEXT_HOST_KEY, new)
+        await ctx.run(f"mv -f {path}.next.pub {path}.pub && mv -f {path}.next {path} && "
+                      "(systemctl reload ssh.service 2>/dev/null || systemctl reload sshd.service)", sudo=True)
+        if ctx.dry_run:
+            ctx.log("then a new connection accepting only the new key proves it, and it is pinned")
+            return
+        # The proof: a new connection that accepts only the new key (the open one goes on).
+        check = ssh.SshRemote(ssh.SshTarget(target.host, target.port, target.user, target.key_path, new, "the host's new key"))
+        try:
+            await _connect_after_reload(check)
+            await check.run("true", log=lambda *_: None)
+        finally:
+            await check.close()
+    ctx.remember("host.host_key", new)
+    ctx.remember(HOST_KEY_FROM, "host")
+    ctx.forget(NEXT_HOST_KEY)
+    ctx.log(f"the host key sent in the VM's user data (readable by any process on the VM) is retired; "
+            f"the host's own new key {fingerprint(parse_host_key(new))} is pinned")
+
+
+async def _connect_after_reload(remote: Any, seconds: float = 20.0) -> None:
+    """Connect while sshd re-executes itself after a reload: meanwhile connections drop, or still
+    get the old key; retried until `seconds` have passed."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            await remote.wait_until_up(deadline=deadline, every=0.5)
+            return
+        except StageError as exc:
+            if "does not match" not in str(exc) or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def wait_for_cloud_init(ctx: StageContext) -> None:
+    """Let cloud-init finish first (it may still be installing packages or writing users)."""
+    if not await ctx.probe("command -v cloud-init >/dev/null"):
+        if not ctx.dry_run:
+            ctx.log("no cloud-init on this host: nothing to wait for")
+            return
+    started = time.monotonic()
+
+    async def countdown() -> None:
+        while True:
+            left = CLOUD_INIT_TIMEOUT - (time.monotonic() - started)
+            ctx.progress(f"waiting for cloud-init to finish: {left:.0f} s left", 1 - left / CLOUD_INIT_TIMEOUT)
+            await asyncio.sleep(1)
+
+    ticker = asyncio.create_task(countdown())
+    try:
+        result = await ctx.run("cloud-init status --wait", check=False, timeout=CLOUD_INIT_TIMEOUT, dry_output="status: done")
+    finally:
+        ticker.cancel()
+    if result.exit_status == 2:
+        ctx.log("cloud-init finished with recoverable errors (see `cloud-init status --long` on the host); going on")
+    elif not result.ok:
+        ctx.log(f"warning: cloud-init reports an error (status {result.exit_status}); going on. "
+                "`cloud-init status --long` on the host says more")

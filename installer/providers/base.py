@@ -1,0 +1,58 @@
+"""The contract a provider fills in: where the host comes from. A provider's stages end by handing
+over the host: its address, the SSH user, and a host key the installer can vouch for (kept in
+the state as host.address and host.host_key). Everything after that is the same wherever the
+host came from.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+from installer.sections import Part
+
+if TYPE_CHECKING:
+    from installer.answers import Answers
+    from installer.components.base import Mode
+    from installer.components.dns import Record
+    from installer.deployment import Deployment
+    from installer.engine import Stage, StageContext
+    from installer.options import RunOptions
+
+
+class Provider:
+    name: ClassVar[str]
+    choice: ClassVar[str]
+    """How the Cloud step offers it ("Oracle Cloud: a new Always Free VM")."""
+    answers: ClassVar[tuple[Part, ...]] = ()
+    handover_stage: ClassVar[str] = "local.ssh_key"
+    """The stage of an install after which the host's address and key are known: what host.ssh
+    and DNS need. (Other modes work on a host that exists: its key pair is all they wait for.)"""
+    makes_host: ClassVar[bool] = False
+    """The host is new: SSH may refuse the key until its first boot has installed it."""
+    ssh_wait_seconds: ClassVar[float] = 90.0
+
+    def handover(self, mode: Mode) -> str:
+        return self.handover_stage if mode == "install" else "local.ssh_key"
+
+    def problems(self, answers: Answers) -> list[tuple[str, str]]:
+        return []
+
+    def problems_before_run(self, answers: Answers, options: RunOptions) -> list[str]:
+        """What this machine lacks for a run (the provider's credentials, say)."""
+        return []
+
+    def where(self, answers: Answers) -> str:
+        """The host, in a sentence ("a new Oracle Cloud VM")."""
+        return f"the server {answers.ssh.host}" if answers.ssh.host else "the server"
+
+    def stages(self, d: Deployment, mode: Mode) -> list[Stage]:
+        return []
+
+    async def host_address(self, ctx: StageContext) -> str:
+        """The host's public address, for its DNS records."""
+        raise NotImplementedError
+
+    async def publish_records(self, ctx: StageContext, records: list[Record]) -> tuple[list[Record], bool]:
+        """Set the records the provider's own DNS serves; returns those left for the user to
+        create, and whether anything changed. By default the user creates them all."""
+        return records, False

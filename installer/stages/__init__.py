@@ -1,1 +1,0 @@
-"""Stage bodies, one module per area (`cloud`, `host`, `synapse`, ...), named in installer.plan."""
