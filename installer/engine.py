@@ -192,6 +192,11 @@ class StageContext:
         return self.session.resources[kind]
 
     # --- asking the person ---------------------------------------------------------------
+    @property
+    def can_ask(self) -> bool:
+        """Whether someone is there to answer `confirm` (not in a headless run)."""
+        return self.session.interaction.asks
+
     async def confirm(self, question: str) -> bool | None:
         """Yes or no from the person running this; None when nobody can answer (headless)."""
         return await self.session.interaction.confirm(self.session.secrets.redact(question))

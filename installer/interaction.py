@@ -18,6 +18,9 @@ Decision = Literal["retry", "skip", "fail"]
 
 
 class Interaction(Protocol):
+    asks: bool
+    """Whether someone is there to answer questions (a dry run says what a real run would ask)."""
+
     async def decide(self, stage: Stage, error: str, hint: str | None) -> Decision:
         """What to do about a failed stage."""
         ...
@@ -38,6 +41,8 @@ class Interaction(Protocol):
 
 class Headless:
     """Nobody to ask: the answers file decides everything."""
+
+    asks = False
 
     async def decide(self, stage: Stage, error: str, hint: str | None) -> Decision:
         return "fail"

@@ -55,6 +55,7 @@ class ProvisionScreen(StepScreen):
     CSS_PATH = stylesheet("provision")
 
     STEP = "Install"
+    asks = True  # as the run's Interaction: the user answers here
     BINDINGS = [
         Binding("f", "follow", "Follow running"),
         Binding("z", "zoom", "Wide log"),

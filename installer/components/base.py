@@ -32,7 +32,7 @@ class Port:
     number: int | tuple[int, int]
     """One port, or an inclusive range (a TURN relay range)."""
     protocol: Literal["tcp", "udp"] = "tcp"
-    purpose: str = ""
+    purpose: str = field(default="", compare=False)
 
     @property
     def span(self) -> tuple[int, int]:

@@ -87,17 +87,18 @@ async def inspect(ctx: StageContext, name: str, *, shown: bool = True, dry_outpu
     return parse_container(result.stdout) if result.ok else None
 
 
-async def wait_ready(ctx: StageContext, service: Service, *, image_id: str | None = None,
+async def wait_ready(ctx: StageContext, service: Service, *, image_id: str | None = None, fresh: bool = False,
                      timeout: float = READY_TIMEOUT) -> tuple[bool, str]:
     """Wait until `service`'s container runs (`image_id`, when given) and is ready: Docker says
     healthy, or the service's own probe answers. Returns (ready, why not).
 
-    A restart, an exit or Docker's "unhealthy" fail at once: a service that crashed once after a
-    start is not one to keep waiting for."""
+    A restart (Docker restarting it, or its restart count going up), an exit or Docker's
+    "unhealthy" fail at once: a service that crashed once after a start is not one to keep
+    waiting for."""
     deadline = time.monotonic() + timeout
     first = True
     why = "it did not start"
-    restarts: int | None = None
+    restarts: int | None = 0 if fresh else None
     while True:
         info = await inspect(ctx, service.name, shown=first, dry_output=dry_container(service.image))
         if info is not None and restarts is None:
@@ -106,8 +107,9 @@ async def wait_ready(ctx: StageContext, service: Service, *, image_id: str | Non
             why = "the container does not exist"
         elif image_id is not None and info.image_id != image_id and not ctx.dry_run:
             why = f"the container runs {short_id(info.image_id)}, not {short_id(image_id)}"
-        elif info.status in ("exited", "dead") or info.restarts > (restarts or 0) or info.health == "unhealthy":
+        elif info.status in ("exited", "dead", "restarting") or info.restarts > (restarts or 0) or info.health == "unhealthy":
             detail = (f"restarted {info.restarts - (restarts or 0)} time(s)" if info.restarts > (restarts or 0)
+                      else "keeps restarting" if info.status == "restarting"
                       else "is unhealthy" if info.health == "unhealthy" else info.status)
             return False, f"the container {detail}"
         elif info.running:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from installer.events import Status
+from installer.interaction import Headless
 from tests.oci_emulator.dns_server import DnsServer
 from tests.oci_emulator.fixtures import EmulatorHandle
 from tests.oci_emulator.harness import WITH_DNS, Runner, make_answers
@@ -107,20 +108,38 @@ async def test_waiting_for_dns_fails_at_the_deadline(oci_emulator: EmulatorHandl
     assert "create the records" in finished.hint
 
 
-async def test_the_guided_app_can_skip_the_wait(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, dns_server: DnsServer) -> None:
+class StopsWaiting(Headless):
+    """Someone at the screen who stops a wait once DNS has been asked twice."""
+
+    def __init__(self) -> None:
+        self.offered: dict[str, tuple[str, asyncio.Event]] = {}
+        self.withdrawn: list[str] = []
+
+    def offer_skip(self, stage: str, what: str) -> asyncio.Event:
+        self.offered[stage] = (what, asyncio.Event())
+        return self.offered[stage][1]
+
+    def withdraw_skip(self, stage: str) -> None:
+        self.withdrawn.append(stage)
+
+
+async def test_the_person_running_it_can_stop_the_wait(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers,
+                                                      dns_server: DnsServer) -> None:
     await stage_runner(oci_answers)
-    skip = asyncio.Event()
+    person = StopsWaiting()
 
     async def press_skip() -> None:
-        while dns_server.queries < 2:
+        while dns_server.queries < 2 or "dns.records" not in person.offered:
             await asyncio.sleep(0.01)
-        skip.set()
+        person.offered["dns.records"][1].set()
 
     presser = asyncio.create_task(press_skip())
-    run = await stage_runner(oci_answers, names=WITH_DNS, dns_server=dns_server.address, shared={"dns.skip_wait": skip})
+    run = await stage_runner(oci_answers, names=WITH_DNS, dns_server=dns_server.address, interaction=person)
     await presser
     finished = run.finished("dns.records")
     assert finished.status is Status.SKIPPED and finished.error is None
+    assert person.offered["dns.records"][0] == "waiting for DNS records" and person.withdrawn == ["dns.records"]
+    assert any("stopped waiting for DNS at the user's request" in line for line in run.logs("dns.records"))
     assert run.result.ok
 
 

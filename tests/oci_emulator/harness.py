@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from installer.answers import Answers
-from installer.cloud import TIMING_KEY, Timing
+from installer.cloud import Timing
 from installer.engine import Engine, RunOptions, Session, Stage
+from installer.interaction import Headless, Interaction
 from installer.events import RunResult, StageFinished, StageLog, StageProgress, Status
 from installer.plan import install_plan
 from installer.state import RunState
@@ -71,7 +72,7 @@ class Runner:
     options: dict[str, Any] = field(default_factory=dict)
 
     async def __call__(self, answers: Answers, *, names: tuple[str, ...] = CLOUD_STAGES, dry_run: bool = False,
-                       shared: dict[str, Any] | None = None, **options: Any) -> Run:
+                       interaction: Interaction | None = None, **options: Any) -> Run:
         merged = {**self.options, **options}
         extra = {k: merged.pop(k) for k in list(merged) if k not in {f.name for f in dataclasses.fields(RunOptions)}}
         run_options = RunOptions(dry_run=dry_run, **merged)
@@ -82,7 +83,7 @@ class Runner:
             state = RunState.in_memory(state)
         events: list[Any] = []
         session = Session(answers=answers, state=state, options=run_options, listeners=[events.append],
-                          shared={TIMING_KEY: self.timing, **(shared or {})})
+                          interaction=interaction or Headless(), resources={Timing: self.timing})
         result = await Engine(cloud_plan(answers, names), session).run()
         return Run(result, events, state, session)
 

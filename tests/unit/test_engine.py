@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from installer.answers import Answers
 from installer.engine import ConnectionLost, Engine, PlanError, RunOptions, Session, Stage, StageError, check_plan
 from installer.events import StageFinished, StageLog, StageStarted, Status
+from installer.interaction import Headless
 from installer.report import build_report
 from installer.state import RunState
 
@@ -166,16 +168,18 @@ async def test_decide_hook_can_retry_or_skip() -> None:
 
     decisions = []
 
-    async def decide(stage, error, hint):
-        decisions.append((stage.name, error))
-        return "retry" if stage.name == "a.flaky" else "skip"
+    class Person(Headless):
+        async def decide(self, stage, error, hint):
+            decisions.append((stage.name, error))
+            return "retry" if stage.name == "a.flaky" else "skip"
 
     stages = [
         Stage("a.flaky", "flaky", once_broken),
         Stage("b.optional", "optional", always_broken, skippable=True),
         Stage("c.after", "after", sleeper("c"), needs=("b.optional",)),
     ]
-    result = await Engine(stages, s, decide=decide).run()
+    s.interaction = Person()
+    result = await Engine(stages, s).run()
     assert decisions == [("a.flaky", "flaky"), ("b.optional", "still broken")]
     assert [r.status for r in result.stages] == [Status.DONE, Status.SKIPPED, Status.DONE]
     assert result.ok
@@ -279,3 +283,74 @@ def test_ctrl_c_saves_state_writes_the_report_and_exits_130(tmp_path: Path) -> N
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ok"] is False and report["interrupted"] is True
     assert [s["status"] for s in report["stages"]] == ["done", "failed"]
+
+
+# --- typed outputs ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Address:
+    value: str
+
+
+def test_a_stage_taking_what_no_stage_it_needs_gives_is_a_plan_error() -> None:
+    giver = Stage("a.give", "give", sleeper("a"), gives=(Address,))
+    with pytest.raises(PlanError, match="b.take takes a Address, which no stage it needs gives"):
+        check_plan([giver, Stage("b.take", "take", sleeper("b"), takes=(Address,))])
+    check_plan([giver, Stage("b.take", "take", sleeper("b"), needs=("a.give",), takes=(Address,))])
+    # Given further up the chain counts too.
+    check_plan([giver, Stage("b.mid", "mid", sleeper("b"), needs=("a.give",)),
+                Stage("c.take", "take", sleeper("c"), needs=("b.mid",), takes=(Address,))])
+
+
+async def test_outputs_travel_by_type_and_a_missing_one_fails_its_stage() -> None:
+    s, _ = session()
+    seen = []
+
+    async def give(ctx):
+        ctx.give(Address("203.0.113.7"))
+
+    async def take(ctx):
+        seen.append(ctx.take(Address).value)
+
+    async def forgets(ctx):
+        return Status.DONE
+
+    result = await Engine([Stage("a.give", "give", give, gives=(Address,)),
+                           Stage("b.take", "take", take, needs=("a.give",), takes=(Address,))], s).run()
+    assert result.ok and seen == ["203.0.113.7"]
+    s, _ = session()
+    result = await Engine([Stage("a.forgets", "forgets", forgets, gives=(Address,)),
+                           Stage("b.take", "take", take, needs=("a.forgets",), takes=(Address,))], s).run()
+    first, second = result.stages
+    assert first.status is Status.FAILED and "finished without giving Address" in first.error
+    assert second.status is Status.SKIPPED and second.error == "not run: a.forgets did not finish"
+
+
+async def test_a_stage_cannot_take_or_give_what_it_does_not_declare() -> None:
+    s, _ = session()
+
+    async def sneaky(ctx):
+        ctx.take(Address)
+
+    result = await Engine([Stage("a.sneaky", "sneaky", sneaky)], s).run()
+    assert result.stages[0].status is Status.FAILED and "takes a Address it does not declare" in result.stages[0].error
+
+
+def test_the_plan_orders_stages_from_needs_before_and_what_they_take() -> None:
+    from installer.deployment import EVERY_OTHER, DeploymentError, order_stages
+
+    stages = order_stages([
+        Stage("z.proof", "proof", sleeper("z"), needs=(EVERY_OTHER,)),
+        Stage("b.take", "take", sleeper("b"), takes=(Address,)),
+        Stage("c.config", "config", sleeper("c"), before=("d.start",)),
+        Stage("d.start", "start", sleeper("d")),
+        Stage("a.give", "give", sleeper("a"), gives=(Address,)),
+    ])
+    names = [s.name for s in stages]
+    assert names == ["c.config", "d.start", "a.give", "b.take", "z.proof"]
+    needs = {s.name: s.needs for s in stages}
+    assert needs["b.take"] == ("a.give",) and needs["d.start"] == ("c.config",)
+    assert set(needs["z.proof"]) == {"a.give", "b.take", "c.config", "d.start"}
+    check_plan(stages)
+    with pytest.raises(DeploymentError, match="need each other in a circle"):
+        order_stages([Stage("a", "a", sleeper("a"), needs=("b",)), Stage("b", "b", sleeper("b"), needs=("a",))])

@@ -12,7 +12,7 @@ import pytest
 from signedjson.key import encode_verify_key_base64, generate_signing_key, get_verify_key
 from signedjson.sign import sign_json
 
-from installer.answers import Answers, Domain
+from installer.answers import Answers
 from installer.engine import RunOptions, Session, Stage, StageContext
 from installer.federation import Check, FederationReport, describe_requests
 from installer.federation.client import _registration_state
@@ -143,17 +143,18 @@ def test_describe_requests_follows_the_discovery_order():
 
 async def test_the_stage_in_dry_run_lists_requests_and_contacts_nothing(monkeypatch):
     import installer.federation as federation
-    from installer.stages.federation import check
+    from installer.components.federation.check import check
+    from installer.components.homeserver import AdminCredentials
 
     async def must_not_run(*args, **kwargs):
         raise AssertionError("the dry-run contacted the network")
 
     monkeypatch.setattr(federation, "run_check", must_not_run)
-    answers = Answers(domain=Domain(server_name="example.org", matrix_host="matrix.example.org"))
+    answers = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
     events = []
     session = Session(answers=answers, state=RunState(None), options=RunOptions(dry_run=True), listeners=[events.append])
-    session.shared["admin_credentials"] = ("admin", "hunter2-secret")
-    ctx = StageContext(session, Stage("federation.check", "Federation test", check))
+    session.outputs[AdminCredentials] = AdminCredentials("@admin:example.org", "hunter2-secret")
+    ctx = StageContext(session, Stage("federation.check", "Federation test", check, takes=(AdminCredentials,)))
     await check(ctx)
     commands = [e.line for e in events if getattr(e, "kind", None) == "command"]
     assert commands[0] == "GET https://example.org/.well-known/matrix/server  (redirects followed, 50 KB cap)"

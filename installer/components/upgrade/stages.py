@@ -29,6 +29,7 @@ from installer.components.upgrade.findings import (
 )
 from installer.engine import StageContext, StageError
 from installer.events import Status
+from installer.host import containers
 from installer.host.apt import APT_GET
 from installer.host.containers import (
     ImageInfo,
@@ -273,17 +274,14 @@ async def reboot_if_required(ctx: StageContext) -> Status:
         ctx.log('not rebooting: answers say reboot = "no"; reboot later with `sudo reboot`')
         return Status.SKIPPED
     if choice == "ask":
+        if not ctx.can_ask:
+            ctx.log('not rebooting: reboot = "ask" and nobody to ask in a headless run; reboot later with `sudo reboot`')
+            return Status.SKIPPED
         if ctx.dry_run:  # nothing to decide in a plan: say what a real run asks
-            ctx.log(f'reboot = "ask": a real run asks "{REBOOT_QUESTION}" (a headless run cannot ask, and does not reboot); '
-                    "yes reboots as below")
-        else:
-            answer = await ctx.confirm(REBOOT_QUESTION)
-            if answer is None:
-                ctx.log('not rebooting: reboot = "ask" and nobody to ask in a headless run; reboot later with `sudo reboot`')
-                return Status.SKIPPED
-            if not answer:
-                ctx.log("not rebooting: declined; reboot later with `sudo reboot`")
-                return Status.SKIPPED
+            ctx.log(f'reboot = "ask": a real run asks "{REBOOT_QUESTION}"; yes reboots as below')
+        elif not await ctx.confirm(REBOOT_QUESTION):
+            ctx.log("not rebooting: declined; reboot later with `sudo reboot`")
+            return Status.SKIPPED
 
     before = await _boot_state(ctx, first=True)
     await ctx.run(f"touch {REBOOT_MARKER}", sudo=True)
@@ -303,7 +301,7 @@ async def reboot_if_required(ctx: StageContext) -> Status:
                 "check it in the cloud console (serial console), then rerun the upgrade",
             )
         ctx.progress(f"waiting for SSH after the reboot: {left:.0f} s left", 1 - left / REBOOT_TIMEOUT)
-        await ctx.sleep(4)
+        await ctx.sleep(containers.POLL_SECONDS * 2)
     ctx.log("the host is back up")
     for service in ctx.deployment.services:
         ready, why = await wait_ready(ctx, service)
@@ -340,7 +338,7 @@ async def upgrade_images(ctx: StageContext) -> Status:
     await ctx.run(compose("up", "-d", "--remove-orphans"), sudo=True, timeout=600)
     failures = []
     for service in changing:
-        ready, why = await wait_ready(ctx, ctx.deployment.service(service.service), image_id=service.newest.id)
+        ready, why = await wait_ready(ctx, ctx.deployment.service(service.service), image_id=service.newest.id, fresh=True)
         if not ready:
             failures.append((service, why))
     if not failures:
@@ -374,7 +372,7 @@ async def _roll_back(ctx: StageContext, found: Findings, service: ServiceImages,
     await show_logs(ctx, service.service, 20)
     await ctx.run(f"docker tag {q(previous)} {q(service.image_ref)}", sudo=True)
     await ctx.run(compose("up", "-d", "--force-recreate", service.service), sudo=True, timeout=600)
-    back, why_not = await wait_ready(ctx, ctx.deployment.service(service.service), image_id=previous)
+    back, why_not = await wait_ready(ctx, ctx.deployment.service(service.service), image_id=previous, fresh=True)
     if not back:
         raise StageError(f"{name} {failed} did not come up healthy ({why}), and the rollback to "
                          f"{previous_name} did not either ({why_not})",
