@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 
+from installer.components.homeserver import AdminCredentials
 from installer.federation import FederationReport, run_check
 
 pytest.register_assert_rewrite("tests.fixtures.matrix_stack")
@@ -266,7 +267,9 @@ async def test_tampered_key_signature(caddy_lab, dns_plain, synapse):
     served = json.dumps(keys)
 
     def serve_tampered(text: str) -> str:
-        return edit(text, f"{MATRIX_HOST} {{\n", f"{MATRIX_HOST} {{\n\trespond /_matrix/key/v2/server `{served}` 200\n")
+        site = text.index(f"{MATRIX_HOST} {{\n")
+        at = text.index("\troute {\n", site) + len("\troute {\n")
+        return text[:at] + f"\t\trespond /_matrix/key/v2/server `{served}` 200\n" + text[at:]
 
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=serve_tampered)
     report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
@@ -293,7 +296,7 @@ async def test_synapse_down_behind_caddy(caddy_lab, dns_plain):
 
 async def test_client_well_known_without_cors(caddy_lab, dns_plain, synapse):
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
-        text, '\t\theader /.well-known/matrix/* Access-Control-Allow-Origin "*"\n', ""))
+        text, '\t\theader "/.well-known/matrix/client" "Access-Control-Allow-Origin" "*"\n', ""))
     report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
     cors = failing(report, "client-well-known")
     assert "has no Access-Control-Allow-Origin header" in cors.detail
@@ -373,7 +376,7 @@ async def test_well_known_redirect_is_followed_and_a_loop_is_reported(caddy_lab,
     served = '\trespond /.well-known/matrix/server `{"m.server": "matrix.example.test:443"}` 200\n'
 
     def redirect_to_matrix_host(text: str) -> str:
-        text = edit(text, '\t\trespond /.well-known/matrix/server `{"m.server": "matrix.example.test:443"}` 200\n',
+        text = edit(text, '\t\trespond "/.well-known/matrix/server" `{"m.server": "matrix.example.test:443"}` 200\n',
                     "\t\tredir /.well-known/matrix/server https://matrix.example.test/.well-known/matrix/server 301\n")
         return edit(text, f"{MATRIX_HOST} {{\n", f"{MATRIX_HOST} {{\n{served}")
 
@@ -383,7 +386,7 @@ async def test_well_known_redirect_is_followed_and_a_loop_is_reported(caddy_lab,
     assert report.check("well-known").detail == "m.server = matrix.example.test:443 (after 1 redirect)"
 
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
-        text, '\t\trespond /.well-known/matrix/server `{"m.server": "matrix.example.test:443"}` 200\n',
+        text, '\t\trespond "/.well-known/matrix/server" `{"m.server": "matrix.example.test:443"}` 200\n',
         "\t\tredir /.well-known/matrix/server /.well-known/matrix/server 302\n"))
     report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab, connect_to=closed_8448(caddy))
     assert "redirects in a loop" in failing(report, "well-known").detail
@@ -408,18 +411,20 @@ def _stage_context(answers, options):
 
     events = []
     session = Session(answers=answers, state=RunState(None), options=options, listeners=[events.append])
-    stage = Stage("federation.check", "Federation test", lambda ctx: None)
+    session.outputs[AdminCredentials] = AdminCredentials("@admin:example.test", None)
+    stage = Stage("federation.check", "Federation test", lambda ctx: None, takes=(AdminCredentials,))
     return StageContext(session, stage), session, events
 
 
 async def test_stage_passes_logs_the_summary_and_keeps_the_report(well_known_caddy, dns_plain, caddy_lab, synapse):
     from installer.engine import RunOptions
-    from installer.stages.federation import check as federation_check
+    from installer.components.federation.check import check as federation_check
 
     options = RunOptions(connect_to=well_known_caddy.connect_to(*BOTH), dns_server=dns_plain.address,
                          ca_file=caddy_lab.ca_file)
     ctx, session, events = _stage_context(lab_answers(), options)
-    session.shared["admin_credentials"] = synapse.admin
+    user, password = synapse.admin
+    session.outputs[AdminCredentials] = AdminCredentials(f"@{user}:{SERVER_NAME}", password)
     await federation_check(ctx)
     lines = [e.line for e in events if hasattr(e, "line")]
     assert "✓ well-known  m.server = matrix.example.test:443" in lines
@@ -430,7 +435,7 @@ async def test_stage_passes_logs_the_summary_and_keeps_the_report(well_known_cad
 
 async def test_stage_fails_naming_the_checks_with_the_first_fix(caddy_lab, dns_plain):
     from installer.engine import RunOptions, StageError
-    from installer.stages.federation import check as federation_check
+    from installer.components.federation.check import check as federation_check
 
     caddy = start_caddy(caddy_lab, lab_answers(), f"{LOOPBACK}:{free_port()}")
     options = RunOptions(connect_to=caddy.connect_to(*BOTH), dns_server=dns_plain.address, ca_file=caddy_lab.ca_file)
