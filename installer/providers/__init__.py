@@ -38,6 +38,8 @@ class Choice:
     provider: str = key(
         "oci", "Where", 'where the server runs: "oci" (a new Oracle Cloud VM) | "existing" (any Ubuntu/Debian host reachable over SSH)',
         step="Cloud", choices=tuple(value for value, _ in _choices()), options=_choices(),
+        guide="Oracle Cloud: the installer makes the VM, its network and both firewalls. Your own server: Ubuntu "
+              "or Debian, reachable over SSH, with sudo that needs no password",
     )
 
 

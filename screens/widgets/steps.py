@@ -19,10 +19,12 @@ class Steps(Widget):
         self.dry_run = dry_run
         self.mode = mode
 
-    def _names(self) -> str:
+    def _names(self, *, short: bool = False) -> str:
         index = STEPS.index(self.current)
         parts = []
         for number, name in enumerate(STEPS):
+            if short and number == 0 and index > 0:
+                continue  # Welcome is behind for good once left
             shown = "Upgrade" if name == "Install" and self.mode == "upgrade" else name
             if number < index:
                 parts.append(f"[$text-success]{shown}[/]")
@@ -33,9 +35,11 @@ class Steps(Widget):
         return " › ".join(parts)
 
     def render(self) -> Content:
+        badge = Content.from_markup(DRY_RUN_BADGE) if self.dry_run else Content("")
         names = Content.from_markup(self._names())
+        if names.cell_length + badge.cell_length + 1 > self.content_region.width:
+            names = Content.from_markup(self._names(short=True))  # a narrow terminal
         if not self.dry_run:
             return names
-        badge = Content.from_markup(DRY_RUN_BADGE)
         gap = max(1, self.content_region.width - names.cell_length - badge.cell_length)
         return names + " " * gap + badge

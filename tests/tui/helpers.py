@@ -69,7 +69,7 @@ class Plan:
 
         return run
 
-    def __call__(self, mode: str, answers: Answers) -> list[Stage]:
+    def __call__(self, mode: str, answers: Answers, facts: dict | None = None) -> list[Stage]:
         stages = []
         previous: tuple[str, ...] = ()
         for name in self.names:
@@ -97,7 +97,7 @@ FEDERATION = {
 
 def make_app(answers: Answers | None = VALID, *, plan: Plan | None = None, dry_run: bool = True, mode: str = "install",
              found: discovery.Found = FOUND, state_dir: Path | None = None, answers_path: Path | None = None,
-             env_set: bool = False, oci_check=None) -> InstallerApp:
+             env_set: bool = False, provider_check=None) -> InstallerApp:
     """An app with fixed discovery, a fixed clock and a synthetic plan: deterministic on screen."""
     options = RunOptions(mode=mode, dry_run=dry_run, state_dir=state_dir or Path("/state"))
     return InstallerApp(
@@ -109,5 +109,5 @@ def make_app(answers: Answers | None = VALID, *, plan: Plan | None = None, dry_r
         home=HOME,
         env=lambda name: env_set,
         default_answers_path=answers_path or Path("/work/answers/matrix-answers.toml"),
-        oci_check=oci_check or (lambda config, profile: []),
+        provider_check=provider_check or (lambda answers, options: []),
     )

@@ -69,7 +69,7 @@ async def save_through_the_dialog(pilot: Pilot, path: Path | str) -> None:
 
 async def run_to_review(pilot: Pilot) -> None:
     await pilot.press("enter")  # Start
-    for expected in ("CloudScreen", "DomainScreen", "KeysScreen", "RegistrationScreen"):
+    for expected in ("CloudScreen", "DomainScreen", "KeysScreen", "RegistrationScreen", "ServerScreen"):
         await pilot.pause()
         assert screen_name(pilot.app) == expected
         await pilot.press("ctrl+n")
@@ -100,6 +100,8 @@ async def test_keyboard_alone_from_welcome_to_done_with_a_retry() -> None:
         await pilot.press("tab", "tab", "enter")  # Tab through the fields to Next
         await pilot.pause()
         assert screen_name(app) == "RegistrationScreen"
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "ServerScreen"
         await pilot.press("ctrl+n")
         assert screen_name(app) == "ReviewScreen"
         assert app.answers.domain.server_name == "example.org"
@@ -204,14 +206,14 @@ async def test_back_keeps_what_was_typed_and_choices_show_their_fields() -> None
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("enter")
         assert screen_name(app) == "CloudScreen"
-        assert app.screen.query_one("#existing-group").has_class("-na")
+        assert field(app, "ssh.host").has_class("-na") and not field(app, "cloud.shape").has_class("-na")
         provider = field(app, "cloud.provider").control
         provider.focus()
         await pilot.press("down", "enter")
         await pilot.pause()
         assert field(app, "cloud.provider").value == "existing"
-        assert app.screen.query_one("#oci-group").has_class("-na")
-        assert not app.screen.query_one("#existing-group").has_class("-na")
+        assert field(app, "cloud.shape").has_class("-na") and field(app, "cloud.oci_profile").has_class("-na")
+        assert not field(app, "ssh.host").has_class("-na") and not field(app, "ssh.port").has_class("-na")
         await pilot.press("ctrl+n")  # no host yet
         assert screen_name(app) == "CloudScreen"
         assert 'is required with provider = "existing"' in problem_text(app, "ssh.host")
@@ -242,15 +244,15 @@ async def test_registration_tokens_only_with_the_token_policy() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("enter", "ctrl+n", "ctrl+n", "ctrl+n")
         assert screen_name(app) == "RegistrationScreen"
-        assert app.screen.query_one("#tokens-group").has_class("-na")
+        assert field(app, "registration.tokens").has_class("-na")
         field(app, "registration.policy").control.focus()
         await pilot.press("down", "enter")
         await pilot.pause()
-        assert not app.screen.query_one("#tokens-group").has_class("-na")
+        assert not field(app, "registration.tokens").has_class("-na")
         await pilot.press("ctrl+n")
         assert 'needs at least one token' in problem_text(app, "registration.tokens")
         await type_into(pilot, "registration.tokens", "3")
-        await pilot.press("ctrl+n")
+        await pilot.press("ctrl+n", "ctrl+n")
         assert screen_name(app) == "ReviewScreen"
         assert app.answers.registration.policy == "token" and app.answers.registration.tokens == 3
 
@@ -470,11 +472,11 @@ async def test_the_real_install_plan_in_dry_run_reaches_done() -> None:
 async def test_an_oci_profile_that_is_not_ready_blocks_a_real_install_only() -> None:
     problems = ["/home/ada/.oci/config:3: key_file: /home/ada/.oci/key.pem is not a PEM private key"]
     for dry_run, blocked in ((True, False), (False, True)):
-        app = make_app(dry_run=dry_run, oci_check=lambda config, profile: problems)
+        app = make_app(dry_run=dry_run, provider_check=lambda answers, options: problems)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("enter", "ctrl+n", "ctrl+n")
             assert "is not a PEM private key" in str(app.screen.query_one("#oci-key-status", Static).render())
-            await pilot.press("ctrl+n", "ctrl+n")
+            await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
             assert screen_name(app) == "ReviewScreen"
             assert "is not a PEM private key" in str(app.screen.query_one("#problems", Static).render())
             assert app.screen.query_one("#install", Button).disabled is blocked
@@ -509,7 +511,7 @@ async def test_an_engine_error_goes_to_one_dialog_not_a_traceback() -> None:
     async def nothing(ctx):
         return None
 
-    def broken(mode, answers):  # a stage needing one that is not in the plan: the engine refuses it
+    def broken(mode, answers, facts=None):  # a stage needing one that is not in the plan: the engine refuses it
         return [Stage("host.caddy", "Caddy", nothing, ("host.ssh",))]
 
     app = make_app(plan=broken)
@@ -532,7 +534,7 @@ class AskingPlan(Plan):
 
     def _body(self, name: str):
         async def run(ctx):
-            self.answer = await ctx.session.shared["ask"]("The OS asks for a reboot (kernel update). Reboot now?")
+            self.answer = await ctx.confirm("The OS asks for a reboot (kernel update). Reboot now?")
             ctx.log(f"reboot answered: {self.answer}")
             return Status.DONE if self.answer else Status.SKIPPED
 
@@ -567,7 +569,7 @@ async def test_welcome_appears_first_then_shows_what_it_found_on_this_machine(tm
     (tmp_path / ".ssh").mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@here", "-f", str(tmp_path / ".ssh" / "id_ed25519")], check=True)
     app = InstallerApp(None, Options(dry_run=True, state_dir=tmp_path / "state"), home=tmp_path,
-                       oci_check=lambda config, profile: [], env=lambda name: False)
+                       provider_check=lambda answers, options: [], env=lambda name: False)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.found is not None)
         await pilot.pause()
@@ -667,9 +669,9 @@ async def test_upgrade_mode_words_its_steps_for_an_upgrade(tmp_path: Path) -> No
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.press("enter")
         assert screen_name(app) == "CloudScreen"
-        assert "Oracle Cloud: the VM an earlier run made" in [str(b.label) for b in app.screen.query("RadioButton")]
+        assert "Oracle Cloud: the server an earlier run made" in [str(b.label) for b in app.screen.query("RadioButton")]
         assert str(app.screen.query_one(".heading", Static).render()) == "Where does the server run?"
-        for expected in ("DomainScreen", "KeysScreen", "RegistrationScreen", "ReviewScreen"):
+        for expected in ("DomainScreen", "KeysScreen", "RegistrationScreen", "ServerScreen", "ReviewScreen"):
             await pilot.press("ctrl+n")
             await pilot.pause()
             assert screen_name(app) == expected
@@ -681,7 +683,10 @@ async def test_upgrade_mode_words_its_steps_for_an_upgrade(tmp_path: Path) -> No
 
 
 def test_review_lists_only_the_answers_that_matter_for_this_setup() -> None:
-    from screens.review import applies
+    from installer.answers import FIELDS_BY_PATH
+
+    def applies(path, answers, mode="install"):
+        return FIELDS_BY_PATH[path].applies(answers, mode)
 
     existing = VALID.replace("cloud", provider="existing")
     assert not applies("cloud.shape", existing) and applies("cloud.provider", existing)
@@ -689,3 +694,6 @@ def test_review_lists_only_the_answers_that_matter_for_this_setup() -> None:
     assert applies("cloud.shape", micro) and not applies("cloud.ocpus", micro)
     assert not applies("registration.tokens", VALID)
     assert applies("registration.tokens", VALID.replace("registration", policy="token", tokens=2))
+    # What an install decides once is not asked again in upgrade mode.
+    assert applies("cloud.shape", micro) and not applies("cloud.shape", micro, "upgrade")
+    assert not applies("registration.policy", VALID, "upgrade") and applies("domain.server_name", VALID, "upgrade")

@@ -39,7 +39,7 @@ def _steps(keys: list[str]) -> Callable[[Pilot], Awaitable[None]]:
 
 
 async def _to_failure(pilot: Pilot) -> None:
-    await _steps(["enter", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n"])(pilot)
+    await _steps(["enter", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n"])(pilot)
     await _until(pilot, lambda: isinstance(pilot.app.screen, FailureDialog))
 
 
@@ -84,7 +84,7 @@ async def _done_after_a_real_run(pilot: Pilot) -> None:
 
 
 async def _review_save_dialog(pilot: Pilot) -> None:
-    await _steps(["enter", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+s"])(pilot)
+    await _steps(["enter", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+s"])(pilot)
 
 
 SCREENS: dict[str, Callable[[Pilot], Awaitable[None]]] = {
@@ -95,7 +95,8 @@ SCREENS: dict[str, Callable[[Pilot], Awaitable[None]]] = {
     "domain_invalid": _domain_with_a_problem,
     "keys": _steps(["enter", "ctrl+n", "ctrl+n"]),
     "accounts": _steps(["enter", "ctrl+n", "ctrl+n", "ctrl+n"]),
-    "review": _steps(["enter", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n"]),
+    "server": _steps(["enter", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n"]),
+    "review": _steps(["enter", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n"]),
     "review_save": _review_save_dialog,
     "failure": _to_failure,
     "provision": _to_finished_run,
