@@ -141,12 +141,16 @@ class Deployment:
         return self._collect("homeserver_settings")
 
     def warnings(self) -> list[str]:
-        return [w for c in self.components for w in c.warnings(self.answers)]
+        """What components say of these answers before anything runs, enabled or not (a choice
+        that leaves a component out can be the warning)."""
+        return [w for c in registered() for w in c.warnings(self.answers)]
 
     def stages(self) -> list[Stage]:
         """Each component's stages and the provider's, in an order the engine accepts (a stage
-        comes as soon as what it needs is listed, earlier declared first)."""
-        return order_stages([*self._collect_with("stages", self.mode), *self.provider.stages(self, self.mode)])
+        comes as soon as what it needs is listed, earlier declared first); in upgrade mode, what
+        brings in a component the deployment does not have yet (a database move)."""
+        joining = [s for c in registered() if c not in self.components for s in c.joining_stages(self, self.mode)]
+        return order_stages([*self._collect_with("stages", self.mode), *joining, *self.provider.stages(self, self.mode)])
 
 
 EVERY_OTHER = "*"

@@ -103,7 +103,9 @@ class RecordingRemote:
                        backup: bool = True, secret: bool = False) -> bool:
         self.commands.append(f"write {path}")
         log(f"write {path} (owner {owner}, mode {mode:04o}, {len(data)} bytes)", "file")
-        if not secret:
+        if secret:
+            log("    (its content is not shown: it holds secrets)", "file")
+        else:
             for line in data.decode("utf-8", "replace").splitlines():
                 log(f"    | {line}", "file")
         return True

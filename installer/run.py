@@ -63,7 +63,7 @@ def run_headless(args: argparse.Namespace, options: RunOptions) -> int:
     reporter = HeadlessReporter()
     if options.dry_run:
         print("Dry run: nothing will be contacted or changed. The plan, in order:\n")
-    for warning in warnings:
+    for warning in warnings + session.deployment.warnings():
         print(f"warning: {warning}")
     code, result = run_plan(plan_for(options.mode, answers, session.state.facts), session, reporter)
     reporter.summary(result)

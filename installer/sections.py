@@ -44,15 +44,16 @@ class Key:
     placeholder: str = ""
     checkbox: str = ""
     """The words beside a true/false key's checkbox."""
-    install_only: bool = False
-    """Decided once, at install: upgrade mode does not ask again (a VM's shape, the admin's name)."""
+    modes: tuple[str, ...] = ("install", "upgrade")
+    """The modes whose forms ask it: a VM's shape is decided once, at install; moving an old
+    database is a question for an upgrade only."""
 
     @property
     def form_help(self) -> str:
         return self.guide or self.help
 
     def applies_to(self, answers: Answers, mode: str = "install") -> bool:
-        if self.install_only and mode == "upgrade":
+        if mode not in self.modes:
             return False
         return self.applies is None or self.applies(answers)
 
@@ -64,6 +65,8 @@ def key(default: Any, label: str, help: str, *, step: str, check: checks.Check |
         raise ValueError(f"unknown guided step {step!r} for {label!r}")
     if choices and check is None:
         check = checks.one_of(*choices)
+    if more.pop("install_only", False):
+        more["modes"] = ("install",)
     return dataclasses.field(default=default, metadata={"key": Key(label, help, step, check, choices, **more)})
 
 

@@ -52,9 +52,9 @@ class FormScreen(StepScreen):
 
     def asked(self) -> list[FieldSpec]:
         """This step's keys, in declaration order, leaving out those this mode does not ask
-        (an upgrade does not ask again for a VM's shape)."""
+        (an upgrade does not ask again for a VM's shape; an install has no old database to move)."""
         mode = self.installer.options.mode
-        return [s for s in FIELDS if s.step == self.STEP and not (s.declared.install_only and mode == "upgrade")]
+        return [s for s in FIELDS if s.step == self.STEP and mode in s.declared.modes]
 
     def declared_fields(self, *, skip: tuple[str, ...] = ()) -> ComposeResult:
         """The fields for this step's keys: ungrouped first, then each group folded (keys most
@@ -127,8 +127,9 @@ class FormScreen(StepScreen):
         """Show only the fields that apply to the answers as they stand (their declarations say
         when: the OCI settings for Oracle Cloud, OCPUs for a Flex shape); a fold with none goes too."""
         draft = self.draft()
+        mode = self.installer.options.mode
         for item in self.query(FormField):
-            item.set_class(not FIELDS_BY_PATH[item.path].applies(draft), "-na")
+            item.set_class(not FIELDS_BY_PATH[item.path].applies(draft, mode), "-na")
         for fold in self.query(Collapsible):
             inside = list(fold.query(FormField))
             if inside:

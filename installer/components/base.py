@@ -204,3 +204,8 @@ class Component:
     def stages(self, d: Deployment, mode: Mode) -> list[Stage]:
         """This component's stages for the mode, with their bodies (imported here, not above)."""
         return []
+
+    def joining_stages(self, d: Deployment, mode: Mode) -> list[Stage]:
+        """Stages that bring this component into a deployment that does not have it yet (an
+        upgrade of a server installed before it existed); asked only while it is not enabled."""
+        return []

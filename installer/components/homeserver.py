@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from installer.components.base import Component
@@ -13,6 +14,10 @@ from installer.components.base import Component
 if TYPE_CHECKING:
     from installer.answers import Answers
     from installer.engine import StageContext
+
+
+DATABASE_FACT = "homeserver.database"
+"""State fact: the database the deployed homeserver uses, as its config says ("sqlite" or "postgres")."""
 
 
 @dataclass(frozen=True)
@@ -104,4 +109,15 @@ class Homeserver(Component):
 
     async def version(self, ctx: StageContext, *, dry_output: str) -> str:
         """The version it reports itself ("unknown" when it does not say)."""
+        raise NotImplementedError
+
+    async def move_data_to(self, ctx: StageContext, settings: DatabaseSettings, wanted: Sequence[object]) -> float:
+        """Move its data from its own file into the database server `settings` names and run on
+        it, with the deployment settings `wanted`; returns the seconds it was down. On failure it
+        raises, stopped or not ready, for the caller to put the old deployment back."""
+        raise NotImplementedError
+
+    async def database_in_use(self, ctx: StageContext) -> str | None:
+        """Where the deployed homeserver keeps its data: "sqlite" or "postgres"; None while it has
+        none yet (a new install)."""
         raise NotImplementedError

@@ -560,6 +560,49 @@ async def test_a_stage_that_asks_gets_the_users_answer(key: str, expected: bool)
     assert plan.answer is expected
 
 
+class WaitingPlan(Plan):
+    """A plan whose one stage waits on the world the way dns.records does, stoppable by the user."""
+
+    def __init__(self) -> None:
+        super().__init__(["dns.records", "federation.check"])
+        self.polls = 0
+
+    def _body(self, name: str):
+        if name != "dns.records":
+            return super()._body(name)
+
+        async def run(ctx):
+            with ctx.skippable("waiting for DNS records") as wait:
+                while not wait.stopped:
+                    self.polls += 1
+                    await wait.pause(0.05)
+            ctx.log("stopped waiting for DNS at the user's request")
+            return Status.SKIPPED
+
+        return run
+
+
+async def test_s_stops_a_wait_and_the_run_goes_on(tmp_path: Path) -> None:
+    """The DNS wait's skip, as a person at the keyboard reaches it: `s` on the run's screen (the
+    footer offers it only while something waits)."""
+    plan = WaitingPlan()
+    app = make_app(plan=plan, dry_run=False, state_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")  # Install: a real run asks first
+        await wait_for(pilot, lambda: screen_name(app) == "ConfirmDialog")
+        app.screen.query_one("#yes", Button).press()
+        await wait_for(pilot, lambda: isinstance(app.screen, ProvisionScreen) and plan.polls > 2)
+        footer = [str(k.description) for k in app.screen.query("FooterKey")]
+        assert "Stop waiting" in footer
+        await pilot.press("s")
+        screen = app.screen
+        await wait_for(pilot, lambda: screen.result is not None)
+        assert [(s.name, s.status.value) for s in screen.result.stages] == [("dns.records", "skipped"),
+                                                                             ("federation.check", "done")]
+        assert "Stop waiting" not in [str(k.description) for k in app.screen.query("FooterKey")]
+
+
 async def test_welcome_appears_first_then_shows_what_it_found_on_this_machine(tmp_path: Path) -> None:
     """Discovery runs right after the first frame (it is not on the way to it)."""
     import subprocess

@@ -4,6 +4,7 @@ settings other components hand it (a database, the registration policy) go into 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -125,6 +126,25 @@ class Synapse(Homeserver):
             await show_logs(ctx, CONTAINER)
             raise StageError(f"Synapse is not ready after a restart ({why}); its last log lines are above",
                              f"on the host: sudo {COMPOSE} logs {CONTAINER}")
+
+    async def move_data_to(self, ctx: StageContext, settings: DatabaseSettings, wanted: Sequence[object]) -> float:
+        from installer.components.synapse.port import move_data_to
+
+        return await move_data_to(ctx, settings, wanted)
+
+    async def database_in_use(self, ctx: StageContext) -> str | None:
+        from installer.components.synapse.config import ConfigError, database_engine
+
+        raw = await ctx.read_file(CONFIG)
+        if raw is None:
+            return None
+        try:
+            engine = database_engine(raw.decode("utf-8", "replace"))
+        except ConfigError:
+            return None
+        if engine == "sqlite" and not await ctx.probe(f"test -s {DATA}/homeserver.db", sudo=True):
+            return None  # generated, never run: no data yet
+        return engine
 
     async def version(self, ctx: StageContext, *, dry_output: str) -> str:
         """The admin API's server_version, else the federation API's."""

@@ -6,10 +6,11 @@ Layout on the host (as the manual guide has it): data/ in the compose project, m
 
 from __future__ import annotations
 
+import json
 import secrets as _random
 import shlex
 
-from installer.components.homeserver import AdminCredentials, admin_password_from_env
+from installer.components.homeserver import DATABASE_FACT, AdminCredentials, admin_password_from_env
 from installer.components.synapse import CONFIG, CONTAINER, DATA, SYNAPSE
 from installer.engine import StageContext, StageError
 from installer.events import Status
@@ -49,10 +50,6 @@ trusted_key_servers:
 """
 
 
-DATABASE_FACT = "homeserver.database"
-"""The database the deployed homeserver uses ("sqlite" or "postgres"), as its config says."""
-
-
 def generate_command(ctx: StageContext) -> str:
     """The image's own `generate`, as the manual guide runs it."""
     a = ctx.answers
@@ -77,7 +74,7 @@ def register_secrets(ctx: StageContext, text: str) -> None:
 async def configure(ctx: StageContext) -> Status:
     """homeserver.yaml generated once by the image, then edited to the deployment's settings;
     it and the signing key private to Synapse's user."""
-    from installer.components.synapse.config import ConfigError, database_engine, edit_homeserver_config
+    from installer.components.synapse.config import ConfigError, database_engine, edit_homeserver_config, read_setting
 
     a = ctx.answers
     changed = False
@@ -113,6 +110,9 @@ async def configure(ctx: StageContext) -> Status:
             'move it with `matrix-installer --upgrade` and [database] migrate = "yes" in the answers, '
             'or keep SQLite with [database] engine = "sqlite"',
         )
+    if "database" in edit.changed:  # no password in it: shown, as the rest of the file (secrets) is not
+        block = json.dumps(read_setting(edit.text, "database"))
+        ctx.log(f"homeserver.yaml's database: {block}", "file")
     meta = await ctx.run(f"stat -c '%u:%g %a' {q(CONFIG)}", sudo=True, dry_output="991:991 644")
     owner, mode = meta.stdout.split()
     if edit.changed or int(mode, 8) & 0o077:

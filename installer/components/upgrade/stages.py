@@ -85,6 +85,23 @@ async def _compose_images(ctx: StageContext) -> dict[str, str]:
     return images
 
 
+async def _same_database(ctx: StageContext) -> None:
+    """The plan was made from what the state says is deployed: its database must be what the
+    homeserver's config says (a state from before it was recorded, or lost, says nothing)."""
+    from installer.components.homeserver import DATABASE_FACT, DatabaseSettings
+
+    d = ctx.deployment
+    planned = next((s.engine for s in d.homeserver_settings() if isinstance(s, DatabaseSettings)), "sqlite")
+    in_use = await d.homeserver.database_in_use(ctx) or "sqlite"
+    if in_use != planned and not ctx.dry_run:
+        ctx.remember(DATABASE_FACT, in_use)
+        raise StageError(f"this server runs on {in_use}, which the run's state did not say (it planned for {planned}); "
+                         "it is recorded now. Nothing was changed",
+                         "rerun the same upgrade: it plans for what is deployed")
+    if DATABASE_FACT not in ctx.facts and not ctx.dry_run:
+        ctx.remember(DATABASE_FACT, in_use)
+
+
 async def _pull(ctx: StageContext) -> bool:
     """Pull the newest image of every service; False (with a warning) when the registry cannot be reached."""
     ctx.progress("pulling the newest images")
@@ -104,6 +121,7 @@ async def preflight(ctx: StageContext) -> Status:
             f"nothing to upgrade: no deployment found at {PROJECT} on {host}; run the install first",
             "run matrix-installer --answers FILE (without --upgrade) to install",
         )
+    await _same_database(ctx)
     images = await _compose_images(ctx)
     containers = {}
     for service in images:
