@@ -22,6 +22,7 @@ REGISTRY = (
     "installer.components.docker",
     "installer.components.registration",
     "installer.components.synapse",
+    "installer.components.postgres",
     "installer.components.upgrade",
     "installer.components.federation",
 )
