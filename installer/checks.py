@@ -170,9 +170,9 @@ def image_ref(value: object) -> str | None:
     if not isinstance(value, str) or not value:
         return "is required"
     if value.startswith("-"):
-        return 'must not start with "-" (it would be read as an option): give an image such as "matrixdotorg/synapse:latest"'
+        return 'must not start with "-" (it would be read as an option): give an image reference such as "name:tag"'
     if not _IMAGE.fullmatch(value):
-        return 'must be an image reference such as "matrixdotorg/synapse:latest"'
+        return 'must be an image reference such as "matrixdotorg/synapse:latest" (lowercase name, optional :tag)'
     return None
 
 

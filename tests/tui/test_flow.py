@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from textual.pilot import Pilot
-from textual.widgets import Button, Input, Log, RadioSet, Static
+from textual.widgets import Button, Input, Label, Log, RadioSet, Static
 
 from installer.answers import Answers, load_answers
 from installer.engine import RunOptions
@@ -740,3 +740,24 @@ def test_review_lists_only_the_answers_that_matter_for_this_setup() -> None:
     # What an install decides once is not asked again in upgrade mode.
     assert applies("cloud.shape", micro) and not applies("cloud.shape", micro, "upgrade")
     assert not applies("registration.policy", VALID, "upgrade") and applies("domain.server_name", VALID, "upgrade")
+
+
+async def test_the_server_step_asks_what_the_components_declare() -> None:
+    """The Database question comes from the Postgres component's declaration (label, help, choices);
+    SQLite brings the component's warning to Review."""
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n", "ctrl+n", "ctrl+n", "ctrl+n")
+        assert screen_name(app) == "ServerScreen"
+        database = field(app, "database.engine")
+        assert str(database.query_one(".field-label", Label).render()) == "Database"
+        assert [str(b.label) for b in database.query("RadioButton")] == ["Postgres (recommended)", "SQLite: throwaway test servers only"]
+        assert not field(app, "database.image").has_class("-na")
+        assert "database.migrate" not in [f.path for f in app.screen.query(FormField)]  # an upgrade's question
+        database.control.focus()
+        await pilot.press("down", "enter")
+        await pilot.pause()
+        assert field(app, "database.image").has_class("-na")
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "ReviewScreen" and app.answers.database.engine == "sqlite"
+        assert "SQLite is for throwaway test servers" in str(app.screen.query_one("#problems", Static).render())

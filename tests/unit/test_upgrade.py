@@ -158,11 +158,17 @@ def test_backup_script_holds_what_the_components_say_quoted_and_keeps_n(tmp_path
     from installer.deployment import Deployment
     from installer.render import render_backup_scripts
 
-    backup, restore = render_backup_scripts(Deployment.build(Answers()).backup_items(), keep=5)
+    sqlite = Answers().replace("database", engine="sqlite")
+    backup, restore = render_backup_scripts(Deployment.build(sqlite).backup_items(), keep=5)
     assert "keep=5\n" in backup and "project=/opt/matrix/synapse\n" in backup
     assert "{{.State.Running}}" in backup  # Docker's template survives Jinja
     assert "container=synapse\n" in backup and '"$name/"docker-compose.yml' in backup and '"$name/"data' in backup
-    assert "--exclude=\"$name/\"'data/*.db'" in backup
+    assert "--exclude=\"$name/\"'data/*.db'" in backup and "pg_dump" not in backup
+    # On Postgres: a pg_dump while it runs (one-time keys left out), no SQLite copy, the env file kept.
+    backup, restore = render_backup_scripts(Deployment.build(Answers()).backup_items(), keep=5)
+    assert "docker exec postgres pg_dump -Fc -U synapse -d synapse --exclude-table-data=e2e_one_time_keys_json" in backup
+    assert "sqlite_backup" not in backup and "'data/*.db'" not in backup and '"$name/"postgres.env' in backup
+    assert "pg_restore -U synapse -d synapse --no-owner --exit-on-error" in restore
     odd = [BackupFiles(("a b",), exclude=("x y/*",), required=("a b",)), BackupSqlite("c", "d e"),
            BackupDump("dump one.bin", 'echo made > "$out"', restore='cat "$dump"', note="a test dump")]
     backup, restore = render_backup_scripts(odd, keep=1)
