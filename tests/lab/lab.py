@@ -36,7 +36,12 @@ import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CACHE_DIR = Path(os.environ.get("MATRIX_INSTALLER_LAB_CACHE", "/var/cache/matrix-installer-lab"))
+DEFAULT_CACHE_DIR = Path("/var/cache/matrix-installer-lab")
+CACHE_DIR = Path(os.environ.get("MATRIX_INSTALLER_LAB_CACHE", DEFAULT_CACHE_DIR))
+# The engine is one per machine (dockerd's pidfile, DOCKERD_PIDFILE): so are the locks its users
+# hold, whatever cache they build into (a session with another MATRIX_INSTALLER_LAB_CACHE must
+# not think it is alone and stop the engine under the others).
+ENGINE_LOCK_DIR = DEFAULT_CACHE_DIR
 MIRROR = os.environ.get("MATRIX_INSTALLER_LAB_MIRROR", "http://deb.debian.org/debian")
 SUITE = "trixie"
 
@@ -114,7 +119,7 @@ def docker(*args, check=True, timeout=300, **kw) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- Docker engine
 
 _started_dockerd: subprocess.Popen | None = None
-_engine_lock = None  # shared flock on CACHE_DIR/engine.lock while this process uses the engine
+_engine_lock = None  # shared flock on ENGINE_LOCK_DIR/engine.lock while this process uses the engine
 
 
 def _engine_answers() -> bool:
@@ -139,15 +144,16 @@ def _lab_dockerd_pid() -> int | None:
 def ensure_docker_engine(timeout: float = 90) -> bool:
     """Make sure a Docker engine answers; start `dockerd` by hand if none does.
 
-    Returns True when this call started it. Holds a shared lock on CACHE_DIR/engine.lock until
+    Returns True when this call started it. Holds a shared lock on ENGINE_LOCK_DIR/engine.lock until
     stop_docker_engine(), so that concurrent test sessions on this machine share one dockerd
     and only the last one leaving stops it. Raises LabError (never skips) when no engine can
     be had.
     """
     global _started_dockerd, _engine_lock
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    ENGINE_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     if _engine_lock is None:
-        _engine_lock = open(CACHE_DIR / "engine.lock", "w")
+        _engine_lock = open(ENGINE_LOCK_DIR / "engine.lock", "w")
         fcntl.flock(_engine_lock, fcntl.LOCK_SH)
     if _engine_answers():
         return False
@@ -162,7 +168,7 @@ def ensure_docker_engine(timeout: float = 90) -> bool:
     if os.geteuid() != 0:
         raise LabError("No Docker engine answers and starting dockerd needs root.")
     DOCKERD_PIDFILE.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock():  # two sessions must not both start one
+    with _build_lock(ENGINE_LOCK_DIR):  # two sessions must not both start one
         if _engine_answers():
             return False
         log = open(DOCKERD_LOG, "ab")
@@ -247,10 +253,11 @@ def image_exists(tag: str) -> bool:
 
 
 @contextlib.contextmanager
-def _build_lock():
+def _build_lock(directory: Path | None = None):
     """One build at a time on this machine (two test sessions may start together)."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / "build.lock", "w") as f:
+    directory = directory or CACHE_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "build.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
