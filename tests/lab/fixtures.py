@@ -10,6 +10,7 @@ Fixtures (session scope):
   lab_host       a running LabHost (tests/lab/lab.py): ssh_port, http_port, https_port,
                  fed_port, user, private_key_path, host_key, exec(), load_image(), ...
   synapse_image  the tag of the lab's stand-in for matrixdotorg/synapse (Synapse 1.163.2)
+  postgres_image the tag of the lab's stand-in for postgres:17-alpine
 """
 
 from __future__ import annotations
@@ -76,11 +77,24 @@ def lab_host(lab_host_image, lab_session_key):
 
 @pytest.fixture(scope="session")
 def synapse_image(lab_docker):
-    """Tag of the stand-in Synapse image (`matrix-installer-lab/synapse:1.163.2`) in the
+    """Tag of the stand-in Synapse image (`matrix-installer-lab/synapse:1.163.2-<hash>`) in the
     runner's Docker. Load it into the lab host with `lab_host.load_image(tag, as_tag=...)`;
     build other versions with `tests.lab.lab.build_synapse_image(version=..., broken=...)`."""
     try:
         return _lab.build_synapse_image()
+    except _lab.LabError as exc:
+        _fail(exc)
+
+
+@pytest.fixture(scope="session")
+def postgres_image(lab_docker):
+    """Tag of the stand-in `postgres:17-alpine` (`matrix-installer-lab/postgres:17-<hash>`) in the
+    runner's Docker. Load it into a lab host under the real name with
+    `host.load_image(postgres_image, as_tag=tests.lab.lab.POSTGRES_IMAGE)` (or
+    `scenarios.ready_host(..., postgres_image=postgres_image)`); in the runner's shared engine
+    use the lab tag itself."""
+    try:
+        return _lab.build_postgres_image()
     except _lab.LabError as exc:
         _fail(exc)
 

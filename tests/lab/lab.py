@@ -7,11 +7,14 @@ Everything here runs on the test runner as root, with plain `subprocess`:
 - `build_host_image()` builds (or reuses) the lab host's image: Debian trixie minbase with
   systemd, sshd, sudo, an `ubuntu` user and Oracle's default Ubuntu iptables rules;
 - `build_synapse_image()` builds (or reuses) the lab's stand-in for `matrixdotorg/synapse`;
+- `build_postgres_image()` builds (or reuses) the lab's stand-in for `postgres:17-alpine`;
 - `LabHost.start()` boots a container from the host image, publishing 22/80/443/8448 on
   127.0.0.1 and authorizing a session key for `ubuntu`.
 
 Builds are cached: root filesystem archives under CACHE_DIR (keyed by a hash of the build
-scripts and their inputs), Docker images under tags carrying the same hash. See README.md.
+scripts and their inputs), Docker images under tags carrying the same hash, so that checkouts
+with different build scripts share one engine without replacing each other's images. What no
+session used for KEEP_DAYS is pruned. See README.md.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -26,12 +30,18 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CACHE_DIR = Path(os.environ.get("MATRIX_INSTALLER_LAB_CACHE", "/var/cache/matrix-installer-lab"))
+DEFAULT_CACHE_DIR = Path("/var/cache/matrix-installer-lab")
+CACHE_DIR = Path(os.environ.get("MATRIX_INSTALLER_LAB_CACHE", DEFAULT_CACHE_DIR))
+# The engine is one per machine (dockerd's pidfile, DOCKERD_PIDFILE): so are the locks its users
+# hold, whatever cache they build into (a session with another MATRIX_INSTALLER_LAB_CACHE must
+# not think it is alone and stop the engine under the others).
+ENGINE_LOCK_DIR = DEFAULT_CACHE_DIR
 MIRROR = os.environ.get("MATRIX_INSTALLER_LAB_MIRROR", "http://deb.debian.org/debian")
 SUITE = "trixie"
 
@@ -43,9 +53,23 @@ HOST_PACKAGES = (
 HOST_PACKAGES_LATER = ("iptables-persistent", "netfilter-persistent")
 HOST_REPO = "matrix-installer-lab/host"
 
+# The root filesystem the stand-in images start from (build-base.sh), made once and unpacked.
+BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "curl")
+
 SYNAPSE_VERSION = "1.163.2"
 SYNAPSE_REPO = "matrix-installer-lab/synapse"
-SYNAPSE_BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "curl")
+SYNAPSE_BASE_PACKAGES = BASE_PACKAGES  # the former name
+# The real image's psycopg2 is compiled against libpq; the lab's is this wheel (same module).
+PSYCOPG2_VERSION = "2.9.13"
+
+POSTGRES_MAJOR = "17"
+POSTGRES_REPO = "matrix-installer-lab/postgres"
+# The image the installer deploys; the lab loads its stand-in into lab hosts under this name.
+POSTGRES_IMAGE = f"postgres:{POSTGRES_MAJOR}-alpine"
+
+# Lab images and cache archives no test session used for this many days are pruned after the
+# next build (0: never).
+KEEP_DAYS = float(os.environ.get("MATRIX_INSTALLER_LAB_KEEP_DAYS", "7"))
 
 LABEL = "matrix-installer-lab"
 DOCKERD_PIDFILE = Path("/run/matrix-installer-lab/dockerd.pid")
@@ -95,7 +119,7 @@ def docker(*args, check=True, timeout=300, **kw) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- Docker engine
 
 _started_dockerd: subprocess.Popen | None = None
-_engine_lock = None  # shared flock on CACHE_DIR/engine.lock while this process uses the engine
+_engine_lock = None  # shared flock on ENGINE_LOCK_DIR/engine.lock while this process uses the engine
 
 
 def _engine_answers() -> bool:
@@ -120,15 +144,16 @@ def _lab_dockerd_pid() -> int | None:
 def ensure_docker_engine(timeout: float = 90) -> bool:
     """Make sure a Docker engine answers; start `dockerd` by hand if none does.
 
-    Returns True when this call started it. Holds a shared lock on CACHE_DIR/engine.lock until
+    Returns True when this call started it. Holds a shared lock on ENGINE_LOCK_DIR/engine.lock until
     stop_docker_engine(), so that concurrent test sessions on this machine share one dockerd
     and only the last one leaving stops it. Raises LabError (never skips) when no engine can
     be had.
     """
     global _started_dockerd, _engine_lock
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    ENGINE_LOCK_DIR.mkdir(parents=True, exist_ok=True)
     if _engine_lock is None:
-        _engine_lock = open(CACHE_DIR / "engine.lock", "w")
+        _engine_lock = open(ENGINE_LOCK_DIR / "engine.lock", "w")
         fcntl.flock(_engine_lock, fcntl.LOCK_SH)
     if _engine_answers():
         return False
@@ -143,7 +168,7 @@ def ensure_docker_engine(timeout: float = 90) -> bool:
     if os.geteuid() != 0:
         raise LabError("No Docker engine answers and starting dockerd needs root.")
     DOCKERD_PIDFILE.parent.mkdir(parents=True, exist_ok=True)
-    with _build_lock():  # two sessions must not both start one
+    with _build_lock(ENGINE_LOCK_DIR):  # two sessions must not both start one
         if _engine_answers():
             return False
         log = open(DOCKERD_LOG, "ab")
@@ -208,6 +233,12 @@ def _tail(path: Path, n: int = 30) -> str:
 
 
 # --------------------------------------------------------------------------- images
+#
+# Every image tag carries a hash of everything the image is made from (build scripts, entrypoint,
+# package lists, image settings), so checkouts with different build scripts sharing this
+# machine's Docker engine and cache never replace each other's images. Using an image records
+# the use (a stamp under CACHE_DIR/used); what no checkout used for KEEP_DAYS is pruned after
+# the next build. Archives and images made otherwise (older versions of this file) are left alone.
 
 def _hash(*parts: str | bytes) -> str:
     h = hashlib.sha256()
@@ -222,10 +253,11 @@ def image_exists(tag: str) -> bool:
 
 
 @contextlib.contextmanager
-def _build_lock():
+def _build_lock(directory: Path | None = None):
     """One build at a time on this machine (two test sessions may start together)."""
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / "build.lock", "w") as f:
+    directory = directory or CACHE_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "build.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -249,20 +281,107 @@ def _run_build(script: Path, env: dict, log: Path, timeout: float = 1800) -> Non
         raise LabError(f"{script.name} failed ({proc.returncode}); see {log}:\n" + _tail(log, 40))
 
 
-def _prune(glob: str, keep: set[str]) -> None:
-    """Remove cached archives/logs of older build inputs (same kind, other hash)."""
-    for path in CACHE_DIR.glob(glob):
-        if path.name not in keep:
-            with contextlib.suppress(OSError):
-                path.unlink()
+USED_DIR = CACHE_DIR / "used"
 
 
-def _prune_images(repo: str, keep_tag: str) -> None:
-    p = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", repo, check=False, timeout=30)
-    old = [t for t in p.stdout.split() if t != keep_tag]
-    if old:
-        docker("image", "rm", *old, check=False)  # fails harmlessly for images in use
+def _mark_used(tag: str, *files: str) -> None:
+    """Record that `tag` (and the cache files it is made from) was used now."""
+    USED_DIR.mkdir(parents=True, exist_ok=True)
+    stamp = USED_DIR / (re.sub(r"[^A-Za-z0-9_.-]", "_", tag) + ".json")
+    tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({"tag": tag, "files": sorted(files)}))
+    os.replace(tmp, stamp)
+    for name in files:
+        with contextlib.suppress(OSError):
+            os.utime(CACHE_DIR / name)
 
+
+def prune_unused(days: float | None = None) -> list[str]:
+    """Remove the lab images, archives and logs no test session used for `days` (default
+    KEEP_DAYS; 0 or less: never). An image a container still uses stays. Returns what went."""
+    days = KEEP_DAYS if days is None else days
+    if days <= 0 or not USED_DIR.is_dir():
+        return []
+    cutoff = time.time() - days * 86400
+    stamps = []
+    for path in USED_DIR.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            stamps.append((path, json.loads(path.read_text()), path.stat().st_mtime))
+    fresh = {name for _, s, mtime in stamps if mtime >= cutoff for name in s.get("files", ())}
+    gone = []
+    for path, s, mtime in stamps:
+        if mtime >= cutoff:
+            continue
+        tag = s.get("tag", "")
+        if tag and image_exists(tag):
+            if docker("image", "rm", tag, check=False, timeout=120).returncode != 0:
+                continue  # in use: keep it and its record
+            gone.append(tag)
+        for name in s.get("files", ()):
+            if name not in fresh and (CACHE_DIR / name).exists():
+                with contextlib.suppress(OSError):
+                    (CACHE_DIR / name).unlink()
+                    gone.append(name)
+        with contextlib.suppress(OSError):
+            path.unlink()
+    return gone
+
+
+def _apply_import_changes(changes: list[str]) -> list[str]:
+    args = []
+    for c in changes:
+        args += ["--change", c]
+    return args
+
+
+def _load_rootfs(tar: Path, tag: str, config: dict) -> None:
+    """Make image `tag` from a root filesystem archive with an image configuration of our own
+    (`docker load` of a one-layer image), for settings `docker import --change` refuses, such
+    as STOPSIGNAL. `config` is the image's "config" object (Env, Entrypoint, Cmd, ...)."""
+    import tarfile
+
+    h = hashlib.sha256()
+    with open(tar, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    diff_id = h.hexdigest()
+    arch = docker("version", "--format", "{{.Server.Arch}}", timeout=30).stdout.strip() or "amd64"
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(tar.stat().st_mtime))
+    image_config = json.dumps({
+        "architecture": arch, "os": "linux", "created": created, "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
+        "history": [{"created": created, "created_by": f"matrix-installer lab: {tar.name}"}],
+    }, sort_keys=True).encode()
+    config_name = hashlib.sha256(image_config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [tag],
+                            "Layers": [f"{diff_id}/layer.tar"]}]).encode()
+
+    def member(name: str, data: bytes):
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime = len(data), int(time.time())
+        return info, io.BytesIO(data)
+
+    with tempfile.TemporaryFile() as output:
+        load = subprocess.Popen(["docker", "load"], stdin=subprocess.PIPE,
+                                stdout=output, stderr=subprocess.STDOUT)
+        try:
+            with tarfile.open(fileobj=load.stdin, mode="w|") as out:
+                out.addfile(*member(config_name, image_config))
+                out.add(str(tar), arcname=f"{diff_id}/layer.tar")
+                out.addfile(*member("manifest.json", manifest))
+        except BrokenPipeError:
+            pass  # docker load gave up: its output says why
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                load.stdin.close()
+        rc = load.wait(600)
+        output.seek(0)
+        said = output.read().decode(errors="replace")
+    if rc != 0:
+        raise LabError(f"docker load of {tar.name} as {tag} failed ({rc}): {said}")
+
+
+# -- the lab host
 
 def host_image_tag() -> str:
     script = (HERE / "build-host.sh").read_bytes()
@@ -272,13 +391,15 @@ def host_image_tag() -> str:
 def build_host_image() -> str:
     """Build (or reuse) the lab host's image; returns its tag `matrix-installer-lab/host:<hash>`."""
     tag = host_image_tag()
+    key = tag.split(":", 1)[1]
+    tar = CACHE_DIR / f"host-{key}.tar"
+    _mark_used(tag, tar.name, f"host-{key}.log")
     if image_exists(tag):
         return tag
-    key = tag.split(":", 1)[1]
+    built = False
     with _build_lock():
         if image_exists(tag):
             return tag
-        tar = CACHE_DIR / f"host-{key}.tar"
         if not tar.exists():
             _run_build(
                 HERE / "build-host.sh",
@@ -289,8 +410,7 @@ def build_host_image() -> str:
                 },
                 CACHE_DIR / f"host-{key}.log",
             )
-            _prune("host-*", {tar.name, f"host-{key}.log"})
-            _prune_images(HOST_REPO, tag)
+            built = True
         docker(
             "import",
             "--change", 'CMD ["/sbin/init"]',
@@ -298,18 +418,57 @@ def build_host_image() -> str:
             "--change", f"LABEL {LABEL}.image=host",
             str(tar), tag, timeout=600,
         )
+        if built:
+            prune_unused()
     return tag
 
 
+# -- the base of the stand-in images (Synapse, Postgres)
+
+def _base_key() -> str:
+    return _hash((HERE / "build-base.sh").read_bytes(), SUITE, ",".join(BASE_PACKAGES))
+
+
+def _ensure_base() -> Path:
+    """The base root filesystem archive, made by build-base.sh when missing (call under
+    _build_lock)."""
+    key = _base_key()
+    base = CACHE_DIR / f"base-{key}.tar"
+    if not base.exists():
+        _run_build(
+            HERE / "build-base.sh",
+            {
+                "ROOTFS": str(CACHE_DIR / "work" / f"base-{key}"), "OUT": str(base),
+                "SUITE": SUITE, "MIRROR": MIRROR, "BASE_PACKAGES": ",".join(BASE_PACKAGES),
+            },
+            CACHE_DIR / f"base-{key}.log",
+        )
+    return base
+
+
+# -- Synapse
+
+def _synapse_changes() -> list[str]:
+    return [
+        'ENTRYPOINT ["/start.py"]',
+        "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV LANG=C.UTF-8",
+        'VOLUME ["/data"]',
+        "EXPOSE 8008/tcp 8009/tcp 8448/tcp",
+    ]
+
+
+def _synapse_key(version: str) -> str:
+    return _hash(
+        (HERE / "build-synapse.sh").read_bytes(), (HERE / "synapse-start.py").read_bytes(),
+        _base_key(), version, PSYCOPG2_VERSION, *_synapse_changes(),
+    )
+
+
 def synapse_image_tag(version: str = SYNAPSE_VERSION, broken: bool = False) -> str:
-    return f"{SYNAPSE_REPO}:{version}{'-broken' if broken else ''}"
-
-
-def _synapse_key(version: str) -> tuple[str, str]:
-    script = (HERE / "build-synapse.sh").read_bytes()
-    start_py = (HERE / "synapse-start.py").read_bytes()
-    base_key = _hash(SUITE, ",".join(SYNAPSE_BASE_PACKAGES))
-    return base_key, _hash(script, start_py, SUITE, version)
+    """`matrix-installer-lab/synapse:<version>-<hash>` (`...-broken` for the variant that fails
+    to start); the hash covers what the image is built from."""
+    return f"{SYNAPSE_REPO}:{version}-{_synapse_key(version)}{'-broken' if broken else ''}"
 
 
 def build_synapse_image(
@@ -317,55 +476,132 @@ def build_synapse_image(
 ) -> str:
     """Build (or reuse) the lab's stand-in for `matrixdotorg/synapse` with Synapse `version`.
 
-    The image is `matrix-installer-lab/synapse:<version>` (`<version>-broken` for the variant
-    whose start fails, for rollback tests); when `tag` is given (e.g.
-    "matrixdotorg/synapse:latest") it is tagged that way too. Returns `tag` or the lab tag.
+    The image is `synapse_image_tag(version, broken)`; `broken` is the variant whose start
+    fails, for rollback tests. When `tag` is given (e.g. "matrixdotorg/synapse:latest") it is
+    tagged that way too. Returns `tag` or the lab tag.
     """
     lab_tag = synapse_image_tag(version, broken)
-    base_key, key = _synapse_key(version)
-    built_label = f"{LABEL}.build={key}"
-    if not (image_exists(lab_tag) and _label(lab_tag, f"{LABEL}.build") == key):
+    key = _synapse_key(version)
+    tar = CACHE_DIR / f"synapse-{version}-{key}.tar"
+    _mark_used(lab_tag, tar.name, f"synapse-{version}-{key}.log", f"base-{_base_key()}.tar",
+               f"base-{_base_key()}.log")
+    if not image_exists(lab_tag):
+        built = False
         with _build_lock():
-            if not (image_exists(lab_tag) and _label(lab_tag, f"{LABEL}.build") == key):
-                tar = CACHE_DIR / f"synapse-{version}-{key}.tar"
+            if not image_exists(lab_tag):
                 if not tar.exists():
+                    base = _ensure_base()
                     _run_build(
                         HERE / "build-synapse.sh",
                         {
                             "ROOTFS": str(CACHE_DIR / "work" / f"synapse-{key}"),
-                            "OUT": str(tar),
-                            "BASE": str(CACHE_DIR / f"synapse-base-{base_key}.tar"),
-                            "BASE_PACKAGES": ",".join(SYNAPSE_BASE_PACKAGES),
-                            "SUITE": SUITE, "MIRROR": MIRROR, "SYNAPSE_VERSION": version,
+                            "OUT": str(tar), "BASE": str(base),
+                            "SYNAPSE_VERSION": version, "PSYCOPG2_VERSION": PSYCOPG2_VERSION,
                             "START_PY": str(HERE / "synapse-start.py"),
                             "PIP_CACHE": str(CACHE_DIR / "pip"),
                         },
                         CACHE_DIR / f"synapse-{version}-{key}.log",
                     )
-                    _prune(f"synapse-{version}-*", {tar.name, f"synapse-{version}-{key}.log"})
-                    _prune("synapse-base-*", {f"synapse-base-{base_key}.tar"})
-                changes = [
-                    'ENTRYPOINT ["/start.py"]',
-                    "ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                    "ENV LANG=C.UTF-8",
-                    'VOLUME ["/data"]',
-                    "EXPOSE 8008/tcp 8009/tcp 8448/tcp",
-                    f"LABEL {LABEL}.image=synapse {built_label} "
+                    built = True
+                changes = _synapse_changes() + [
+                    f"LABEL {LABEL}.image=synapse {LABEL}.build={key} "
                     f"org.opencontainers.image.version={version}",
                 ]
                 if broken:
                     changes.append("ENV LAB_SYNAPSE_BROKEN=1")
-                args = []
-                for c in changes:
-                    args += ["--change", c]
-                docker("import", *args, str(tar), lab_tag, timeout=600)
+                docker("import", *_apply_import_changes(changes), str(tar), lab_tag, timeout=600)
+                if built:
+                    prune_unused()
     if tag and tag != lab_tag:
         docker("tag", lab_tag, tag)
         return tag
     return lab_tag
 
 
-def _label(image: str, name: str) -> str | None:
+# -- Postgres
+
+def _postgres_config() -> dict:
+    """The image settings of the official postgres:17-alpine that matter here (its version
+    variables and labels are added when the installed version is known)."""
+    bin_dir = f"/usr/lib/postgresql/{POSTGRES_MAJOR}/bin"
+    return {
+        "Env": [
+            f"PATH={bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LANG=en_US.utf8",
+            f"PG_MAJOR={POSTGRES_MAJOR}",
+            "PGDATA=/var/lib/postgresql/data",
+        ],
+        "Entrypoint": ["docker-entrypoint.sh"],
+        "Cmd": ["postgres"],
+        "ExposedPorts": {"5432/tcp": {}},
+        "Volumes": {"/var/lib/postgresql/data": {}},
+        # Fast shutdown on `docker stop`, as the official image (docker import cannot set it).
+        "StopSignal": "SIGINT",
+        "WorkingDir": "/",
+    }
+
+
+def _postgres_key() -> str:
+    return _hash(
+        (HERE / "build-postgres.sh").read_bytes(), (HERE / "postgres-entrypoint.sh").read_bytes(),
+        _base_key(), SUITE, POSTGRES_MAJOR, json.dumps(_postgres_config(), sort_keys=True),
+    )
+
+
+def postgres_image_tag() -> str:
+    """`matrix-installer-lab/postgres:17-<hash>`; the hash covers what the image is built from."""
+    return f"{POSTGRES_REPO}:{POSTGRES_MAJOR}-{_postgres_key()}"
+
+
+def build_postgres_image(tag: str | None = None) -> str:
+    """Build (or reuse) the lab's stand-in for `postgres:17-alpine` (POSTGRES_IMAGE): Debian's
+    postgresql-17 with an entrypoint that keeps the official image's contract (see README.md).
+
+    The image is `postgres_image_tag()`; when `tag` is given it is tagged that way too (in the
+    runner's shared engine prefer LabHost.load_image(..., as_tag=POSTGRES_IMAGE) over tagging
+    it `postgres:17-alpine` here). Returns `tag` or the lab tag."""
+    lab_tag = postgres_image_tag()
+    key = _postgres_key()
+    tar = CACHE_DIR / f"postgres-{POSTGRES_MAJOR}-{key}.tar"
+    version_file = CACHE_DIR / f"postgres-{POSTGRES_MAJOR}-{key}.version"
+    _mark_used(lab_tag, tar.name, version_file.name, f"postgres-{POSTGRES_MAJOR}-{key}.log",
+               f"base-{_base_key()}.tar", f"base-{_base_key()}.log")
+    if not image_exists(lab_tag):
+        built = False
+        with _build_lock():
+            if not image_exists(lab_tag):
+                if not (tar.exists() and version_file.exists()):
+                    base = _ensure_base()
+                    _run_build(
+                        HERE / "build-postgres.sh",
+                        {
+                            "ROOTFS": str(CACHE_DIR / "work" / f"postgres-{key}"),
+                            "OUT": str(tar), "OUT_VERSION": str(version_file), "BASE": str(base),
+                            "SUITE": SUITE, "MIRROR": MIRROR, "PG_MAJOR": POSTGRES_MAJOR,
+                            "ENTRYPOINT": str(HERE / "postgres-entrypoint.sh"),
+                        },
+                        CACHE_DIR / f"postgres-{POSTGRES_MAJOR}-{key}.log",
+                    )
+                    built = True
+                version = version_file.read_text().strip()
+                config = _postgres_config()
+                config["Env"].append(f"PG_VERSION={version}")
+                config["Labels"] = {
+                    f"{LABEL}.image": "postgres", f"{LABEL}.build": key,
+                    f"{LABEL}.stands-in-for": POSTGRES_IMAGE,
+                    "org.opencontainers.image.version": version,
+                }
+                _load_rootfs(tar, lab_tag, config)
+                if built:
+                    prune_unused()
+    if tag and tag != lab_tag:
+        docker("tag", lab_tag, tag)
+        return tag
+    return lab_tag
+
+
+def label(image: str, name: str) -> str | None:
+    """The value of label `name` on `image` (None when the image or the label is missing)."""
     p = docker("image", "inspect", "--format", "{{json .Config.Labels}}", image, check=False, timeout=30)
     if p.returncode != 0:
         return None

@@ -18,13 +18,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
-def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False) -> Iterator[_lab.LabHost]:
+def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False,
+               postgres_image: str | None = None) -> Iterator[_lab.LabHost]:
     """A fresh lab host with Docker in it and the stand-in Synapse image loaded under the real
-    image's name (there is no registry here to pull it from); removed afterwards."""
+    image's name (there is no registry here to pull it from); removed afterwards.
+    `postgres_image` (the `postgres_image` fixture): also load the stand-in Postgres, as
+    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE)."""
     host = _lab.LabHost.start(image, key, rebootable=rebootable)
     try:
         host.preinstall_docker()
         host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
+        if postgres_image:
+            host.load_image(postgres_image, as_tag=_lab.POSTGRES_IMAGE)
         yield host
     finally:
         host.stop()

@@ -4,8 +4,11 @@
 Same interface as the real image's /start.py, written for the lab:
   generate      write homeserver.yaml, <server_name>.log.config and <server_name>.signing.key
                 into /data (needs SYNAPSE_SERVER_NAME and SYNAPSE_REPORT_STATS)
-  (no argument) run Synapse with SYNAPSE_CONFIG_PATH (default /data/homeserver.yaml)
-  anything else run that command
+  run [ARGS]    (also: no argument) run Synapse (`-m SYNAPSE_WORKER`, default
+                synapse.app.homeserver) with SYNAPSE_CONFIG_PATH (default /data/homeserver.yaml)
+                unless ARGS name a config
+  anything else refused ("Unknown execution mode", exit 2), as by the real image: run other
+                tools with `--entrypoint` (e.g. `--entrypoint synapse_port_db`) or `docker exec`
 Runs Synapse as UID:GID (default 991:991) when started as root, as the real image does.
 The lab's copy trusts no key server (nothing outside can be reached from the lab).
 """
@@ -116,18 +119,23 @@ def generate(environ):
     no_key_servers(config_path)
 
 
-def start(environ):
+def start(environ, extra):
     if environ.get("LAB_SYNAPSE_BROKEN"):
         log("matrix-installer lab: this Synapse image is deliberately broken; refusing to start.")
         sys.exit(1)
-    _, config_path, _ = paths(environ)
-    if not os.path.exists(config_path):
-        error(
-            "Config file '%s' does not exist.\n\n"
-            "Generate one first by running this image with `generate`." % (config_path,)
-        )
+    args = list(extra)
+    if "-m" not in args:
+        args = ["-m", environ.get("SYNAPSE_WORKER", "synapse.app.homeserver")] + args
+    if not any(a.startswith(("--config-path", "-c")) for a in args):
+        _, config_path, _ = paths(environ)
+        if not os.path.exists(config_path):
+            error(
+                "Config file '%s' does not exist.\n\n"
+                "Generate one first by running this image with `generate`." % (config_path,)
+            )
+        args += ["--config-path", config_path]
     _, drop = ownership_args(environ)
-    args = drop + [PYTHON, "-m", "synapse.app.homeserver", "--config-path", config_path]
+    args = drop + [PYTHON] + args
     log("Starting synapse with args " + " ".join(args))
     os.execvpe(args[0], args, environ)
 
@@ -137,8 +145,8 @@ def main(args, environ):
     if mode == "generate":
         return generate(environ)
     if mode == "run":
-        return start(environ)
-    os.execvpe(args[1], args[1:], environ)
+        return start(environ, args[2:])
+    error("Unknown execution mode '%s'" % (mode,))
 
 
 if __name__ == "__main__":
