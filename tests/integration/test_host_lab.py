@@ -28,8 +28,8 @@ from tests.lab.scenarios import existing_server_answers
 
 pytestmark = pytest.mark.lab
 
-HOST_STAGES = ("local.ssh_key", "host.ssh", "host.firewall", "host.caddy", "host.docker", "synapse.config",
-               "synapse.start", "caddy.config", "synapse.admin", "registration.policy")
+HOST_STAGES = ("local.ssh_key", "host.ssh", "host.firewall", "host.caddy", "host.docker", "postgres.config",
+               "synapse.config", "services.start", "caddy.config", "synapse.admin", "registration.policy", "postgres.check")
 SERVER_NAME = "example.test"
 MATRIX_HOST = "matrix.example.test"
 CHECKSUMS = (
@@ -87,7 +87,7 @@ def run_install(answers_toml: str, state_dir: Path, *, on_finished=None, stages=
 
 
 @pytest.fixture(scope="module")
-def install(lab_host_image, lab_session_key, synapse_image, tmp_path_factory):
+def install(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_path_factory):
     """One lab host of this module's own (the session's lab_host stays fresh for other tests),
     installed once; yields (host, answers text, state dir, first run)."""
     host = _lab.LabHost.start(lab_host_image, lab_session_key)
@@ -100,11 +100,12 @@ def install(lab_host_image, lab_session_key, synapse_image, tmp_path_factory):
 
         def after(event: StageFinished) -> None:
             # What cloud-init does on a new VM: authorize the key the installer made. And the lab
-            # has no registry: the stand-in Synapse image goes into the host's Docker by hand.
+            # has no registry: the stand-in images go into the host's Docker by hand.
             if event.stage == "local.ssh_key" and event.status is Status.DONE:
                 host.authorize_key(Path(str(key) + ".pub").read_text())
             if event.stage == "host.docker" and event.status in (Status.DONE, Status.UNCHANGED):
                 host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
+                host.load_image(postgres_image, as_tag=_lab.POSTGRES_IMAGE)
 
         first = run_install(toml, state_dir, on_finished=after)
         yield host, toml, state_dir, first
@@ -151,6 +152,21 @@ def test_the_host_is_set_up_as_the_guide_does_it(install):
     well_known = subprocess.run(["curl", "-fsSk", *resolve, f"https://{SERVER_NAME}:{host.https_port}/.well-known/matrix/server"],
                                 capture_output=True, text=True, timeout=60)
     assert json.loads(well_known.stdout) == {"m.server": f"{MATRIX_HOST}:443"}, well_known.stderr
+    # Synapse runs on Postgres: the admin's row is in its users table, the database is UTF8 with C
+    # collation, and the server is on the compose network only (no host port).
+    psql = "docker exec postgres psql -U synapse -d synapse -At -c "
+    assert host.exec(psql + "'SELECT name FROM users'", check=True).stdout.split() == [f"@admin:{SERVER_NAME}"]
+    assert host.exec(psql + "\"SELECT datcollate, datctype, pg_encoding_to_char(encoding) FROM pg_database "
+                            "WHERE datname = 'synapse'\"", check=True).stdout.strip() == "C|C|UTF8"
+    assert host.exec("docker port postgres").stdout.strip() == ""
+    import yaml
+
+    database = yaml.safe_load(config)["database"]
+    assert database["name"] == "psycopg2" and database["args"]["host"] == "postgres" and "password" not in database["args"]
+    # The files holding secrets are private: homeserver.yaml to Synapse's user, the password file to root.
+    assert host.exec("stat -c '%u %a' /opt/matrix/synapse/data/homeserver.yaml").stdout.split() == ["991", "600"]
+    assert host.exec("stat -c '%U %a' /opt/matrix/synapse/postgres.env").stdout.split() == ["root", "600"]
+    assert "PASSWORD" not in host.exec("cat /opt/matrix/synapse/docker-compose.yml").stdout
     # Registration needs a token; two were made and shown once.
     shown = dict(first.result.shown_once or [])
     assert f"Admin password for @admin:{SERVER_NAME}" in shown
@@ -177,7 +193,9 @@ def test_secrets_appear_in_no_log_report_or_state_file(install):
     secrets = [value for _, value in first.result.shown_once or []]
     secrets += [settings["registration_shared_secret"], settings["macaroon_secret_key"], settings["form_secret"]]
     secrets.append(host.exec("cat /opt/matrix/synapse/.admin-access-token", check=True).stdout.strip())
-    assert len(secrets) == 7 and all(len(s) >= 8 for s in secrets)
+    env = host.exec("cat /opt/matrix/synapse/postgres.env", check=True).stdout
+    secrets.append(env.split("POSTGRES_PASSWORD=")[1].split()[0])
+    assert len(secrets) == 8 and all(len(s) >= 8 for s in secrets)
     texts = {"events": "\n".join(first.log_lines)}
     for path in Path(state_dir).rglob("*"):
         if path.is_file():

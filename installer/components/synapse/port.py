@@ -31,6 +31,7 @@ async def move_data_to(ctx: StageContext, settings: DatabaseSettings, wanted: Se
     puts the SQLite deployment back."""
     from installer.components.synapse.config import database_block, edit_homeserver_config
 
+    await _background_updates_done(ctx)
     await ctx.run(compose("stop", CONTAINER), sudo=True, timeout=300)
     stopped = time.monotonic()
     ctx.log("Synapse is stopped: nothing reaches it until it runs on Postgres (or back on SQLite)")
@@ -53,6 +54,34 @@ async def move_data_to(ctx: StageContext, settings: DatabaseSettings, wanted: Se
         await show_logs(ctx, CONTAINER, 30)
         raise StageError(f"Synapse is not ready on Postgres: {why}", f"see its log above (sudo {COMPOSE} logs {CONTAINER})")
     return time.monotonic() - stopped
+
+
+BACKGROUND_TIMEOUT = 1800.0
+_PENDING = ("import sqlite3; db = sqlite3.connect('file:/data/homeserver.db?mode=ro', uri=True); "
+            "print(db.execute('SELECT count(*) FROM background_updates').fetchone()[0])")
+
+
+async def _background_updates_done(ctx: StageContext) -> None:
+    """synapse_port_db refuses a database with background updates still pending (a young server
+    has a minute of them): wait for Synapse to finish them, while it still serves."""
+    from installer.host.containers import run_quietly
+
+    command = f"docker exec {CONTAINER} python3 -c {q(_PENDING)}"
+    waited, first = 0.0, True
+    while True:
+        result = await run_quietly(ctx, command, shown=first, dry_output="0")
+        pending = result.stdout.strip()
+        if result.ok and pending == "0":
+            return
+        if waited >= BACKGROUND_TIMEOUT:
+            raise StageError(f"Synapse still has background updates to run after {BACKGROUND_TIMEOUT / 60:.0f} min "
+                             f"({pending or result.stderr.strip()[-120:]})",
+                             "let the server run a while (it finishes them by itself), then rerun the upgrade")
+        ctx.progress(f"waiting for Synapse's background updates to finish ({pending or '?'} left): "
+                     "the copy needs them done")
+        first = False
+        await ctx.sleep(5)
+        waited += 5
 
 
 def _yaml(document: dict) -> str:
