@@ -169,6 +169,12 @@ class StageContext:
         if not self.dry_run:
             await asyncio.sleep(seconds)
 
+    def proven(self) -> Status:
+        """What a check that passed reports: it changes nothing, so passing again, as on the last
+        run, is "unchanged" (a rerun after success says so of every stage); the first time, "done"."""
+        last = self.session.state.stages.get(self.stage.name, {}).get("status")
+        return Status.UNCHANGED if last in (Status.DONE.value, Status.UNCHANGED.value) else Status.DONE
+
     # --- what stages hand each other ---------------------------------------------------
     def give(self, value: Any) -> None:
         """Hand a typed output to later stages (declared in the stage's `gives`)."""

@@ -111,10 +111,11 @@ class Homeserver(Component):
         """The version it reports itself ("unknown" when it does not say)."""
         raise NotImplementedError
 
-    async def move_data_to(self, ctx: StageContext, settings: DatabaseSettings, wanted: Sequence[object]) -> float:
-        """Move its data from its own file into the database server `settings` names and run on
-        it, with the deployment settings `wanted`; returns the seconds it was down. On failure it
-        raises, stopped or not ready, for the caller to put the old deployment back."""
+    async def move_data_to(self, ctx: StageContext, wanted: Sequence[object]) -> float:
+        """Move its data from its own file into the database server that the deployment settings
+        `wanted` name (a DatabaseSettings among them) and run on it with them; returns the seconds
+        it was down. On failure it raises, stopped or not ready, for the caller to put the old
+        deployment back."""
         raise NotImplementedError
 
     async def database_in_use(self, ctx: StageContext) -> str | None:

@@ -18,8 +18,8 @@ SERVER_NAME = "example.test"
 
 
 @pytest.fixture
-def existing_server(lab_host_image, lab_session_key, synapse_image):
-    with ready_host(lab_host_image, lab_session_key, synapse_image) as host:
+def existing_server(lab_host_image, lab_session_key, synapse_image, postgres_image):
+    with ready_host(lab_host_image, lab_session_key, synapse_image, postgres_image=postgres_image) as host:
         yield host
 
 
@@ -37,7 +37,7 @@ def test_no_delegation_federates_on_8448_and_the_generated_password_is_shown_onc
 
     first, report = run(tmp_path / "first.json")
     statuses = {s["name"]: s["status"] for s in report["stages"]}
-    assert {statuses[n] for n in ("host.firewall", "host.caddy", "synapse.config", "synapse.start", "caddy.config",
+    assert {statuses[n] for n in ("host.firewall", "host.caddy", "synapse.config", "services.start", "caddy.config",
                                   "synapse.admin")} == {"done"}, (report["stages"], first.stdout[-4000:])
     # 8448 was opened above the REJECT rule, and Caddy serves it.
     rules = host.exec("iptables -S INPUT", check=True).stdout
@@ -78,6 +78,6 @@ def test_no_delegation_federates_on_8448_and_the_generated_password_is_shown_onc
     assert third.returncode == 0, third.stdout[-4000:]
     assert report["mode"] == "upgrade" and report["federation"]["ok"] is True
     statuses = {s["name"]: s["status"] for s in report["stages"]}
-    assert statuses["upgrade.synapse"] == "unchanged"
+    assert statuses["upgrade.images"] == "unchanged"
     assert statuses["upgrade.reboot"] in ("skipped", "unchanged")
     assert all(status in ("done", "unchanged", "skipped") for status in statuses.values()), report["stages"]

@@ -46,8 +46,8 @@ def become_the_launched_vm(host: _lab.LabHost, sent: list[str]):
 
 
 @pytest.fixture
-def fresh_lab_host(lab_host_image, lab_session_key, synapse_image):
-    with ready_host(lab_host_image, lab_session_key, synapse_image) as host:
+def fresh_lab_host(lab_host_image, lab_session_key, synapse_image, postgres_image):
+    with ready_host(lab_host_image, lab_session_key, synapse_image, postgres_image=postgres_image) as host:
         yield host
 
 
@@ -97,7 +97,7 @@ admin_password_env = "MI_E2E_ADMIN_PASSWORD"
     # Without the lab CA the federation test cannot trust Caddy's local certificate: it says so.
     assert statuses["cloud.instance"] == "done", first.stdout[-4000:]
     for name in ("cloud.network", "cloud.ingress", "host.firewall", "host.caddy", "synapse.config",
-                 "synapse.start", "caddy.config", "synapse.admin"):
+                 "postgres.config", "services.start", "caddy.config", "synapse.admin"):
         assert statuses[name] == "done", (name, report["stages"], first.stdout[-4000:])
     # Connecting changes nothing; Docker was preinstalled (no registry here); Synapse's config
     # already left registration closed, the policy asked for; the records resolved at once.

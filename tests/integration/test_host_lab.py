@@ -34,7 +34,8 @@ SERVER_NAME = "example.test"
 MATRIX_HOST = "matrix.example.test"
 CHECKSUMS = (
     "find /opt/matrix/synapse /etc/caddy /etc/iptables /etc/apt/sources.list.d -type f "
-    "! -path '*/media_store/*' ! -name 'homeserver.db*' ! -name '*.pid' -print0 | sort -z | xargs -0 sha256sum"
+    "! -path '*/media_store/*' ! -path '/opt/matrix/synapse/postgres/*' ! -name 'homeserver.db*' ! -name '*.pid' "
+    "-print0 | sort -z | xargs -0 sha256sum"
 )
 
 

@@ -33,6 +33,6 @@ async def test_dry_run_lists_the_cloud_calls_in_order(tmp_path: Path, monkeypatc
 
 
 def test_importing_the_stages_does_not_import_the_sdk() -> None:
-    code = ("import sys, installer.cloud, installer.cloud.config, installer.stages.cloud, installer.stages.dns; "
+    code = ("import sys, installer.cloud, installer.cloud.config, installer.providers.oci.stages, installer.components.dns.stages; "
             "sys.exit(1 if 'oci' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2]).returncode == 0

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
-def rebootable_host(lab_host_image, lab_session_key, synapse_image):
-    with ready_host(lab_host_image, lab_session_key, synapse_image, rebootable=True) as host:
+def rebootable_host(lab_host_image, lab_session_key, synapse_image, postgres_image):
+    with ready_host(lab_host_image, lab_session_key, synapse_image, rebootable=True, postgres_image=postgres_image) as host:
         yield host
 
 
@@ -36,7 +36,7 @@ def test_upgrade_reboots_when_the_os_asks_and_everything_comes_back(rebootable_h
         return command.run(tmp_path / f"report-{len(list(tmp_path.glob('report-*')))}.json", *extra)
 
     install, report = run()
-    assert {s["name"]: s["status"] for s in report["stages"]}["synapse.start"] == "done", install.stdout[-3000:]
+    assert {s["name"]: s["status"] for s in report["stages"]}["services.start"] == "done", install.stdout[-3000:]
     ca = tmp_path / "caddy-root.crt"
     ca.write_bytes(host.caddy_root_ca())
 

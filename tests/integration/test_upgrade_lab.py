@@ -1,7 +1,7 @@
 """Upgrade mode on the lab host, over the real SSH layer.
 
 The lab host (its own, for this module: these tests change its packages and its Synapse) gets
-Docker, a Synapse deployment made by the install's own stages (synapse.config, synapse.start) on
+Docker, an SQLite Synapse deployment made by the install's own stages (synapse.config, services.start) on
 the stand-in image 1.163.1, and a local apt repository with an upgradable package (whose new
 version asks for a reboot and ships a changed config file) and a held one. Then, in order:
 
@@ -17,6 +17,7 @@ fails, and the upgrade carries on with the image already on the host, as it says
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import textwrap
@@ -30,7 +31,8 @@ from installer.events import StageFinished, StageLog, Status
 from installer.headless import HeadlessReporter
 from installer.plan import install_plan, upgrade_plan
 from installer.state import RunState
-from installer.stages import upgrade
+from installer.host.containers import human_size
+from installer.host.layout import BACKUP_SCRIPT, RESTORE_SCRIPT
 from tests.lab import lab as _lab
 
 pytestmark = pytest.mark.lab
@@ -147,7 +149,7 @@ def deployment(host, images, tmp_path_factory):
 
     bring_image(host, images["old"])
     answers = lab_answers(host)
-    install = ("local.ssh_key", "host.ssh", "host.docker", "synapse.config", "synapse.start")
+    install = ("local.ssh_key", "host.ssh", "host.docker", "synapse.config", "services.start")
     finished, logs, _ = asyncio.run(run_stages(install_plan(answers), install, answers, tmp_path_factory.mktemp("install")))
     assert all(e.status in (Status.DONE, Status.UNCHANGED) for e in finished.values()), explain(finished, logs)
     wait_health(host)
@@ -168,6 +170,7 @@ def lab_answers(host: _lab.LabHost) -> Answers:
         .replace("ssh", host=host.host, port=host.ssh_port, user=host.user,
                  private_key=str(host.private_key_path), host_key=host.host_key)
         .replace("synapse", image=TAG)
+        .replace("database", engine="sqlite")  # how every server was installed before Postgres was the default
         .replace("upgrade", reboot="no", keep_backups=2)
     )
 
@@ -175,15 +178,14 @@ def lab_answers(host: _lab.LabHost) -> Answers:
 # --- running the upgrade stages ------------------------------------------------------------
 
 UPGRADE = ("local.ssh_key", "host.ssh", "upgrade.preflight", "upgrade.backup", "upgrade.packages",
-           "upgrade.reboot", "upgrade.synapse", "upgrade.prune")
+           "upgrade.reboot", "upgrade.images", "upgrade.prune")
 """The upgrade plan without its federation test, which needs DNS and Caddy this lab host lacks."""
 
 
 async def run_stages(plan: list[Stage], names: tuple[str, ...], answers: Answers, tmp_path
                      ) -> tuple[dict[str, StageFinished], list[StageLog], Session]:
     """Run the named stages of a plan, as the command line would, with the SSH stage connecting."""
-    stages = [Stage(s.name, s.title, s.run, tuple(n for n in s.needs if n in names), s.skippable)
-              for s in plan if s.name in names]
+    stages = [dataclasses.replace(s, needs=tuple(n for n in s.needs if n in names)) for s in plan if s.name in names]
     session = Session(answers, RunState.load(tmp_path / "state", SERVER_NAME), RunOptions(mode="upgrade"))
     events: list = []
     session.listeners += [events.append, HeadlessReporter()]  # the reporter's lines show when a test fails
@@ -239,16 +241,16 @@ def test_upgrade_moves_synapse_to_the_new_image_after_a_backup(host, deployment,
     finished, logs = upgraded["finished"], upgraded["logs"]
     assert statuses(finished) == {
         "upgrade.preflight": "done", "upgrade.backup": "done", "upgrade.packages": "done",
-        "upgrade.reboot": "skipped", "upgrade.synapse": "done", "upgrade.prune": "done",
+        "upgrade.reboot": "skipped", "upgrade.images": "done", "upgrade.prune": "done",
     }, explain(finished, logs)
     preflight = said(logs, "upgrade.preflight")
     assert "What the upgrade will change:" in preflight
     assert "matrix-lab-tool 1.0 -> 1.1" in preflight
     assert "held (left as they are): matrix-lab-held" in preflight
     assert f"Synapse: {OLD_VERSION} ({TAG}" in preflight and "-> new image" in preflight
-    assert "could not pull the newest image" in preflight  # no registry in the lab
+    assert "could not pull the newest images" in preflight  # no registry in the lab
     # Synapse: the new image runs, healthy, and the log says old -> new.
-    assert f"Synapse {OLD_VERSION} -> {NEW_VERSION}" in said(logs, "upgrade.synapse")
+    assert f"Synapse {OLD_VERSION} -> {NEW_VERSION}" in said(logs, "upgrade.images")
     assert synapse_version(host) == NEW_VERSION
     running = sh(host, "docker inspect --format '{{.Image}}' synapse").strip()
     assert running == upgraded["new_id"]
@@ -280,8 +282,8 @@ def test_backup_is_a_private_archive_reported_in_the_log(host, upgraded):
     assert not [m for m in listing if m.endswith(("-wal", "-shm", "-journal"))]
     log = said(upgraded["logs"], "upgrade.backup")
     size = int(sh(host, f"stat -c %s {path}"))
-    assert f"backup: {path} ({upgrade.human_size(size)}, mode 0600, owner root)" in log
-    assert "online copy" in log and f"sudo {upgrade.RESTORE_SCRIPT} {path}" in log
+    assert f"backup: {path} ({human_size(size)}, mode 0600, owner root)" in log
+    assert "online copy" in log and f"sudo {RESTORE_SCRIPT} {path}" in log
 
 
 async def test_rerun_with_nothing_new_changes_nothing(host, deployment, upgraded, tmp_path):
@@ -289,7 +291,7 @@ async def test_rerun_with_nothing_new_changes_nothing(host, deployment, upgraded
     finished, logs, _ = await run_upgrade(host, deployment["answers"], tmp_path)
     assert statuses(finished) == {
         "upgrade.preflight": "done", "upgrade.backup": "unchanged", "upgrade.packages": "unchanged",
-        "upgrade.reboot": "skipped", "upgrade.synapse": "unchanged", "upgrade.prune": "unchanged",
+        "upgrade.reboot": "skipped", "upgrade.images": "unchanged", "upgrade.prune": "unchanged",
     }, explain(finished, logs)
     assert "Nothing to upgrade." in said(logs, "upgrade.preflight")
     assert backups(host) == before
@@ -302,11 +304,11 @@ async def test_a_broken_new_image_is_rolled_back(host, images, deployment, upgra
     assert broken_id != good_id
     finished, logs, _ = await run_upgrade(host, deployment["answers"], tmp_path)
     result = statuses(finished)
-    assert result["upgrade.backup"] == "done" and result["upgrade.synapse"] == "failed"
+    assert result["upgrade.backup"] == "done" and result["upgrade.images"] == "failed"
     assert result["upgrade.prune"] == "skipped"  # nothing removed: the failed image stays to look at
-    error = finished["upgrade.synapse"].error
+    error = finished["upgrade.images"].error
     assert f"rolled back to Synapse {NEW_VERSION}" in error and "running and healthy" in error, error
-    assert "deliberately broken" in said(logs, "upgrade.synapse")  # the failed container's log was shown
+    assert "deliberately broken" in said(logs, "upgrade.images")  # the failed container's log was shown
     # Synapse runs the previous image again, and the tag names it again.
     assert sh(host, "docker inspect --format '{{.Image}}' synapse").strip() == good_id
     assert image_id(host, TAG) == good_id
@@ -318,7 +320,7 @@ async def test_a_broken_new_image_is_rolled_back(host, images, deployment, upgra
 
 def test_older_backups_beyond_keep_backups_are_removed(host, upgraded):
     before = backups(host)
-    out = sh(host, upgrade.BACKUP_SCRIPT)
+    out = sh(host, BACKUP_SCRIPT)
     after = backups(host)
     assert len(after) == 2 and after[0] == before[1] and before[0] not in after
     assert f"removed /opt/matrix/backups/{before[0]}" in out
@@ -332,7 +334,7 @@ def test_a_backup_restores_the_same_signing_key_and_users(host, deployment):
     newest = backups(host)[-1]
     key_before = json.loads(sh(host, "curl -fsS http://localhost:8008/_matrix/key/v2/server"))["verify_keys"]
     sh(host, f"echo damaged > /opt/matrix/synapse/data/{SERVER_NAME}.signing.key")
-    sh(host, f"{upgrade.RESTORE_SCRIPT} /opt/matrix/backups/{newest}")
+    sh(host, f"{RESTORE_SCRIPT} /opt/matrix/backups/{newest}")
     wait_health(host)
     assert sh(host, "cat /opt/matrix/synapse/data/*.signing.key") == deployment["signing_key"]
     assert json.loads(sh(host, "curl -fsS http://localhost:8008/_matrix/key/v2/server"))["verify_keys"] == key_before

@@ -89,9 +89,7 @@ async def _move(ctx: StageContext, target) -> float:
         raise StageError(f"Postgres did not start: {why}", f"sudo {COMPOSE} logs {SERVICE}")
     if (found := await collation(ctx)) != ("UTF8", "C", "C"):
         raise StageError(f"the new database is {found[0]} with collation {found[1]}; Synapse needs UTF8 with C")
-    from installer.components.postgres import COMPONENT
-
-    return await ctx.deployment.homeserver.move_data_to(ctx, COMPONENT.settings(), target.homeserver_settings())
+    return await ctx.deployment.homeserver.move_data_to(ctx, target.homeserver_settings())
 
 
 async def _put_back(ctx: StageContext, compose_before: bytes | None, config_before: bytes | None, why: str) -> None:

@@ -127,10 +127,10 @@ class Synapse(Homeserver):
             raise StageError(f"Synapse is not ready after a restart ({why}); its last log lines are above",
                              f"on the host: sudo {COMPOSE} logs {CONTAINER}")
 
-    async def move_data_to(self, ctx: StageContext, settings: DatabaseSettings, wanted: Sequence[object]) -> float:
+    async def move_data_to(self, ctx: StageContext, wanted: Sequence[object]) -> float:
         from installer.components.synapse.port import move_data_to
 
-        return await move_data_to(ctx, settings, wanted)
+        return await move_data_to(ctx, wanted)
 
     async def database_in_use(self, ctx: StageContext) -> str | None:
         from installer.components.synapse.config import ConfigError, database_engine

@@ -10,7 +10,6 @@ import shlex
 import time
 from collections.abc import Sequence
 
-from installer.components.homeserver import DatabaseSettings
 from installer.components.synapse import CONFIG, CONTAINER, DATA
 from installer.engine import StageContext, StageError
 from installer.host.containers import show_logs, wait_ready
@@ -19,35 +18,35 @@ from installer.host.layout import COMPOSE, compose
 q = shlex.quote
 
 PORT_CONFIG = f"{DATA}/homeserver-postgres.yaml"
-"""The target's database block for synapse_port_db (no password: libpq reads PGPASSWORD)."""
+"""The config with the target database, for synapse_port_db (no password in it: libpq reads PGPASSWORD)."""
 PORT_TIMEOUT = 4 * 3600.0
 _PROGRESS = re.compile(r"^(\S+): (\d+)% \((\d+)/(\d+)\)$")
 
 
-async def move_data_to(ctx: StageContext, settings: DatabaseSettings, wanted: Sequence[object]) -> float:
-    """Stop Synapse, port its SQLite database into the server `settings` names, switch its config
-    to the deployment settings `wanted`, start it and wait until it is ready. Returns how many
+async def move_data_to(ctx: StageContext, wanted: Sequence[object]) -> float:
+    """Stop Synapse, port its SQLite database into the database server that the deployment
+    settings `wanted` name, switch its config to them, start it and wait until it is ready. Returns how many
     seconds Synapse was down. Raises StageError with Synapse stopped or not ready: the caller
     puts the SQLite deployment back."""
-    from installer.components.synapse.config import database_block, edit_homeserver_config
-
-    await _background_updates_done(ctx)
-    await ctx.run(compose("stop", CONTAINER), sudo=True, timeout=300)
-    stopped = time.monotonic()
-    ctx.log("Synapse is stopped: nothing reaches it until it runs on Postgres (or back on SQLite)")
-    await ctx.put_file(PORT_CONFIG, _yaml({"database": database_block(settings)}).encode(), owner="991:991",
-                       mode=0o600, backup=False)
-    try:
-        await _port(ctx)
-    finally:
-        await ctx.run(f"rm -f -- {q(PORT_CONFIG)}", sudo=True)
+    from installer.components.synapse.config import edit_homeserver_config
 
     raw = await ctx.read_file(CONFIG)
     if raw is None:
         raise StageError(f"{CONFIG} is gone", "restore the backup made before the move")
-    edit = edit_homeserver_config(raw.decode("utf-8"), ctx.answers, wanted,
-                                  new_secret=lambda: ctx.secret(_random.token_urlsafe(36)))
-    await ctx.put_file(CONFIG, edit.text.encode(), owner="991:991", mode=0o600, secret=True)
+    # The config Synapse will run with: synapse_port_db reads the target database from a whole
+    # homeserver.yaml (secrets and all), so it is written as private as the real one.
+    moved = edit_homeserver_config(raw.decode("utf-8"), ctx.answers, wanted,
+                                   new_secret=lambda: ctx.secret(_random.token_urlsafe(36))).text.encode()
+    await _background_updates_done(ctx)
+    await ctx.run(compose("stop", CONTAINER), sudo=True, timeout=300)
+    stopped = time.monotonic()
+    ctx.log("Synapse is stopped: nothing reaches it until it runs on Postgres (or back on SQLite)")
+    await ctx.put_file(PORT_CONFIG, moved, owner="991:991", mode=0o600, backup=False, secret=True)
+    try:
+        await _port(ctx)
+    finally:
+        await ctx.run(f"rm -f -- {q(PORT_CONFIG)}", sudo=True)
+    await ctx.put_file(CONFIG, moved, owner="991:991", mode=0o600, secret=True)
     await ctx.run(compose("up", "-d", "--remove-orphans"), sudo=True, timeout=600)
     ready, why = await wait_ready(ctx, ctx.deployment.service(CONTAINER), fresh=True)
     if not ready:
@@ -82,12 +81,6 @@ async def _background_updates_done(ctx: StageContext) -> None:
         first = False
         await ctx.sleep(5)
         waited += 5
-
-
-def _yaml(document: dict) -> str:
-    import json
-
-    return json.dumps(document, indent=2) + "\n"  # JSON is YAML
 
 
 async def _port(ctx: StageContext) -> None:
