@@ -33,7 +33,7 @@ async def test_records_created_in_an_oci_zone_and_left_alone_on_rerun(oci_emulat
         assert (record["rdata"], record["ttl"]) == (address, 300)
     assert f"OCI DNS zone example.org: matrix.example.org. 300 IN A {address} (created)" in run.logs("dns.records")
     # The walk up the labels asks for matrix.example.org first, then finds example.org.
-    assert "dns.list_zones(name=matrix.example.org, type=PRIMARY)" in run.logs("dns.records", "cloud")
+    assert "dns.list_zones(name=matrix.example.org, type=PRIMARY, scope=GLOBAL)" in run.logs("dns.records", "cloud")
 
     rerun = await stage_runner(oci_answers, names=WITH_DNS)
     assert rerun.status("dns.records") is Status.UNCHANGED
@@ -43,9 +43,7 @@ async def test_records_created_in_an_oci_zone_and_left_alone_on_rerun(oci_emulat
 async def test_wrong_record_in_the_zone_is_updated(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.add_zone("example.org")
-    emu.rrsets[("example.org", "matrix.example.org", "A")] = [
-        {"domain": "matrix.example.org", "rtype": "A", "rdata": "198.51.100.7", "ttl": 3600, "recordHash": "x", "isProtected": False, "rrsetVersion": "1"}
-    ]
+    emu.set_rrset("example.org", "matrix.example.org", "A", "198.51.100.7", ttl=3600)
     run = await stage_runner(oci_answers.replace("domain", serve_server_name=False, redirect_to=""), names=WITH_DNS)
     assert run.result.ok, run.all_text()
     address = run.state.facts["host.address"]

@@ -41,7 +41,7 @@ def test_signature_by_the_wrong_key_is_rejected(oci_emulator: EmulatorHandle, tm
 def test_signed_body_is_checked(oci_emulator: EmulatorHandle) -> None:
     _, network = clients(oci_emulator)
     vcn = network.create_vcn(oci.core.models.CreateVcnDetails(compartment_id=TENANCY, cidr_blocks=["10.0.0.0/16"], display_name="v")).data
-    assert vcn.lifecycle_state == "AVAILABLE" and vcn.default_security_list_id.startswith("ocid1.securitylist.")
+    assert vcn.display_name == "v" and vcn.default_security_list_id.startswith("ocid1.securitylist.")
 
 
 def test_paging_follows_opc_next_page(oci_emulator: EmulatorHandle) -> None:
