@@ -24,6 +24,7 @@ import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -100,7 +101,12 @@ class CloudError(Exception):
             return "too many requests (429)"
         if self.conflict:
             return f"{self.status} {self.code}: busy with another change"
-        return f"{self.status} {self.code}".strip() if self.code else f"{self.status} server error"
+        if self.code:
+            return f"{self.status} {self.code}"
+        try:
+            return f"{self.status} {HTTPStatus(self.status).phrase}"
+        except ValueError:
+            return str(self.status)
 
 
 @dataclass(frozen=True)
@@ -183,7 +189,7 @@ class OciCloud:
             try:
                 return await asyncio.to_thread(fn, *args, **kwargs)
             except self._oci.exceptions.ServiceError as exc:
-                error = CloudError(exc.status, exc.code, exc.message, operation, exc.request_id)
+                error = CloudError(exc.status, exc.code, _plain(exc.message), operation, exc.request_id)
             except Exception as exc:  # requests/urllib3 connection failures, timeouts
                 network = (OSError, self._oci.exceptions.RequestException, self._oci.exceptions.ConnectTimeout)
                 if not isinstance(exc, network) and not type(exc).__module__.startswith(("requests", "urllib3", "oci._vendor")):
@@ -341,8 +347,8 @@ class OciCloud:
         return (await self._call(describe_launch(shape, ocpus, memory_gb, availability_domain, image_id, subnet_id),
                                  self.compute.launch_instance, details, retry=False, opc_retry_token=_retry_token())).data
 
-    async def get_instance(self, instance_id: str) -> Any:
-        return (await self._call(f"compute.get_instance({instance_id})", self.compute.get_instance, instance_id)).data
+    async def get_instance(self, instance_id: str, *, retry: bool = True) -> Any:
+        return (await self._call(f"compute.get_instance({instance_id})", self.compute.get_instance, instance_id, retry=retry)).data
 
     async def list_vnic_attachments(self, compartment_id: str, instance_id: str) -> list[Any]:
         return await self._all(
@@ -411,6 +417,14 @@ class OciCloud:
             f"dns.update_rr_set(zone={zone.name}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})",
             self.dns.update_rr_set, zone.id, domain, rtype, dm.UpdateRRSetDetails(items=items),
         )
+
+
+def _plain(message: Any) -> str:
+    """An error message as one line of text: a gateway's HTML page (no Oracle JSON) reduced to its words."""
+    text = str(message or "")
+    if text.lstrip().startswith("<"):
+        text = re.sub(r"<[^>]*>", " ", text)
+    return " ".join(text.split())[:500]
 
 
 def _retry_token() -> str:

@@ -19,6 +19,11 @@ async def check(ctx: StageContext) -> Status:
         user, password = admin
         ctx.secret(password)
         admin = (user, password)
+    if options.mode == "check":  # the deployment's own view first: a stopped VM explains a failing test
+        from installer.cloud.instance_state import instance_state_notes
+
+        for kind, line in await instance_state_notes(server_name, options):
+            ctx.log(line, kind)
     if ctx.dry_run:
         for line in describe_requests(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
                                       expect_policy=expect_policy, admin=admin is not None):

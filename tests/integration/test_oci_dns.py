@@ -153,3 +153,30 @@ async def test_a_dry_run_sends_no_dns_query(tmp_path: Path, stage_runner: Runner
     assert run.status("dns.records") is Status.PLANNED, run.all_text()
     assert "matrix.example.org. 300 IN A (address of box.example.net)" in run.all_text()
     assert dns_server.queries == 0
+
+
+async def test_a_private_zone_with_the_same_name_is_not_picked(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    private = emu.add_zone("example.org", scope="PRIVATE")  # a VCN resolver's zone, listed first
+    public = emu.add_zone("example.org")
+    run = await stage_runner(oci_answers, names=WITH_DNS)
+    assert run.result.ok, run.all_text()
+    address = run.state.facts["host.address"]
+    assert [r["rdata"] for r in emu.rrset(public["id"], "matrix.example.org", "A")] == [address]
+    assert emu.rrset(private["id"], "matrix.example.org", "A") == [] and emu.rrset(private["id"], "example.org", "A") == []
+    assert "dns.list_zones(name=example.org, type=PRIMARY, scope=GLOBAL)" in run.logs("dns.records", "cloud")
+    assert f"OCI DNS zone example.org: matrix.example.org. 300 IN A {address} (created)" in run.logs("dns.records")
+
+
+async def test_a_private_zone_alone_is_not_used(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, dns_server: DnsServer) -> None:
+    emu = oci_emulator.state
+    private = emu.add_zone("example.org", scope="PRIVATE")
+    await stage_runner(oci_answers)
+    address = runner_state_address(stage_runner)
+    dns_server.set("matrix.example.org", "A", address)
+    dns_server.set("example.org", "A", address)
+    run = await stage_runner(oci_answers, names=WITH_DNS, dns_server=dns_server.address)
+    assert run.status("dns.records") is Status.UNCHANGED, run.all_text()
+    assert "create these records at your DNS provider:" in run.logs("dns.records")
+    assert emu.rrset(private["id"], "matrix.example.org", "A") == []
+    assert emu.count(op="update_rr_set") == 0
