@@ -358,7 +358,8 @@ class OciCloud:
 
     async def console_history(self, instance_id: str) -> str:
         """The serial console's recent output (cloud-init prints the host keys there, after tens of KB of
-        boot messages): capture it, wait for the capture, then read it page by page."""
+        boot messages): capture it, wait for the capture, then read it page by page. "" when the
+        capture fails or never finishes (the host key is then pinned by hand)."""
         details = self.models.CaptureConsoleHistoryDetails(instance_id=instance_id)
         history = (await self._call(f"compute.capture_console_history(instance={instance_id})",
                                     self.compute.capture_console_history, details, opc_retry_token=_retry_token())).data
@@ -371,7 +372,8 @@ class OciCloud:
             history = (await self._call(f"compute.get_console_history({history.id})",
                                         self.compute.get_console_history, history.id, announce=False)).data
         if history.lifecycle_state != "SUCCEEDED":
-            raise CloudError(0, "ConsoleHistory", f"the console history capture ended {history.lifecycle_state}", "compute.capture_console_history")
+            self._notify(f"the console history capture ended {history.lifecycle_state}")
+            return ""
         return await self._console_text(history.id)
 
     async def _console_text(self, history_id: str) -> str:

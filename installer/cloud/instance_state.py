@@ -73,6 +73,9 @@ async def _ask(deployment: OciDeployment, call: str) -> list[Note]:
         cloud = await OciCloud.open(deployment.oci_config, deployment.oci_profile, lambda line: notes.append(("cloud", line)))
         instance = await cloud.get_instance(deployment.instance_id, retry=False)
     except CloudError as exc:
+        if exc.not_found:
+            return [*notes, ("log", f"Oracle Cloud does not know instance {short(deployment.instance_id)}: it was terminated "
+                                    f"long ago, or profile [{deployment.oci_profile}] points at another tenancy or region")]
         why = exc.message if exc.status == 0 else f"{exc.status} {exc.code}: {exc.message}".strip()
         return [*notes, ("log", f"Oracle Cloud could not be asked about instance {short(deployment.instance_id)} ({why}); "
                                 "its state is not known")]

@@ -30,8 +30,8 @@ async def until_available(ctx: StageContext, what: str, resource: Any, get: Call
         if resource.lifecycle_state not in SETTLING or waited > timing.running_timeout:
             raise StageError(f"{what} {resource.id} is {resource.lifecycle_state}", "check it in the console, then rerun")
         ctx.progress(f"waiting for the {what}: {resource.lifecycle_state}")
-        await ctx.sleep(timing.poll_interval)
-        waited += timing.poll_interval
+        await ctx.sleep(timing.settle_interval)
+        waited += timing.settle_interval
         resource = await get(resource.id)
     return resource
 

@@ -18,7 +18,9 @@ class Timing:
     (the SDK's own default strategy starts at 1 s and stops at 30 s)."""
     retry_max: float = 30.0
     poll_interval: float = 5.0
-    """Between lifecycle polls (network resources AVAILABLE, instance RUNNING, VNIC attached, console capture)."""
+    """Between lifecycle polls (instance RUNNING, VNIC attached, console capture)."""
+    settle_interval: float = 1.0
+    """Between polls of a new VCN, gateway or subnet: they become AVAILABLE within seconds."""
     running_timeout: float = 900.0
     dns_poll_interval: float = 15.0
     dns_timeout: float = 1800.0

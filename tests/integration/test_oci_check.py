@@ -102,3 +102,12 @@ def test_check_without_a_deployment_says_nothing_of_oracle(tmp_path: Path, dns_s
     result = check(tmp_path / "no-state", dns_server, {"MATRIX_INSTALLER_OCI_ENDPOINT": "http://127.0.0.1:9"})
     assert result.returncode == 1 and oracle_lines(result.stdout) == []
     assert "✗ dns  example.org does not exist in DNS (NXDOMAIN)" in result.stdout
+
+
+async def test_an_instance_oracle_does_not_know_is_named_as_such(oci_emulator: EmulatorHandle, stage_runner: Runner, deployed: str,
+                                                                 dns_server: DnsServer) -> None:
+    oci_emulator.state.store["instances"].clear()
+    result = check(stage_runner.state_dir, dns_server, oci_emulator.env)
+    assert oracle_lines(result.stdout) == [
+        f"Oracle Cloud does not know instance instance…{deployed[-8:]}: it was terminated long ago, or profile [DEFAULT] "
+        "points at another tenancy or region"]

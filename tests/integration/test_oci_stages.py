@@ -464,3 +464,19 @@ async def test_console_history_with_50_kb_of_boot_output_is_read_whole(oci_emula
     assert emu.count("GET", "get_console_history_content") == 2  # 32 KiB pages, following opc-bytes-remaining
     assert "capturing the console history: REQUESTED" in rerun.progress("cloud.instance")
     assert any(line.startswith("SSH host key read from the instance's console history: SHA256:") for line in rerun.logs("cloud.instance"))
+
+
+async def test_a_console_capture_that_fails_leaves_the_key_to_be_pinned(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    first = await stage_runner(oci_answers)
+    path = stage_runner.state_dir / "example.org" / "state.json"
+    saved = json.loads(path.read_text())
+    del saved["facts"]["host.host_key"]
+    path.write_text(json.dumps(saved))
+    emu.console_capture_fails = True
+    rerun = await stage_runner(oci_answers)
+    assert rerun.status("cloud.instance") is Status.UNCHANGED, rerun.all_text()
+    assert "host.host_key" not in rerun.state.facts and first.state.facts["cloud.instance_id"]
+    assert ("the instance's SSH host key is neither in the state nor in its console history: pin it with ssh.host_key"
+            in rerun.logs("cloud.instance"))
+    assert "the console history capture ended FAILED" in rerun.progress("cloud.instance")

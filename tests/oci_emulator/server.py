@@ -251,6 +251,8 @@ class Emulator:
         self.console_boot_bytes = 40_000
         """Boot output before cloud-init's host key block in the console history."""
         self.console_polls = 2
+        self.console_capture_fails = False
+        """Captures end FAILED instead of SUCCEEDED."""
         self.unlisted: dict[str, int] = {}
         self.retry_tokens: dict[tuple[str, str], tuple[str, str]] = {}
         self.console_text: dict[str, bytes] = {}
@@ -794,11 +796,11 @@ class Emulator:
 
     def get_console_history(self, params: dict[str, str], **_: Any) -> Reply:
         history = self._get("consoleHistories", params["id"])
-        if history["lifecycleState"] != "SUCCEEDED":
+        if history["lifecycleState"] in ("REQUESTED", "GETTING-HISTORY"):
             self.polls[history["id"]] += 1
             done = self.polls[history["id"]] >= self.console_polls
-            history["lifecycleState"] = "SUCCEEDED" if done else "GETTING-HISTORY"
-            if done:
+            history["lifecycleState"] = ("FAILED" if self.console_capture_fails else "SUCCEEDED") if done else "GETTING-HISTORY"
+            if done and not self.console_capture_fails:
                 self.console_text[history["id"]] = self._console_output(history["instanceId"]).encode()
         return Reply(200, copy.deepcopy(history))
 
