@@ -356,7 +356,7 @@ async def _launch_new(ctx: StageContext, cloud: Cloud, compartment: str) -> Stat
     user_data = encode_user_data(render_user_data(host_key, hostname))
     ctx.secret(user_data)
     if problem := metadata_problem(ssh_public_key, user_data):
-        raise StageError(problem, f"use a shorter SSH key (ed25519) than {ctx.answers.ssh.private_key}.pub")
+        raise StageError(problem, f"{ctx.answers.ssh.private_key}.pub is unusually long: point ssh.private_key at an ed25519 key pair")
     flex = c.shape.endswith(".Flex")
 
     instance = await _launch_with_retries(
@@ -412,10 +412,11 @@ async def _launch_with_retries(ctx: StageContext, cloud: Cloud, ads: list[str], 
                 throttled += 1
                 exponent = throttled - 1
             elif exc.shape_not_offered or exc.limit_in_this_ad:
+                place = ad_index % len(ads)
                 ads = [a for a in ads if a != ad]
                 if not ads:
                     raise
-                ad_index %= len(ads)  # the next domain has moved into this one's place
+                ad_index = place % len(ads)  # the next domain has moved into this one's place
                 why = "the shape is not offered there" if exc.shape_not_offered else "this domain's service limit is reached"
                 ctx.log(f"attempt {attempt} in {_ad_name(ad)} failed: {why} ({exc.status} {exc.code}); "
                         f"trying {_ad_name(ads[ad_index])} instead")

@@ -480,3 +480,18 @@ async def test_a_console_capture_that_fails_leaves_the_key_to_be_pinned(oci_emul
     assert ("the instance's SSH host key is neither in the state nor in its console history: pin it with ssh.host_key"
             in rerun.logs("cloud.instance"))
     assert "the console history capture ended FAILED" in rerun.progress("cloud.instance")
+
+
+async def test_a_domain_dropped_in_a_later_round_hands_over_to_the_next_one(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.inject_capacity(AD1, times=1)
+    emu.inject_capacity(AD2, times=1)
+    emu.inject("launch_instance", 404, "NotAuthorizedOrNotFound", f"shape {A1} not found", availabilityDomain=AD2)
+    emu.inject_capacity(AD3, times=1)
+    emu.inject_capacity(AD1, times=1)
+    run = await stage_runner(oci_answers)
+    assert run.result.ok, run.all_text()
+    # AD-1, AD-2, AD-3 out of capacity; AD-1 again; AD-2 no longer offers it: AD-3 is next, not AD-1.
+    assert emu.instances()[0]["availabilityDomain"] == AD3
+    assert "attempt 5 in PHX-AD-2 failed: the shape is not offered there (404 NotAuthorizedOrNotFound); trying PHX-AD-3 instead" \
+        in run.logs("cloud.instance")
