@@ -165,7 +165,8 @@ _HOSTNAME = re.compile(r"(?=.{1,254}$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z
 
 
 def _rdata_parses(rtype: str, rdata: str) -> bool:
-    """Whether OCI DNS would parse `rdata` for `rtype` (the types the installer sets, and a few more)."""
+    """Whether OCI DNS would parse `rdata` for `rtype`: checked for the types the installer sets and a few
+    more; any other type is taken as given."""
     try:
         if rtype == "A":
             return isinstance(ipaddress.ip_address(rdata), ipaddress.IPv4Address)
@@ -179,7 +180,7 @@ def _rdata_parses(rtype: str, rdata: str) -> bool:
         parts = rdata.split()
         return (len(parts) == 4 and all(p.isdigit() and int(p) <= 65535 for p in parts[:3])
                 and bool(_HOSTNAME.fullmatch(parts[3])))
-    return rtype == "TXT" and bool(rdata)
+    return bool(rdata)
 
 
 A1 = "VM.Standard.A1.Flex"
@@ -195,7 +196,6 @@ BILLING = {A1: "LIMITED_FREE", MICRO: "ALWAYS_FREE", "VM.Standard.E4.Flex": "PAI
 CREATES = {"create_vcn": "vcns", "create_internet_gateway": "internetGateways", "create_subnet": "subnets",
            "launch_instance": "instances", "capture_console_history": "consoleHistories"}
 """Create operations that honour `opc-retry-token`, and the kind of resource each makes."""
-LISTED_LATE = ("vcns", "subnets", "internetGateways")
 
 
 def _shape_row(name: str) -> dict[str, Any]:
@@ -210,10 +210,11 @@ def _default_shapes(ads: list[str]) -> dict[str, list[str]]:
 def _boot_output(size: int) -> str:
     """Kernel and systemd lines, about `size` bytes of them, as a VM prints before cloud-init's keys."""
     lines = ["[    0.000000] Linux version 6.8.0-1013-oracle (buildd@lcy02-amd64-017) #13-Ubuntu SMP"]
-    n = 0
-    while sum(len(line) + 1 for line in lines) < size:
-        n += 1
+    total = len(lines[0]) + 1
+    while total < size:
+        n = len(lines)
         lines.append(f"[{n * 0.0137:12.6f}] systemd[1]: Started unit-{n:05d}.service - boot step {n} of the matrix VM.")
+        total += len(lines[-1]) + 1
     return "\n".join(lines) + "\n"
 
 
@@ -713,7 +714,7 @@ class Emulator:
                                                     f"exceeds the maximum of {METADATA_MAX_BYTES} bytes.")
         boot_gb = int(source.get("bootVolumeSizeInGBs") or -(-image["sizeInMBs"] // 1024))
         if self.always_free:
-            self._within_free_limits(shape, config, boot_gb, body["availabilityDomain"])
+            self._within_free_limits(shape, config, boot_gb)
         user_data = base64.b64decode(metadata["user_data"], validate=True).decode() if "user_data" in metadata else None
         instance = {"id": _ocid("instance"), "compartmentId": body["compartmentId"], "availabilityDomain": body["availabilityDomain"],
                     "displayName": body.get("displayName") or "instance", "shape": shape, "region": self.region,
@@ -743,7 +744,7 @@ class Emulator:
     def _live_instances(self) -> list[dict[str, Any]]:
         return [i for i in self.store["instances"].values() if i["lifecycleState"] != "TERMINATED"]
 
-    def _within_free_limits(self, shape: str, config: dict[str, Any], boot_gb: int, ad: str) -> None:
+    def _within_free_limits(self, shape: str, config: dict[str, Any], boot_gb: int) -> None:
         """Always Free: 4 A1 OCPUs and 24 GB in the region, two Micro instances, 200 GB of volumes."""
         live = self._live_instances()
         if shape == A1:
