@@ -12,7 +12,6 @@ from textual.markup import escape
 from textual.widgets import Button, Footer, Static
 
 from installer.answers import FIELDS, SECTIONS, Answers, AnswersError, check_field, cross_problems, save_answers
-from installer.cloud.notices import IDLE_TITLE, idle_reclaim_notice
 from screens.base import StepScreen, stylesheet
 from screens.dialogs import ConfirmDialog, ErrorDialog, PathDialog
 from screens.widgets import label_for
@@ -130,6 +129,8 @@ class ReviewScreen(StepScreen):
         stages = self.installer.plan_stages()
         lines = [f"[b $accent]The plan: {len(stages)} stages[/]"]
         lines += [f"  {i:>2}. {escape(s.title)} [$text-muted]({escape(s.name)})[/]" for i, s in enumerate(stages, start=1)]
+        from installer.cloud.notices import IDLE_TITLE, idle_reclaim_notice  # not before the first form: see test_hygiene
+
         if notice := idle_reclaim_notice(answers):
             lines += ["", f"[b $text-warning]! {IDLE_TITLE}[/]"] + [f"  {escape(line)}" for line in notice]
         plan_view.update("\n".join(lines))
