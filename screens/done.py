@@ -12,6 +12,7 @@ from textual.markup import escape
 from textual.widgets import Button, Footer, Static
 
 from installer.answers import Answers
+from installer.cloud.notices import IDLE_TITLE, idle_reclaim_notice
 from installer.events import RunResult, Status
 from screens.base import StepScreen, stylesheet
 
@@ -93,6 +94,9 @@ class DoneScreen(StepScreen):
         lines.append("[b]Keep it updated[/]")
         lines.append("  matrix-installer --upgrade")
         lines.append(f"  matrix-installer --upgrade --answers {answers}")
+        if notice := idle_reclaim_notice(self.answers):
+            lines.append(f"[b $text-warning]{IDLE_TITLE}[/]")
+            lines += [f"  {escape(line)}" for line in notice]
         return "\n".join(lines)
 
     def on_mount(self) -> None:

@@ -124,6 +124,10 @@ class ReviewScreen(StepScreen):
         stages = self.installer.plan_stages()
         lines = [f"[b $accent]The plan: {len(stages)} stages[/]"]
         lines += [f"  {i:>2}. {escape(s.title)} [$text-muted]({escape(s.name)})[/]" for i, s in enumerate(stages, start=1)]
+        from installer.cloud.notices import IDLE_TITLE, idle_reclaim_notice  # not before the first form: see test_hygiene
+
+        if notice := idle_reclaim_notice(answers):
+            lines += ["", f"[b $text-warning]! {IDLE_TITLE}[/]"] + [f"  {escape(line)}" for line in notice]
         plan_view.update("\n".join(lines))
 
     # --- actions ----------------------------------------------------------------------

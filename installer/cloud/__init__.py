@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from installer.cloud.api import CloudError, DryRunCloud, OciCloud
 from installer.cloud.config import ENDPOINT_ENV, check_oci_config, endpoint_override
+from installer.cloud.timing import Timing
 
 if TYPE_CHECKING:
     from installer.engine import StageContext
@@ -39,22 +40,6 @@ class CloudClient:
     client: OciCloud | DryRunCloud | None = None
 
 
-@dataclass(frozen=True)
-class Timing:
-    """How long the cloud stages wait between tries (a resource of the run). Tests put tiny values
-    in `session.resources[Timing]`; real runs use these defaults."""
-
-    backoff_base: float = 15.0
-    """First wait after "Out of host capacity" or a 429; doubles each attempt up to `backoff_max`."""
-    backoff_max: float = 240.0
-    poll_interval: float = 5.0
-    """Between lifecycle polls (instance RUNNING, VNIC attached)."""
-    running_timeout: float = 900.0
-    dns_poll_interval: float = 15.0
-    dns_timeout: float = 1800.0
-    """How long the DNS stage waits for records the user creates by hand."""
-
-
 def timing_for(ctx: StageContext) -> Timing:
     return ctx.resource(Timing)
 
@@ -80,7 +65,7 @@ async def cloud_for(ctx: StageContext) -> OciCloud | DryRunCloud:
             )
         try:
             timing = timing_for(ctx)
-            client = await OciCloud.open(c.oci_config, c.oci_profile, ctx.cloud_call, (timing.backoff_base, timing.backoff_max))
+            client = await OciCloud.open(c.oci_config, c.oci_profile, ctx.cloud_call, timing)
         except CloudError as exc:
             raise StageError(f"the OCI SDK cannot use profile [{c.oci_profile}]: {exc.message}",
                              f"fix {c.oci_config}, then rerun") from None
@@ -114,10 +99,18 @@ def explain(error: CloudError, ctx: StageContext) -> Exception:
             "(console: your profile > API keys), and that this machine's clock is right; then rerun",
         )
     if error.code in ("LimitExceeded", "QuotaExceeded"):
+        asked = f" (this launch asks for {c.ocpus} OCPUs and {c.memory_gb} GB)" if c.shape.endswith(".Flex") else ""
         return StageError(
-            f"an Oracle Cloud service limit stops this: {error.message}",
-            "Always Free allows VM.Standard.A1.Flex up to 4 OCPUs and 24 GB in total and two VM.Standard.E2.1.Micro: "
-            "terminate an instance you do not need, lower cloud.ocpus / cloud.memory_gb, or request a limit increase; then rerun",
+            f"an Oracle Cloud service limit stops this: {error.message.strip()}",
+            "Always Free allows VM.Standard.A1.Flex up to 4 OCPUs and 24 GB in total across the region"
+            f"{asked}, two VM.Standard.E2.1.Micro, and 200 GB of boot and block volumes: terminate an instance "
+            "you do not need (and delete its boot volume), lower cloud.ocpus / cloud.memory_gb, or request a limit "
+            "increase; then rerun",
+        )
+    if error.shape_not_offered:
+        return StageError(
+            f"{error.operation or 'a cloud call'}: {error.message} in the availability domain tried{ref}",
+            "leave cloud.availability_domain empty so every domain that offers the shape is tried, or choose another cloud.shape",
         )
     if error.status == 404 or error.code == "NotAuthorizedOrNotFound":
         return StageError(

@@ -2,8 +2,13 @@
 
 `OciCloud` talks to the real API through the `oci` SDK: imported lazily (it costs seconds), every
 blocking call run in a thread so the event loop and the screen stay live, the SDK's own retries
-off (the stages decide what to retry and show it). `DryRunCloud` contacts nothing: it logs each
-call and returns placeholders, so `--dry-run` prints the whole cloud plan in order.
+off so that every retry is ours and shows progress. `_call` retries what the SDK's default
+strategy treats as routine (src/oci/retry/retry_checkers.py, RETRYABLE_STATUSES_AND_CODES: 429,
+409 IncorrectState/LockConflict, and any 5xx but 501), for calls that are safe to repeat: reads,
+whole-object PUTs, and creates that carry an `opc-retry-token` (the SDK adds one itself whenever
+a retry strategy is on: BaseClient.add_opc_retry_token_if_needed). `DryRunCloud` contacts
+nothing: it logs each call and returns placeholders, so `--dry-run` prints the whole cloud plan
+in order.
 
 Every call is announced through `log_call` (the stage's `ctx.cloud_call`) before it is made;
 descriptions never carry secrets (no user data, no keys).
@@ -15,13 +20,17 @@ import asyncio
 import copy
 import datetime
 import importlib
+import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from installer.cloud.config import config_value, endpoint_override
+from installer.cloud.timing import Timing
 
 if TYPE_CHECKING:
     from installer.components.base import Port
@@ -29,6 +38,12 @@ if TYPE_CHECKING:
 LogCall = Callable[[str], None]
 Notify = Callable[[str], None]
 THROTTLE_TRIES = 5
+TRANSIENT_TRIES = 5
+CONFLICT_CODES = ("IncorrectState", "LockConflict")
+CONSOLE_PAGE = 32 * 1024
+"""Bytes asked for per console-history read; `opc-bytes-remaining` says whether more follow."""
+CONSOLE_MAX = 1024 * 1024
+"""A capture holds at most the last megabyte of serial output."""
 
 VCN_NAME = "matrix-vcn"
 SUBNET_NAME = "matrix-public-subnet"
@@ -48,11 +63,53 @@ class CloudError(Exception):
 
     @property
     def out_of_capacity(self) -> bool:
-        return self.status == 500 and "out of host capacity" in self.message.lower()
+        """Oracle has no room for the shape here now: "Out of host capacity.", "Out of capacity for shape
+        ... in availability domain ...", whatever the wording, as an InternalError about capacity."""
+        return (self.status == 500 or self.code == "InternalError") and "capacity" in self.message.lower()
+
+    @property
+    def shape_not_offered(self) -> bool:
+        """404 NotAuthorizedOrNotFound "shape VM.Standard.E2.1.Micro not found": the shape is not offered in
+        this availability domain (Micro is in one AD of most regions), not a permissions problem."""
+        return self.status == 404 and re.search(r"\bshape\b.*\bnot found\b", self.message, re.I) is not None
+
+    @property
+    def limit_in_this_ad(self) -> bool:
+        """LimitExceeded scoped to one availability domain ("... in this Availability Domain ... try
+        launching the instance in a different Availability Domain"): another AD may still take it."""
+        return self.code == "LimitExceeded" and "availability domain" in self.message.lower()
+
+    @property
+    def conflict(self) -> bool:
+        """409 IncorrectState / LockConflict: the resource is busy with another change; it passes."""
+        return self.status == 409 and self.code in CONFLICT_CODES
+
+    @property
+    def server_error(self) -> bool:
+        """A 5xx (but 501 Not Implemented) that is not about capacity: a gateway or service hiccup."""
+        return self.status >= 500 and self.status != 501 and not self.out_of_capacity
+
+    @property
+    def transient(self) -> bool:
+        return self.conflict or self.server_error
 
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+    @property
+    def gist(self) -> str:
+        """Status and code for a progress line (a 502 from a load balancer may have no code)."""
+        if self.status == 429:
+            return "too many requests (429)"
+        if self.conflict:
+            return f"{self.status} {self.code}: busy with another change"
+        if self.code:
+            return f"{self.status} {self.code}"
+        try:
+            return f"{self.status} {HTTPStatus(self.status).phrase}"
+        except ValueError:
+            return str(self.status)
 
 
 @dataclass(frozen=True)
@@ -77,13 +134,12 @@ async def load_sdk() -> Any:
 class OciCloud:
     """The real back-end: one SDK client per service, all pointed at the override endpoint if set."""
 
-    def __init__(self, oci: Any, config_path: str, profile: str, log_call: LogCall,
-                 backoff: tuple[float, float] = (15.0, 240.0)) -> None:
+    def __init__(self, oci: Any, config_path: str, profile: str, log_call: LogCall, timing: Timing | None = None) -> None:
         self._oci = oci
         self._log_call = log_call
         self._notify: Notify = log_call
-        self.backoff = backoff
-        """(first wait, longest wait) after a 429 TooManyRequests; doubles each time."""
+        self.timing = timing or Timing()
+        """backoff_* after a 429, retry_* after a conflict or a 5xx, poll_interval for the console capture."""
         self.config = oci.config.from_file(file_location=config_path, profile_name=profile)
         # The stages decide what to retry and show it: no hidden SDK retries, no circuit breaker
         # (some SDK versions enable one that opens after ten 500s, i.e. ten "Out of host capacity").
@@ -101,11 +157,11 @@ class OciCloud:
         self.dns = oci.dns.DnsClient(self.config, **kwargs)
 
     @classmethod
-    async def open(cls, config_path: str, profile: str, log_call: LogCall, backoff: tuple[float, float] = (15.0, 240.0)) -> OciCloud:
+    async def open(cls, config_path: str, profile: str, log_call: LogCall, timing: Timing | None = None) -> OciCloud:
         oci = await load_sdk()
         path = str(Path(config_path).expanduser())
         try:
-            return await asyncio.to_thread(cls, oci, path, profile, log_call, backoff)
+            return await asyncio.to_thread(cls, oci, path, profile, log_call, timing)
         except oci.exceptions.ClientError as exc:
             raise CloudError(0, type(exc).__name__, str(exc), "config") from None
 
@@ -124,30 +180,39 @@ class OciCloud:
     def models(self) -> Any:
         return self._oci.core.models
 
-    async def _call(self, description: str, fn: Callable[..., Any], *args: Any, throttle_retry: bool = True,
+    async def _call(self, description: str, fn: Callable[..., Any], *args: Any, retry: bool = True,
                     announce: bool = True, **kwargs: Any) -> Any:
-        """Announce and make one call in a thread; a 429 is waited out (doubling) unless the caller handles it."""
+        """Announce and make one call in a thread. Unless the caller handles them (`retry=False`), a 429 is
+        waited out (doubling from backoff_base) and a conflict or a 5xx is retried (doubling from
+        retry_base), each wait shown through `notify`."""
         if announce:
             self._log_call(description)
         operation = description.split("(")[0]
-        tries = THROTTLE_TRIES if throttle_retry else 1
-        for attempt in range(1, tries + 1):
+        for attempt in range(1, max(THROTTLE_TRIES, TRANSIENT_TRIES) + 1):
             try:
                 return await asyncio.to_thread(fn, *args, **kwargs)
             except self._oci.exceptions.ServiceError as exc:
-                error = CloudError(exc.status, exc.code, exc.message, operation, exc.request_id)
+                error = CloudError(exc.status, exc.code, _plain(exc.message), operation, exc.request_id)
             except Exception as exc:  # requests/urllib3 connection failures, timeouts
                 network = (OSError, self._oci.exceptions.RequestException, self._oci.exceptions.ConnectTimeout)
                 if not isinstance(exc, network) and not type(exc).__module__.startswith(("requests", "urllib3", "oci._vendor")):
                     raise
                 error = CloudError(0, "ConnectionError", _connection_problem(exc), operation)
-            if error.status != 429 or attempt == tries:
+            delay = self._retry_delay(error, attempt) if retry else None
+            if delay is None:
                 raise error
-            delay = min(self.backoff[1], self.backoff[0] * 2 ** (attempt - 1))
-            self._notify(f"{operation}: too many requests (429); next try in {delay:.0f} s" if delay >= 1
-                         else f"{operation}: too many requests (429); next try in {delay:.2f} s")
+            self._notify(f"{operation}: {error.gist}; next try in {_seconds(delay)}")
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
+
+    def _retry_delay(self, error: CloudError, attempt: int) -> float | None:
+        """How long to wait before trying `error`'s call again, or None to give up."""
+        t = self.timing
+        if error.status == 429 and attempt < THROTTLE_TRIES:
+            return min(t.backoff_max, t.backoff_base * 2 ** (attempt - 1))
+        if error.transient and attempt < TRANSIENT_TRIES:
+            return min(t.retry_max, t.retry_base * 2 ** (attempt - 1))
+        return None
 
     async def _all(self, description: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Any]:
         """Every item of a list call, following `opc-next-page`. (The SDK's own pagination helper
@@ -180,7 +245,8 @@ class OciCloud:
 
     async def create_vcn(self, compartment_id: str, cidr: str, name: str, dns_label: str) -> Any:
         details = self.models.CreateVcnDetails(compartment_id=compartment_id, cidr_blocks=[cidr], display_name=name, dns_label=dns_label)
-        return (await self._call(f"network.create_vcn(name={name}, cidr={cidr})", self.network.create_vcn, details)).data
+        return (await self._call(f"network.create_vcn(name={name}, cidr={cidr})", self.network.create_vcn, details,
+                                 opc_retry_token=_retry_token())).data
 
     async def list_internet_gateways(self, compartment_id: str, vcn_id: str) -> list[Any]:
         return await self._all(
@@ -189,7 +255,11 @@ class OciCloud:
 
     async def create_internet_gateway(self, compartment_id: str, vcn_id: str, name: str) -> Any:
         details = self.models.CreateInternetGatewayDetails(compartment_id=compartment_id, vcn_id=vcn_id, is_enabled=True, display_name=name)
-        return (await self._call(f"network.create_internet_gateway(name={name}, vcn={vcn_id})", self.network.create_internet_gateway, details)).data
+        return (await self._call(f"network.create_internet_gateway(name={name}, vcn={vcn_id})", self.network.create_internet_gateway,
+                                 details, opc_retry_token=_retry_token())).data
+
+    async def get_internet_gateway(self, igw_id: str) -> Any:
+        return (await self._call(f"network.get_internet_gateway({igw_id})", self.network.get_internet_gateway, igw_id)).data
 
     async def get_route_table(self, rt_id: str) -> Any:
         return (await self._call(f"network.get_route_table({rt_id})", self.network.get_route_table, rt_id)).data
@@ -215,7 +285,8 @@ class OciCloud:
             compartment_id=compartment_id, vcn_id=vcn_id, cidr_block=cidr, display_name=name, dns_label=dns_label,
             prohibit_public_ip_on_vnic=False, route_table_id=route_table_id, security_list_ids=security_list_ids,
         )
-        return (await self._call(f"network.create_subnet(name={name}, cidr={cidr}, public)", self.network.create_subnet, details)).data
+        return (await self._call(f"network.create_subnet(name={name}, cidr={cidr}, public)", self.network.create_subnet, details,
+                                 opc_retry_token=_retry_token())).data
 
     async def get_security_list(self, sl_id: str) -> tuple[Any, str]:
         response = await self._call(f"network.get_security_list({sl_id})", self.network.get_security_list, sl_id)
@@ -244,6 +315,13 @@ class OciCloud:
         return (await self._call(f"network.get_vnic({vnic_id})", self.network.get_vnic, vnic_id)).data
 
     # --- compute ------------------------------------------------------------------------
+    async def list_shapes(self, compartment_id: str, availability_domain: str) -> list[Any]:
+        """The shapes this tenancy can launch in one availability domain, with their billing_type."""
+        return await self._all(
+            f"compute.list_shapes(ad={availability_domain})",
+            self.compute.list_shapes, compartment_id, availability_domain=availability_domain,
+        )
+
     async def list_images(self, compartment_id: str, version: str, shape: str) -> list[Any]:
         return await self._all(
             f'compute.list_images(os="Canonical Ubuntu", version={version}, shape={shape})',
@@ -269,11 +347,12 @@ class OciCloud:
             metadata={"ssh_authorized_keys": ssh_public_key, "user_data": user_data_b64},
             freeform_tags={"created-by": "matrix-installer"},
         )
+        # The stage decides what to do about each failure (another AD, a wait, adopting a launch that went through).
         return (await self._call(describe_launch(shape, ocpus, memory_gb, availability_domain, image_id, subnet_id),
-                                 self.compute.launch_instance, details, throttle_retry=False)).data
+                                 self.compute.launch_instance, details, retry=False, opc_retry_token=_retry_token())).data
 
-    async def get_instance(self, instance_id: str) -> Any:
-        return (await self._call(f"compute.get_instance({instance_id})", self.compute.get_instance, instance_id)).data
+    async def get_instance(self, instance_id: str, *, retry: bool = True) -> Any:
+        return (await self._call(f"compute.get_instance({instance_id})", self.compute.get_instance, instance_id, retry=retry)).data
 
     async def list_vnic_attachments(self, compartment_id: str, instance_id: str) -> list[Any]:
         return await self._all(
@@ -282,45 +361,67 @@ class OciCloud:
         )
 
     async def console_history(self, instance_id: str) -> str:
-        """The serial console's recent output (cloud-init prints the host keys there)."""
+        """The serial console's recent output (cloud-init prints the host keys there, after tens of KB of
+        boot messages): capture it, wait for the capture, then read it page by page. "" when the
+        capture fails or never finishes (the host key is then pinned by hand)."""
         details = self.models.CaptureConsoleHistoryDetails(instance_id=instance_id)
         history = (await self._call(f"compute.capture_console_history(instance={instance_id})",
-                                    self.compute.capture_console_history, details)).data
-        for _ in range(30):  # the capture is asynchronous: REQUESTED, GETTING-HISTORY, SUCCEEDED
-            if history.lifecycle_state in ("SUCCEEDED", "FAILED"):
-                break
-            await asyncio.sleep(1)
+                                    self.compute.capture_console_history, details, opc_retry_token=_retry_token())).data
+        waited = 0.0
+        # The capture is asynchronous: REQUESTED, GETTING-HISTORY, then SUCCEEDED (or FAILED).
+        while history.lifecycle_state not in ("SUCCEEDED", "FAILED") and waited < self.timing.running_timeout:
+            self._notify(f"capturing the console history: {history.lifecycle_state}")
+            await asyncio.sleep(self.timing.poll_interval)
+            waited += self.timing.poll_interval
             history = (await self._call(f"compute.get_console_history({history.id})",
-                                        self.compute.get_console_history, history.id)).data
+                                        self.compute.get_console_history, history.id, announce=False)).data
         if history.lifecycle_state != "SUCCEEDED":
-            raise CloudError(0, "ConsoleHistory", f"the console history capture ended {history.lifecycle_state}", "compute.capture_console_history")
-        content = await self._call(f"compute.get_console_history_content({history.id})",
-                                   self.compute.get_console_history_content, history.id)
-        data = content.data
-        return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+            self._notify(f"the console history capture ended {history.lifecycle_state}")
+            return ""
+        return await self._console_text(history.id)
+
+    async def _console_text(self, history_id: str) -> str:
+        """Every page of a capture, following `opc-bytes-remaining` (one read returns at most `length` bytes)."""
+        pages: list[bytes] = []
+        offset = 0
+        while offset < CONSOLE_MAX:
+            response = await self._call(
+                f"compute.get_console_history_content({history_id}, offset={offset})",
+                self.compute.get_console_history_content, history_id, offset=offset, length=CONSOLE_PAGE, announce=offset == 0,
+            )
+            data = response.data if isinstance(response.data, bytes) else str(response.data or "").encode()
+            pages.append(data)
+            offset += len(data)
+            remaining = _int_header(response.headers, "opc-bytes-remaining")
+            if not data or not remaining:
+                break
+        return b"".join(pages).decode("utf-8", "replace")
 
     # --- dns ----------------------------------------------------------------------------
     async def find_zone(self, compartment_id: str, name: str) -> Any | None:
+        """The public zone called `name`: scope GLOBAL, so a private (VCN-resolver) zone of the same name is never picked."""
         zones = await self._all(
-            f"dns.list_zones(name={name}, type=PRIMARY)", self.dns.list_zones, compartment_id, name=name, zone_type="PRIMARY"
+            f"dns.list_zones(name={name}, type=PRIMARY, scope=GLOBAL)", self.dns.list_zones, compartment_id,
+            name=name, zone_type="PRIMARY", scope="GLOBAL",
         )
         return zones[0] if zones else None
 
-    async def get_rrset(self, zone: str, domain: str, rtype: str) -> list[Any]:
+    async def get_rrset(self, zone: Any, domain: str, rtype: str) -> list[Any]:
+        """The records of one name and type in `zone` (a zone from find_zone: addressed by its OCID)."""
         try:
-            response = await self._call(f"dns.get_rr_set(zone={zone}, {domain} {rtype})", self.dns.get_rr_set, zone, domain, rtype)
+            response = await self._call(f"dns.get_rr_set(zone={zone.name}, {domain} {rtype})", self.dns.get_rr_set, zone.id, domain, rtype)
         except CloudError as exc:
             if exc.not_found:
                 return []
             raise
         return list(response.data.items or [])
 
-    async def set_rrset(self, zone: str, domain: str, rtype: str, rdatas: list[str], ttl: int) -> None:
+    async def set_rrset(self, zone: Any, domain: str, rtype: str, rdatas: list[str], ttl: int) -> None:
         dm = self._oci.dns.models
         items = [dm.RecordDetails(domain=domain, rtype=rtype, rdata=r, ttl=ttl) for r in rdatas]
         await self._call(
-            f"dns.update_rr_set(zone={zone}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})",
-            self.dns.update_rr_set, zone, domain, rtype, dm.UpdateRRSetDetails(items=items),
+            f"dns.update_rr_set(zone={zone.name}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})",
+            self.dns.update_rr_set, zone.id, domain, rtype, dm.UpdateRRSetDetails(items=items),
         )
 
 
@@ -335,6 +436,30 @@ def _numbers(port: Port) -> str:
 
 def _shown_ports(ports: list[Port]) -> str:
     return ", ".join(f"{p.protocol}/{_numbers(p)} from 0.0.0.0/0" for p in ports)
+
+
+def _plain(message: Any) -> str:
+    """An error message as one line of text: a gateway's HTML page (no Oracle JSON) reduced to its words."""
+    text = str(message or "")
+    if text.lstrip().startswith("<"):
+        text = re.sub(r"<[^>]*>", " ", text)
+    return " ".join(text.split())[:500]
+
+
+def _retry_token() -> str:
+    """An `opc-retry-token`: Oracle answers a repeated create carrying it with the first result, not a second resource."""
+    return secrets.token_hex(16)
+
+
+def _int_header(headers: Any, name: str) -> int:
+    try:
+        return int((headers or {}).get(name) or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value >= 1 else f"{value:.2f} s"
 
 
 def _connection_problem(exc: Exception) -> str:
@@ -404,6 +529,10 @@ class DryRunCloud:
         self._log_call(f"network.create_internet_gateway(name={name}, vcn={vcn_id})")
         return self._ns(id="ocid1.internetgateway.dryrun", lifecycle_state="AVAILABLE", is_enabled=True)
 
+    async def get_internet_gateway(self, igw_id: str) -> Any:
+        self._log_call(f"network.get_internet_gateway({igw_id})")
+        return self._ns(id=igw_id, lifecycle_state="AVAILABLE", is_enabled=True)
+
     async def get_route_table(self, rt_id: str) -> Any:
         self._log_call(f"network.get_route_table({rt_id})")
         return self._ns(id=rt_id, route_rules=[])
@@ -440,6 +569,12 @@ class DryRunCloud:
         self._log_call(f"network.get_vnic({vnic_id})")
         return self._ns(id=vnic_id, public_ip=self.ADDRESS, private_ip="10.0.0.2", is_primary=True)
 
+    async def list_shapes(self, compartment_id: str, availability_domain: str) -> list[Any]:
+        """As a fresh Always Free tenancy might answer: every AD offers the usual shapes."""
+        self._log_call(f"compute.list_shapes(ad={availability_domain})")
+        return [self._ns(shape=name, billing_type=billing) for name, billing in (
+            ("VM.Standard.A1.Flex", "LIMITED_FREE"), ("VM.Standard.E2.1.Micro", "ALWAYS_FREE"), ("VM.Standard.E4.Flex", "PAID"))]
+
     async def list_images(self, compartment_id: str, version: str, shape: str) -> list[Any]:
         self._log_call(f'compute.list_images(os="Canonical Ubuntu", version={version}, shape={shape})')
         arch = "-aarch64" if "A1" in shape else ""
@@ -469,15 +604,15 @@ class DryRunCloud:
         return ""
 
     async def find_zone(self, compartment_id: str, name: str) -> Any | None:
-        self._log_call(f"dns.list_zones(name={name}, type=PRIMARY)")
+        self._log_call(f"dns.list_zones(name={name}, type=PRIMARY, scope=GLOBAL)")
         return None
 
-    async def get_rrset(self, zone: str, domain: str, rtype: str) -> list[Any]:
-        self._log_call(f"dns.get_rr_set(zone={zone}, {domain} {rtype})")
+    async def get_rrset(self, zone: Any, domain: str, rtype: str) -> list[Any]:
+        self._log_call(f"dns.get_rr_set(zone={zone.name}, {domain} {rtype})")
         return []
 
-    async def set_rrset(self, zone: str, domain: str, rtype: str, rdatas: list[str], ttl: int) -> None:
-        self._log_call(f"dns.update_rr_set(zone={zone}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})")
+    async def set_rrset(self, zone: Any, domain: str, rtype: str, rdatas: list[str], ttl: int) -> None:
+        self._log_call(f"dns.update_rr_set(zone={zone.name}, {domain} {ttl} IN {rtype} {' '.join(rdatas)})")
 
 
 Cloud = OciCloud | DryRunCloud

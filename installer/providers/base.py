@@ -52,6 +52,11 @@ class Provider:
         """The host's public address, for its DNS records."""
         raise NotImplementedError
 
+    async def check_notes(self, server_name: str, options: RunOptions) -> list[tuple[str, str]]:
+        """For `--check`: (kind, line) notes on a deployment of this provider's that the state knows
+        (Oracle Cloud: whether its instance runs); nothing for one that is not its own."""
+        return []
+
     async def publish_records(self, ctx: StageContext, records: list[Record]) -> tuple[list[Record], bool]:
         """Set the records the provider's own DNS serves; returns those left for the user to
         create, and whether anything changed. By default the user creates them all."""

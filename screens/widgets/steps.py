@@ -19,7 +19,7 @@ class Steps(Widget):
         self.dry_run = dry_run
         self.mode = mode
 
-    def _names(self, *, short: bool = False) -> str:
+    def _names(self, *, short: bool = False, tight: bool = False) -> str:
         index = STEPS.index(self.current)
         parts = []
         for number, name in enumerate(STEPS):
@@ -32,13 +32,15 @@ class Steps(Widget):
                 parts.append(f"[b reverse $accent] {shown} [/]")
             else:
                 parts.append(f"[$text-muted]{shown}[/]")
-        return " › ".join(parts)
+        return ("›" if tight else " › ").join(parts)
 
     def render(self) -> Content:
         badge = Content.from_markup(DRY_RUN_BADGE) if self.dry_run else Content("")
-        names = Content.from_markup(self._names())
-        if names.cell_length + badge.cell_length + 1 > self.content_region.width:
-            names = Content.from_markup(self._names(short=True))  # a narrow terminal
+        # A narrow terminal: Welcome goes once it is behind, then the spaces around the arrows.
+        for short, tight in ((False, False), (True, False), (True, True)):
+            names = Content.from_markup(self._names(short=short, tight=tight))
+            if names.cell_length + badge.cell_length + 1 <= self.content_region.width:
+                break
         if not self.dry_run:
             return names
         gap = max(1, self.content_region.width - names.cell_length - badge.cell_length)

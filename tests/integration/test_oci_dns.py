@@ -34,7 +34,7 @@ async def test_records_created_in_an_oci_zone_and_left_alone_on_rerun(oci_emulat
         assert (record["rdata"], record["ttl"]) == (address, 300)
     assert f"OCI DNS zone example.org: matrix.example.org. 300 IN A {address} (created)" in run.logs("dns.records")
     # The walk up the labels asks for matrix.example.org first, then finds example.org.
-    assert "dns.list_zones(name=matrix.example.org, type=PRIMARY)" in run.logs("dns.records", "cloud")
+    assert "dns.list_zones(name=matrix.example.org, type=PRIMARY, scope=GLOBAL)" in run.logs("dns.records", "cloud")
 
     rerun = await stage_runner(oci_answers, names=WITH_DNS)
     assert rerun.status("dns.records") is Status.UNCHANGED
@@ -44,9 +44,7 @@ async def test_records_created_in_an_oci_zone_and_left_alone_on_rerun(oci_emulat
 async def test_wrong_record_in_the_zone_is_updated(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     emu = oci_emulator.state
     emu.add_zone("example.org")
-    emu.rrsets[("example.org", "matrix.example.org", "A")] = [
-        {"domain": "matrix.example.org", "rtype": "A", "rdata": "198.51.100.7", "ttl": 3600, "recordHash": "x", "isProtected": False, "rrsetVersion": "1"}
-    ]
+    emu.set_rrset("example.org", "matrix.example.org", "A", "198.51.100.7", ttl=3600)
     run = await stage_runner(oci_answers.replace("domain", serve_server_name=False, redirect_to=""), names=WITH_DNS)
     assert run.result.ok, run.all_text()
     address = run.state.facts["host.address"]
@@ -174,3 +172,30 @@ async def test_a_dry_run_sends_no_dns_query(tmp_path: Path, stage_runner: Runner
     assert run.status("dns.records") is Status.PLANNED, run.all_text()
     assert "matrix.example.org. 300 IN A (address of box.example.net)" in run.all_text()
     assert dns_server.queries == 0
+
+
+async def test_a_private_zone_with_the_same_name_is_not_picked(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    private = emu.add_zone("example.org", scope="PRIVATE")  # a VCN resolver's zone, listed first
+    public = emu.add_zone("example.org")
+    run = await stage_runner(oci_answers, names=WITH_DNS)
+    assert run.result.ok, run.all_text()
+    address = run.state.facts["host.address"]
+    assert [r["rdata"] for r in emu.rrset(public["id"], "matrix.example.org", "A")] == [address]
+    assert emu.rrset(private["id"], "matrix.example.org", "A") == [] and emu.rrset(private["id"], "example.org", "A") == []
+    assert "dns.list_zones(name=example.org, type=PRIMARY, scope=GLOBAL)" in run.logs("dns.records", "cloud")
+    assert f"OCI DNS zone example.org: matrix.example.org. 300 IN A {address} (created)" in run.logs("dns.records")
+
+
+async def test_a_private_zone_alone_is_not_used(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, dns_server: DnsServer) -> None:
+    emu = oci_emulator.state
+    private = emu.add_zone("example.org", scope="PRIVATE")
+    await stage_runner(oci_answers)
+    address = runner_state_address(stage_runner)
+    dns_server.set("matrix.example.org", "A", address)
+    dns_server.set("example.org", "A", address)
+    run = await stage_runner(oci_answers, names=WITH_DNS, dns_server=dns_server.address)
+    assert run.status("dns.records") is Status.UNCHANGED, run.all_text()
+    assert "create these records at your DNS provider:" in run.logs("dns.records")
+    assert emu.rrset(private["id"], "matrix.example.org", "A") == []
+    assert emu.count(op="update_rr_set") == 0

@@ -21,7 +21,8 @@ async def test_dry_run_lists_the_cloud_calls_in_order(tmp_path: Path, monkeypatc
         "network.list_vcns", "network.create_vcn", "network.list_internet_gateways", "network.create_internet_gateway",
         "network.get_route_table", "network.update_route_table", "network.list_subnets", "network.create_subnet",
         "network.get_security_list", "network.update_security_list",
-        "compute.list_instances", "compute.list_images", "identity.list_availability_domains", "compute.launch_instance",
+        "identity.list_availability_domains", "compute.list_shapes", "compute.list_shapes", "compute.list_shapes",
+        "compute.list_instances", "compute.list_images", "compute.launch_instance",
         "compute.get_instance", "compute.list_vnic_attachments", "network.get_vnic",
         "dns.list_zones", "dns.list_zones",
     ]

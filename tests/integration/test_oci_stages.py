@@ -9,7 +9,7 @@ from ruamel.yaml import YAML
 
 from installer.events import Status
 from tests.oci_emulator.fixtures import EmulatorHandle, write_config
-from tests.oci_emulator.harness import Runner
+from tests.oci_emulator.harness import FAST, Runner
 
 AD1, AD2, AD3 = "Uocm:PHX-AD-1", "Uocm:PHX-AD-2", "Uocm:PHX-AD-3"
 
@@ -270,7 +270,7 @@ async def test_console_history_shows_the_host_key(oci_emulator: EmulatorHandle, 
     from installer.cloud.api import OciCloud
 
     run = await stage_runner(oci_answers)
-    cloud = await OciCloud.open(oci_emulator.config_path, "DEFAULT", lambda line: None)
+    cloud = await OciCloud.open(oci_emulator.config_path, "DEFAULT", lambda line: None, FAST)
     text = await cloud.console_history(run.state.facts["cloud.instance_id"])
     assert run.state.facts["host.host_key"] in text
 
@@ -302,3 +302,196 @@ async def test_long_capacity_retries_are_not_cut_short_by_the_sdk_circuit_breake
     run = await stage_runner(oci_answers.replace("cloud", availability_domain=AD1))
     assert run.result.ok, run.all_text()
     assert oci_emulator.state.count("POST", "launch_instance") == 13
+
+
+# --- Oracle Cloud as it really behaves (issue 20) --------------------------------------------
+MICRO, A1 = "VM.Standard.E2.1.Micro", "VM.Standard.A1.Flex"
+
+
+def compute_calls(run) -> list[str]:
+    return [line.split("(")[0] for line in run.logs("cloud.instance", "cloud") if line.startswith("compute.")]
+
+
+async def test_micro_launches_in_the_only_domain_that_offers_it(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.offer_only(MICRO, [AD3])
+    run = await stage_runner(oci_answers.replace("cloud", shape=MICRO, ubuntu_version="22.04"))
+    assert run.result.ok, run.all_text()
+    (instance,) = emu.instances()
+    assert instance["availabilityDomain"] == AD3
+    calls = compute_calls(run)
+    assert calls[:3] == ["compute.list_shapes"] * 3 and calls.index("compute.launch_instance") > 2
+    assert emu.count("POST", "launch_instance") == 1  # no 404 in AD-1 or AD-2 first
+    assert (f"{MICRO} is offered in PHX-AD-3; skipped: PHX-AD-1 (not offered), PHX-AD-2 (not offered)"
+            in run.logs("cloud.instance"))
+
+
+async def test_a1_missing_from_one_domain_is_skipped(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.offer_only(A1, [AD1, AD3])
+    emu.inject_capacity(AD1, times=1)
+    run = await stage_runner(oci_answers)
+    assert run.result.ok, run.all_text()
+    (instance,) = emu.instances()
+    assert instance["availabilityDomain"] == AD3
+    assert emu.count("POST", "launch_instance") == 2  # AD-1 (out of capacity), then AD-3: never AD-2
+    assert run.progress("cloud.instance")[0] == "attempt 1 in PHX-AD-1 failed: out of host capacity; next try in 0.01 s"
+    assert f"{A1} is offered in PHX-AD-1, PHX-AD-3; skipped: PHX-AD-2 (not offered)" in run.logs("cloud.instance")
+
+
+async def test_a_shape_not_found_at_launch_means_another_domain_not_a_permission_problem(
+        oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.inject("launch_instance", 404, "NotAuthorizedOrNotFound", f"shape {A1} not found", availabilityDomain=AD1)
+    run = await stage_runner(oci_answers)
+    assert run.result.ok, run.all_text()
+    assert emu.instances()[0]["availabilityDomain"] == AD2
+    assert ("attempt 1 in PHX-AD-1 failed: the shape is not offered there (404 NotAuthorizedOrNotFound); trying PHX-AD-2 instead"
+            in run.logs("cloud.instance"))
+    assert "policy" not in run.all_text()
+
+
+async def test_a_shape_not_found_anywhere_says_so(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.offer_only(MICRO, [])
+    run = await stage_runner(oci_answers.replace("cloud", shape=MICRO))
+    finished = run.finished("cloud.instance")
+    assert finished.status is Status.FAILED
+    assert finished.error == (f"{MICRO} is not offered in any availability domain of this region: "
+                              "PHX-AD-1 (not offered), PHX-AD-2 (not offered), PHX-AD-3 (not offered)")
+    assert "home region" in finished.hint
+    assert emu.count("POST", "launch_instance") == 0
+
+
+async def test_a_limit_of_one_domain_moves_on_to_the_next(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.inject("launch_instance", 400, "LimitExceeded",
+               f"You have reached your service limit of 0 in this Availability Domain for {A1}. Please try launching the "
+               "instance in a different Availability Domain or Region, or try using a different shape.", availabilityDomain=AD1)
+    run = await stage_runner(oci_answers)
+    assert run.result.ok, run.all_text()
+    assert emu.instances()[0]["availabilityDomain"] == AD2
+    assert any(line.startswith("attempt 1 in PHX-AD-1 failed: this domain's service limit is reached (400 LimitExceeded)")
+               for line in run.logs("cloud.instance"))
+
+
+async def test_capacity_in_other_words_is_still_capacity(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.inject("launch_instance", 500, "InternalError",
+               f"Out of capacity for shape {A1} in availability domain {AD1}. Please try again later.", availabilityDomain=AD1)
+    run = await stage_runner(oci_answers)
+    assert run.result.ok, run.all_text()
+    assert emu.instances()[0]["availabilityDomain"] == AD2  # moved on, instead of four tries in AD-1
+    assert run.progress("cloud.instance")[0] == "attempt 1 in PHX-AD-1 failed: out of host capacity; next try in 0.01 s"
+
+
+async def test_a_second_a1_instance_beyond_the_free_total_gets_the_limit_message(
+        oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers, tmp_path: Path) -> None:
+    first = await stage_runner(oci_answers)  # 2 OCPUs, 12 GB
+    assert first.result.ok, first.all_text()
+    second = Runner(tmp_path / "second-state")
+    run = await second(oci_answers.replace("cloud", instance_name="matrix-two", ocpus=3, memory_gb=18))
+    finished = run.finished("cloud.instance")
+    assert finished.status is Status.FAILED
+    assert finished.error == (
+        "an Oracle Cloud service limit stops this: The following service limits were exceeded: standard-a1-memory-count, "
+        "standard-a1-memory-regional-count, standard-a1-core-count, standard-a1-core-regional-count. Request a service "
+        "limit increase from the service limits page in the console.")
+    assert finished.hint.startswith("Always Free allows VM.Standard.A1.Flex up to 4 OCPUs and 24 GB in total across the "
+                                    "region (this launch asks for 3 OCPUs and 18 GB)")
+    assert oci_emulator.state.count("POST", "launch_instance", status=400) == 1  # a regional limit: no other AD tried
+    assert len(oci_emulator.state.instances()) == 1
+
+
+async def test_one_409_on_the_gateway_and_one_502_on_the_image_list_are_retried(
+        oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.inject("create_internet_gateway", 409, "IncorrectState", "The VCN is being updated; try again later.")
+    emu.inject_bad_gateway("list_images")
+    run = await stage_runner(oci_answers)
+    assert run.result.ok, run.all_text()
+    assert "network.create_internet_gateway: 409 IncorrectState: busy with another change; next try in 0.01 s" in run.progress("cloud.network")
+    assert "compute.list_images: 502 Bad Gateway; next try in 0.01 s" in run.progress("cloud.instance")
+    assert emu.count("POST", "create_internet_gateway", status=409) == emu.count("GET", "list_images", status=502) == 1
+    assert len(emu.store["internetGateways"]) == 1 and len(emu.instances()) == 1
+
+
+async def test_a_create_whose_answer_was_lost_is_repeated_without_a_second_vcn(
+        oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.inject_bad_gateway("create_vcn", after=True)  # the VCN is made, the answer lost on the way back
+    run = await stage_runner(oci_answers)
+    assert run.result.ok, run.all_text()
+    assert emu.count("POST", "create_vcn", status=502) == emu.count("POST", "create_vcn", status=200) == 1
+    assert len(emu.store["vcns"]) == 1  # the retry carried the same opc-retry-token
+
+
+async def test_new_network_resources_are_waited_for_until_available(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    run = await stage_runner(oci_answers, names=("cloud.network",))
+    assert run.result.ok, run.all_text()
+    progress = run.progress("cloud.network")
+    for what in ("VCN", "internet gateway", "subnet"):
+        assert f"waiting for the {what}: PROVISIONING" in progress
+    emu = oci_emulator.state
+    assert emu.count("POST", "create_internet_gateway", status=409) == emu.count("POST", "create_subnet", status=409) == 0
+    facts = run.state.facts
+    assert emu.store["subnets"][facts["cloud.subnet_id"]]["lifecycleState"] == "AVAILABLE"
+
+
+async def test_a_rerun_right_after_a_failure_reuses_what_lists_do_not_show_yet(
+        oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.inject("get_route_table", 404, "NotAuthorizedOrNotFound", "Authorization failed or requested resource not found.")
+    first = await stage_runner(oci_answers, names=("cloud.network",))
+    assert first.finished("cloud.network").status is Status.FAILED  # after the VCN and the gateway were made
+    rerun = await stage_runner(oci_answers, names=("cloud.network",))  # lists still miss them
+    assert rerun.result.ok, rerun.all_text()
+    assert len(emu.store["vcns"]) == len(emu.store["internetGateways"]) == len(emu.store["subnets"]) == 1
+
+
+async def test_console_history_with_50_kb_of_boot_output_is_read_whole(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.console_boot_bytes = 50_000
+    first = await stage_runner(oci_answers)
+    key = first.state.facts["host.host_key"]
+    path = stage_runner.state_dir / "example.org" / "state.json"
+    saved = json.loads(path.read_text())
+    del saved["facts"]["host.host_key"]
+    path.write_text(json.dumps(saved))
+    rerun = await stage_runner(oci_answers)
+    assert rerun.status("cloud.instance") is Status.UNCHANGED, rerun.all_text()
+    assert rerun.state.facts["host.host_key"] == key
+    assert emu.count("GET", "get_console_history_content") == 2  # 32 KiB pages, following opc-bytes-remaining
+    assert "capturing the console history: REQUESTED" in rerun.progress("cloud.instance")
+    assert any(line.startswith("SSH host key read from the instance's console history: SHA256:") for line in rerun.logs("cloud.instance"))
+
+
+async def test_a_console_capture_that_fails_leaves_the_key_to_be_pinned(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    first = await stage_runner(oci_answers)
+    path = stage_runner.state_dir / "example.org" / "state.json"
+    saved = json.loads(path.read_text())
+    del saved["facts"]["host.host_key"]
+    path.write_text(json.dumps(saved))
+    emu.console_capture_fails = True
+    rerun = await stage_runner(oci_answers)
+    assert rerun.status("cloud.instance") is Status.UNCHANGED, rerun.all_text()
+    assert "host.host_key" not in rerun.state.facts and first.state.facts["cloud.instance_id"]
+    assert ("the instance's SSH host key is neither in the state nor in its console history: pin it with ssh.host_key"
+            in rerun.logs("cloud.instance"))
+    assert "the console history capture ended FAILED" in rerun.progress("cloud.instance")
+
+
+async def test_a_domain_dropped_in_a_later_round_hands_over_to_the_next_one(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    emu = oci_emulator.state
+    emu.inject_capacity(AD1, times=1)
+    emu.inject_capacity(AD2, times=1)
+    emu.inject("launch_instance", 404, "NotAuthorizedOrNotFound", f"shape {A1} not found", availabilityDomain=AD2)
+    emu.inject_capacity(AD3, times=1)
+    emu.inject_capacity(AD1, times=1)
+    run = await stage_runner(oci_answers)
+    assert run.result.ok, run.all_text()
+    # AD-1, AD-2, AD-3 out of capacity; AD-1 again; AD-2 no longer offers it: AD-3 is next, not AD-1.
+    assert emu.instances()[0]["availabilityDomain"] == AD3
+    assert "attempt 5 in PHX-AD-2 failed: the shape is not offered there (404 NotAuthorizedOrNotFound); trying PHX-AD-3 instead" \
+        in run.logs("cloud.instance")

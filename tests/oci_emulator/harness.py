@@ -18,8 +18,8 @@ from installer.plan import install_plan
 from installer.state import RunState
 from tests.oci_emulator.fixtures import EmulatorHandle
 
-FAST = Timing(backoff_base=0.01, backoff_max=0.04, poll_interval=0.01, running_timeout=5.0,
-              dns_poll_interval=0.05, dns_timeout=1.5)
+FAST = Timing(backoff_base=0.01, backoff_max=0.04, retry_base=0.01, retry_max=0.04, poll_interval=0.01, settle_interval=0.01,
+              running_timeout=5.0, dns_poll_interval=0.05, dns_timeout=1.5)
 CLOUD_STAGES = ("cloud.network", "cloud.ingress", "cloud.instance")
 WITH_DNS = CLOUD_STAGES + ("dns.records",)
 SERVER_NAME = "example.org"

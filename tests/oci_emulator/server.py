@@ -6,6 +6,44 @@ JSON, `opc-request-id` on every response, paging with `opc-next-page`, etags wit
 verified against the API key's public half (401 NotAuthenticated otherwise). Faults can be
 injected per operation: `emulator.inject("launch_instance", 500, "InternalError",
 "Out of host capacity.", times=3, availabilityDomain="Uocm:PHX-AD-1")`.
+
+Where each behaviour comes from (SDK paths are in oracle/oci-python-sdk, src/oci/):
+- Shapes per availability domain: ComputeClient.list_shapes (core/compute_client.py, GET /shapes
+  with `availabilityDomain`) answers Shape objects whose `billing_type` is ALWAYS_FREE,
+  LIMITED_FREE or PAID (core/models/shape.py). Micro is offered in one AD of most regions, and a
+  launch elsewhere fails with 404 NotAuthorizedOrNotFound "shape VM.Standard.E2.1.Micro not
+  found" (oracle-quickstart/oci-cloudnative#19 and #41, MallocArray/Unifi-OracleCloud#2,
+  r0b2g1t/k3s-cluster-on-oracle-cloud-infrastructure#2/#3; A1: hitrov/oci-arm-host-capacity#96).
+- Always Free limits: 4 A1 OCPUs and 24 GB across the region, two Micro instances, 200 GB of boot
+  and block volumes (docs.oracle.com .../FreeTier/freetier_topic-Always_Free_Resources.htm).
+  LimitExceeded texts as users report them: "The following service limits were exceeded:
+  standard-a1-memory-count, standard-a1-memory-regional-count, standard-a1-core-count,
+  standard-a1-core-regional-count. Request a service limit increase from the service limits
+  page in the console. " (mohankumarpaluru/oracle-freetier-instance-creation#15 and #56,
+  hitrov/oci-arm-host-capacity#55), "... standard-e2-micro-core-count ..."
+  (mjtechguy/terransible-wirehole#13), and the AD-scoped one "You have reached your service limit
+  of 1 in this Availability Domain for ... Please try launching the instance in a different
+  Availability Domain or Region ..." (oracle/terraform-kubernetes-installer#218).
+- The metadata cap: "The combined size of the `metadata` and `extendedMetadata` objects can be a
+  maximum of 32,000 bytes" (core/models/launch_instance_details.py).
+- Transient errors: the SDK's default retry strategy retries 409 IncorrectState/LockConflict,
+  429 and any 5xx but 501 (retry/retry_checkers.py RETRYABLE_STATUSES_AND_CODES and
+  TimeoutConnectionAndServiceErrorRetryChecker); a gateway's 502 may carry an HTML page instead
+  of Oracle's JSON, which the SDK passes on as the message with no code
+  (BaseClient.get_deserialized_service_code_and_message). A create carrying `opc-retry-token`
+  answers a repeat with the first result (the token's docstring on each create_* method).
+- Network resources: VCNs, gateways and subnets come back PROVISIONING and turn AVAILABLE
+  (core/models/vcn.py lifecycle states); using a VCN that is not AVAILABLE yet answers 409
+  IncorrectState. Lists are eventually consistent: a new resource shows up a moment later.
+- Console history: capture_console_history starts an asynchronous capture, REQUESTED ->
+  GETTING-HISTORY -> SUCCEEDED (core/models/console_history.py); get_console_history_content
+  reads `length` bytes from `offset` (at least 10240, per Terraform's oci_core_console_history_data
+  docs) and says what is left in `opc-bytes-remaining` (oracle/oci-go-sdk
+  core/get_console_history_content_request_response.go: "The number of bytes remaining in the
+  snapshot").
+- DNS: list_zones takes `scope` GLOBAL or PRIVATE, and a private zone is addressed by name only
+  with its `viewId` (dns/dns_client.py); bad rdata answers 400 CannotParseRequest
+  "Invalid value for items[0].rdata: bad A A: ..." (oracle/oci-cli#259).
 """
 
 from __future__ import annotations
@@ -15,6 +53,7 @@ import copy
 import datetime as dt
 import email.utils
 import hashlib
+import ipaddress
 import json
 import re
 import threading
@@ -36,12 +75,24 @@ NOT_AUTHENTICATED = "The required information to complete authentication was not
 CLOCK_SKEW = 300
 
 
+LIMITS_TAIL = ". Request a service limit increase from the service limits page in the console. "
+BAD_GATEWAY_PAGE = "<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"
+A1_FREE_OCPUS = 4
+A1_FREE_MEMORY_GB = 24
+MICRO_FREE_INSTANCES = 2
+FREE_STORAGE_GB = 200
+METADATA_MAX_BYTES = 32_000
+CONSOLE_MIN_LENGTH = 10240
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, text: str | None = None) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.text = text
+        """A body that is not Oracle's JSON error (a gateway's HTML page)."""
 
 
 @dataclass
@@ -52,6 +103,9 @@ class Fault:
     message: str
     times: int
     match: dict[str, Any] = field(default_factory=dict)
+    after: bool = False
+    """Fail after the operation took effect (the response was lost on the way back)."""
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +122,7 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     text: str | None = None
+    raw: bytes | None = None
 
 
 def _now() -> str:
@@ -106,7 +161,61 @@ def _is_arm_shape(shape: str) -> bool:
     return ".A1." in shape or ".A2." in shape
 
 
-KNOWN_SHAPES = ("VM.Standard.A1.Flex", "VM.Standard.E2.1.Micro", "VM.Standard.E4.Flex")
+_HOSTNAME = re.compile(r"(?=.{1,254}$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?")
+
+
+def _rdata_parses(rtype: str, rdata: str) -> bool:
+    """Whether OCI DNS would parse `rdata` for `rtype`: checked for the types the installer sets and a few
+    more; any other type is taken as given."""
+    try:
+        if rtype == "A":
+            return isinstance(ipaddress.ip_address(rdata), ipaddress.IPv4Address)
+        if rtype == "AAAA":
+            return isinstance(ipaddress.ip_address(rdata), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+    if rtype in ("CNAME", "NS"):
+        return bool(_HOSTNAME.fullmatch(rdata))
+    if rtype == "SRV":
+        parts = rdata.split()
+        return (len(parts) == 4 and all(p.isdigit() and int(p) <= 65535 for p in parts[:3])
+                and bool(_HOSTNAME.fullmatch(parts[3])))
+    return bool(rdata)
+
+
+A1 = "VM.Standard.A1.Flex"
+MICRO = "VM.Standard.E2.1.Micro"
+SHAPE_CATALOG: dict[str, dict[str, Any]] = {
+    A1: {"processorDescription": "3.0 GHz Ampere® Altra™", "isFlexible": True, "ocpus": 1.0, "memoryInGBs": 6.0,
+         "ocpuOptions": {"min": 1.0, "max": 80.0}, "memoryOptions": {"minInGBs": 1.0, "maxInGBs": 512.0}},
+    MICRO: {"processorDescription": "2.0 GHz AMD EPYC™ 7551 (Naples)", "isFlexible": False, "ocpus": 1.0, "memoryInGBs": 1.0},
+    "VM.Standard.E4.Flex": {"processorDescription": "2.55 GHz AMD EPYC™ 7J13 (Milan)", "isFlexible": True, "ocpus": 1.0,
+                            "memoryInGBs": 16.0, "ocpuOptions": {"min": 1.0, "max": 64.0}, "memoryOptions": {"minInGBs": 1.0, "maxInGBs": 1024.0}},
+}
+BILLING = {A1: "LIMITED_FREE", MICRO: "ALWAYS_FREE", "VM.Standard.E4.Flex": "PAID"}
+CREATES = {"create_vcn": "vcns", "create_internet_gateway": "internetGateways", "create_subnet": "subnets",
+           "launch_instance": "instances", "capture_console_history": "consoleHistories"}
+"""Create operations that honour `opc-retry-token`, and the kind of resource each makes."""
+
+
+def _shape_row(name: str) -> dict[str, Any]:
+    return {"shape": name, "billingType": BILLING.get(name, "PAID"), **SHAPE_CATALOG[name]}
+
+
+def _default_shapes(ads: list[str]) -> dict[str, list[str]]:
+    """Like most three-AD regions for an Always Free tenancy: A1 and E4 everywhere, Micro in the last AD only."""
+    return {ad: [A1, "VM.Standard.E4.Flex"] + ([MICRO] if ad == ads[-1] else []) for ad in ads}
+
+
+def _boot_output(size: int) -> str:
+    """Kernel and systemd lines, about `size` bytes of them, as a VM prints before cloud-init's keys."""
+    lines = ["[    0.000000] Linux version 6.8.0-1013-oracle (buildd@lcy02-amd64-017) #13-Ubuntu SMP"]
+    total = len(lines[0]) + 1
+    while total < size:
+        n = len(lines)
+        lines.append(f"[{n * 0.0137:12.6f}] systemd[1]: Started unit-{n:05d}.service - boot step {n} of the matrix VM.")
+        total += len(lines[-1]) + 1
+    return "\n".join(lines) + "\n"
 
 
 class Emulator:
@@ -134,6 +243,20 @@ class Emulator:
                                   "vnicAttachments", "vnics", "zones", "consoleHistories", "dhcpOptions")
         }
         self.images = _default_images()
+        self.shapes = _default_shapes(self.ads)
+        """Shape names each availability domain offers (`list_shapes`, and where a launch may go)."""
+        self.always_free = True
+        """Enforce the Always Free limits (a tenancy that has not upgraded to Pay As You Go)."""
+        self.list_lag = 1
+        """How many list calls miss a network resource after it is created."""
+        self.console_boot_bytes = 40_000
+        """Boot output before cloud-init's host key block in the console history."""
+        self.console_polls = 2
+        self.console_capture_fails = False
+        """Captures end FAILED instead of SUCCEEDED."""
+        self.unlisted: dict[str, int] = {}
+        self.retry_tokens: dict[tuple[str, str], tuple[str, str]] = {}
+        self.console_text: dict[str, bytes] = {}
         self.rrsets: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         self.etags: dict[str, str] = {}
         self.polls: dict[str, int] = {}
@@ -155,6 +278,20 @@ class Emulator:
 
     def inject_capacity(self, ad: str, times: int) -> Fault:
         return self.inject("launch_instance", 500, "InternalError", "Out of host capacity.", times, availabilityDomain=ad)
+
+    def inject_bad_gateway(self, op: str, times: int = 1, *, after: bool = False, **match: Any) -> Fault:
+        """502 with a gateway's HTML page; `after`: once the operation took effect (the answer got lost)."""
+        fault = Fault(op, 502, "", "Bad Gateway", times, match, after=after, text=BAD_GATEWAY_PAGE)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def offer_only(self, shape: str, ads: list[str]) -> None:
+        """`shape` is offered in exactly these availability domains."""
+        with self.lock:
+            for ad in self.ads:
+                offered = [s for s in self.shapes[ad] if s != shape]
+                self.shapes[ad] = offered + ([shape] if ad in ads else [])
 
     def after(self, op: str, action: Callable[[Emulator], None], times: int = 1) -> None:
         """Run `action` right after the next `times` successful calls of `op` (a concurrent change)."""
@@ -178,9 +315,11 @@ class Emulator:
         with self.lock:
             return copy.deepcopy(self.store["securityLists"][sl_id])
 
-    def add_zone(self, name: str, compartment: str | None = None) -> dict[str, Any]:
+    def add_zone(self, name: str, compartment: str | None = None, *, scope: str = "GLOBAL") -> dict[str, Any]:
+        """A zone: GLOBAL (public, on Oracle's name servers) or PRIVATE (a VCN resolver's, in a view)."""
         zone = {"id": _ocid("dns-zone"), "name": name, "zoneType": "PRIMARY", "compartmentId": compartment or self.tenancy,
-                "scope": "GLOBAL", "self": f"https://dns.{self.region}.oraclecloud.com{DNS}/zones/{name}",
+                "scope": scope, "viewId": _ocid("dnsview") if scope == "PRIVATE" else None,
+                "self": f"https://dns.{self.region}.oraclecloud.com{DNS}/zones/{name}",
                 "timeCreated": _now(), "version": "1", "serial": 1, "lifecycleState": "ACTIVE", "isProtected": False,
                 "resolutionMode": "STATIC", "dnssecState": "DISABLED",
                 "nameservers": [{"hostname": f"ns{i}.p68.dns.oraclecloud.net"} for i in (1, 2)],
@@ -189,9 +328,16 @@ class Emulator:
             self.store["zones"][zone["id"]] = zone
         return zone
 
-    def rrset(self, zone: str, domain: str, rtype: str) -> list[dict[str, Any]]:
+    def rrset(self, zone: str, domain: str, rtype: str, *, scope: str = "GLOBAL") -> list[dict[str, Any]]:
+        """The records of one name and type in a zone given by OCID, or by name and scope."""
         with self.lock:
-            return copy.deepcopy(self.rrsets.get((zone, domain, rtype), []))
+            return copy.deepcopy(self.rrsets.get((self._zone_of_scope(zone, scope)["id"], domain, rtype), []))
+
+    def set_rrset(self, zone: str, domain: str, rtype: str, rdata: str, ttl: int = 3600) -> None:
+        """Seed a record into the GLOBAL zone called `zone`, as the user's console would."""
+        with self.lock:
+            target = self._zone_of_scope(zone, "GLOBAL")
+            self.rrsets[(target["id"], domain, rtype)] = [self._record(target, {"domain": domain, "rtype": rtype, "rdata": rdata, "ttl": ttl})]
 
     def set_instance_state(self, instance_id: str, state: str) -> None:
         with self.lock:
@@ -228,18 +374,25 @@ class Emulator:
             self._verify_signature(method, target, headers, body)
             data = json.loads(body) if body else {}
             self._apply_faults(op, data, query, params)
+            token = headers.get("opc-retry-token") if op in CREATES else None
             with self.lock:
-                reply = handler(params=params, query=query, body=data, headers=headers)
+                reply = self._repeat(op, token) or handler(params=params, query=query, body=data, headers=headers)
+                if token and reply.status == 200:
+                    self.retry_tokens[(op, token)] = (CREATES[op], reply.body["id"])
                 self._run_hooks(op)
+            self._apply_faults(op, data, query, params, after=True)
         except ApiError as exc:
-            reply = Reply(exc.status, {"code": exc.code, "message": exc.message})
+            reply = Reply(exc.status, {"code": exc.code, "message": exc.message}, text=exc.text)
         except (ValueError, KeyError, TypeError) as exc:
             reply = Reply(400, {"code": "InvalidParameter", "message": f"Invalid request: {exc}"})
         with self.lock:
             self.requests.append(Logged(method, path, op, reply.status))
         out_headers.update(reply.headers)
-        if reply.text is not None:
-            out_headers["content-type"] = "text/plain"
+        if reply.raw is not None:
+            out_headers["content-type"] = "application/octet-stream"
+            payload = reply.raw
+        elif reply.text is not None:
+            out_headers["content-type"] = "text/html" if reply.text.startswith("<html") else "text/plain"
             payload = reply.text.encode()
         else:
             payload = json.dumps(reply.body).encode() if reply.body is not None else b""
@@ -291,15 +444,23 @@ class Emulator:
         if abs((dt.datetime.now(dt.timezone.utc) - sent).total_seconds()) > CLOCK_SKEW:
             raise ApiError(401, "NotAuthenticated", "The request date is too far from the server's clock.")
 
-    def _apply_faults(self, op: str, body: dict[str, Any], query: dict[str, str], params: dict[str, str]) -> None:
+    def _apply_faults(self, op: str, body: dict[str, Any], query: dict[str, str], params: dict[str, str], *, after: bool = False) -> None:
         with self.lock:
             for fault in self.faults:
-                if fault.op != op or fault.times <= 0:
+                if fault.op != op or fault.times <= 0 or fault.after != after:
                     continue
                 seen = {**query, **params, **(body if isinstance(body, dict) else {})}
                 if all(seen.get(k) == v for k, v in fault.match.items()):
                     fault.times -= 1
-                    raise ApiError(fault.status, fault.code, fault.message)
+                    raise ApiError(fault.status, fault.code, fault.message, fault.text)
+
+    def _repeat(self, op: str, token: str | None) -> Reply | None:
+        """A create repeated with its `opc-retry-token`: the resource the first one made, as it is now."""
+        made = self.retry_tokens.get((op, token)) if token else None
+        if made is None:
+            return None
+        kind, rid = made
+        return Reply(200, copy.deepcopy(self.store[kind][rid]), {"etag": self.etags.get(rid, "x")})
 
     def _run_hooks(self, op: str) -> None:
         for hook_op, action, left in self.hooks:
@@ -343,8 +504,32 @@ class Emulator:
                 continue
             if any(query.get(q) and item.get(f) != query[q] for q, f in fields.items()):
                 continue
+            if self.unlisted.get(item["id"], 0) > 0:  # made a moment ago: lists catch up later
+                self.unlisted[item["id"]] -= 1
+                continue
             out.append(item)
         return out
+
+    def _made_over_the_api(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A network resource a create call made: PROVISIONING for a few polls, missing from lists at first."""
+        resource["lifecycleState"] = "PROVISIONING"
+        self.polls[resource["id"]] = 0
+        self.unlisted[resource["id"]] = self.list_lag
+        return resource
+
+    def _settle(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """PROVISIONING -> AVAILABLE after `provision_polls` reads."""
+        if resource["lifecycleState"] == "PROVISIONING":
+            self.polls[resource["id"]] = self.polls.get(resource["id"], 0) + 1
+            if self.polls[resource["id"]] > self.provision_polls:
+                resource["lifecycleState"] = "AVAILABLE"
+        return resource
+
+    def _usable_vcn(self, vcn_id: str) -> dict[str, Any]:
+        vcn = self._get("vcns", vcn_id)
+        if vcn["lifecycleState"] != "AVAILABLE":
+            raise ApiError(409, "IncorrectState", f"VCN {vcn_id} is {vcn['lifecycleState']}; it must be AVAILABLE for this operation.")
+        return vcn
 
     # --- identity -------------------------------------------------------------------------
     def list_availability_domains(self, query: dict[str, str], **_: Any) -> Reply:
@@ -382,13 +567,13 @@ class Emulator:
         return vcn
 
     def create_vcn(self, body: dict[str, Any], **_: Any) -> Reply:
-        return Reply(200, copy.deepcopy(self._create_vcn(body)))
+        return Reply(200, copy.deepcopy(self._made_over_the_api(self._create_vcn(body))))
 
     def list_vcns(self, query: dict[str, str], **_: Any) -> Reply:
         return self._page(self._filter("vcns", query, displayName="displayName", lifecycleState="lifecycleState"), query)
 
     def get_vcn(self, params: dict[str, str], **_: Any) -> Reply:
-        return Reply(200, copy.deepcopy(self._get("vcns", params["id"])))
+        return Reply(200, copy.deepcopy(self._settle(self._get("vcns", params["id"]))))
 
     def _create_igw(self, body: dict[str, Any]) -> dict[str, Any]:
         self._need(body, "compartmentId", "vcnId")
@@ -400,7 +585,12 @@ class Emulator:
         return igw
 
     def create_internet_gateway(self, body: dict[str, Any], **_: Any) -> Reply:
-        return Reply(200, copy.deepcopy(self._create_igw(body)))
+        self._need(body, "vcnId")
+        self._usable_vcn(body["vcnId"])
+        return Reply(200, copy.deepcopy(self._made_over_the_api(self._create_igw(body))))
+
+    def get_internet_gateway(self, params: dict[str, str], **_: Any) -> Reply:
+        return Reply(200, copy.deepcopy(self._settle(self._get("internetGateways", params["id"]))))
 
     def list_internet_gateways(self, query: dict[str, str], **_: Any) -> Reply:
         return self._page(self._filter("internetGateways", query, vcnId="vcnId"), query)
@@ -438,13 +628,15 @@ class Emulator:
         return subnet
 
     def create_subnet(self, body: dict[str, Any], **_: Any) -> Reply:
-        return Reply(200, copy.deepcopy(self._create_subnet(body)))
+        self._need(body, "vcnId")
+        self._usable_vcn(body["vcnId"])
+        return Reply(200, copy.deepcopy(self._made_over_the_api(self._create_subnet(body))))
 
     def list_subnets(self, query: dict[str, str], **_: Any) -> Reply:
         return self._page(self._filter("subnets", query, vcnId="vcnId"), query)
 
     def get_subnet(self, params: dict[str, str], **_: Any) -> Reply:
-        return Reply(200, copy.deepcopy(self._get("subnets", params["id"])))
+        return Reply(200, copy.deepcopy(self._settle(self._get("subnets", params["id"]))))
 
     def _check_etag(self, rid: str, headers: dict[str, str]) -> None:
         wanted = headers.get("if-match")
@@ -484,13 +676,23 @@ class Emulator:
         items.sort(key=lambda i: i[key], reverse=query.get("sortOrder", "DESC") == "DESC")
         return self._page(items, query)
 
+    def list_shapes(self, query: dict[str, str], **_: Any) -> Reply:
+        """The shapes offered in one AD (or, without `availabilityDomain`, in any AD of the region)."""
+        self._compartment(query)
+        ad = query.get("availabilityDomain")
+        if ad and ad not in self.ads:
+            raise ApiError(400, "InvalidParameter", f"Invalid availabilityDomain {ad}")
+        names = self.shapes[ad] if ad else list(dict.fromkeys(n for a in self.ads for n in self.shapes[a]))
+        rows = [_shape_row(n) for n in names if not query.get("shape") or n == query["shape"]]
+        return self._page(rows, query)
+
     def launch_instance(self, body: dict[str, Any], **_: Any) -> Reply:
         self._need(body, "compartmentId", "availabilityDomain", "shape")
         if body["availabilityDomain"] not in self.ads:
             raise ApiError(400, "InvalidParameter", f"Invalid availabilityDomain {body['availabilityDomain']}")
         shape = body["shape"]
-        if shape not in KNOWN_SHAPES:
-            raise ApiError(400, "InvalidParameter", f"Shape {shape} not found")
+        if shape not in self.shapes[body["availabilityDomain"]]:
+            raise ApiError(404, "NotAuthorizedOrNotFound", f"shape {shape} not found")
         source = body.get("sourceDetails") or {}
         image_id = source.get("imageId") or body.get("imageId")
         image = next((i for i in self.images if i["id"] == image_id), None)
@@ -506,12 +708,19 @@ class Emulator:
         metadata = body.get("metadata") or {}
         if not metadata.get("ssh_authorized_keys"):
             raise ApiError(400, "InvalidParameter", "metadata.ssh_authorized_keys is required for Linux images here.")
+        size = len(json.dumps(metadata, separators=(",", ":")).encode()) + len(json.dumps(body.get("extendedMetadata") or {}).encode())
+        if size > METADATA_MAX_BYTES:
+            raise ApiError(400, "InvalidParameter", f"The combined size of metadata and extendedMetadata ({size} bytes) "
+                                                    f"exceeds the maximum of {METADATA_MAX_BYTES} bytes.")
+        boot_gb = int(source.get("bootVolumeSizeInGBs") or -(-image["sizeInMBs"] // 1024))
+        if self.always_free:
+            self._within_free_limits(shape, config, boot_gb)
         user_data = base64.b64decode(metadata["user_data"], validate=True).decode() if "user_data" in metadata else None
         instance = {"id": _ocid("instance"), "compartmentId": body["compartmentId"], "availabilityDomain": body["availabilityDomain"],
                     "displayName": body.get("displayName") or "instance", "shape": shape, "region": self.region,
                     "lifecycleState": "PROVISIONING", "timeCreated": _now(), "imageId": image_id, "faultDomain": "FAULT-DOMAIN-1",
                     "shapeConfig": {"ocpus": config.get("ocpus", 1), "memoryInGBs": config.get("memoryInGBs", 1)} if config else None,
-                    "sourceDetails": {"sourceType": "image", "imageId": image_id},
+                    "sourceDetails": {"sourceType": "image", "imageId": image_id, "bootVolumeSizeInGBs": boot_gb},
                     "metadata": metadata, "freeformTags": body.get("freeformTags") or {}, "launchMode": "PARAVIRTUALIZED"}
         self.store["instances"][instance["id"]] = instance
         if user_data is not None:
@@ -531,6 +740,27 @@ class Emulator:
         if self.on_launch is not None:
             self.on_launch(copy.deepcopy(instance), user_data)
         return Reply(200, copy.deepcopy(instance), {"etag": self._bump(instance["id"])})
+
+    def _live_instances(self) -> list[dict[str, Any]]:
+        return [i for i in self.store["instances"].values() if i["lifecycleState"] != "TERMINATED"]
+
+    def _within_free_limits(self, shape: str, config: dict[str, Any], boot_gb: int) -> None:
+        """Always Free: 4 A1 OCPUs and 24 GB in the region, two Micro instances, 200 GB of volumes."""
+        live = self._live_instances()
+        if shape == A1:
+            a1 = [i for i in live if i["shape"] == A1]
+            ocpus = sum(float(i["shapeConfig"]["ocpus"]) for i in a1) + float(config["ocpus"])
+            memory = sum(float(i["shapeConfig"]["memoryInGBs"]) for i in a1) + float(config["memoryInGBs"])
+            exceeded = (["standard-a1-memory-count", "standard-a1-memory-regional-count"] if memory > A1_FREE_MEMORY_GB else []) \
+                + (["standard-a1-core-count", "standard-a1-core-regional-count"] if ocpus > A1_FREE_OCPUS else [])
+            if exceeded:
+                raise ApiError(400, "LimitExceeded", "The following service limits were exceeded: " + ", ".join(exceeded) + LIMITS_TAIL)
+        if shape == MICRO and sum(1 for i in live if i["shape"] == MICRO) >= MICRO_FREE_INSTANCES:
+            raise ApiError(400, "LimitExceeded", "The following service limits were exceeded: standard-e2-micro-core-count" + LIMITS_TAIL)
+        used = sum(int(i["sourceDetails"]["bootVolumeSizeInGBs"]) for i in live)
+        if used + boot_gb > FREE_STORAGE_GB:
+            # Block Volume's limit; the wording follows the compute limits' (not seen verbatim).
+            raise ApiError(400, "LimitExceeded", "The following service limits were exceeded: total-storage-gb" + LIMITS_TAIL)
 
     def _advance(self, instance: dict[str, Any]) -> None:
         """PROVISIONING -> RUNNING after `provision_polls` reads; the VNIC attaches with it."""
@@ -556,76 +786,111 @@ class Emulator:
         return self._page(self._filter("vnicAttachments", query, instanceId="instanceId"), query)
 
     def capture_console_history(self, body: dict[str, Any], **_: Any) -> Reply:
+        """Starts an asynchronous capture: REQUESTED, then GETTING-HISTORY, then SUCCEEDED as it is polled."""
         self._need(body, "instanceId")
         instance = self._get("instances", body["instanceId"])
         history = {"id": _ocid("consolehistory"), "instanceId": instance["id"], "compartmentId": instance["compartmentId"],
-                   "availabilityDomain": instance["availabilityDomain"], "lifecycleState": "SUCCEEDED", "timeCreated": _now()}
+                   "availabilityDomain": instance["availabilityDomain"], "lifecycleState": "REQUESTED", "timeCreated": _now()}
         self.store["consoleHistories"][history["id"]] = history
+        self.polls[history["id"]] = 0
         return Reply(200, copy.deepcopy(history))
 
     def get_console_history(self, params: dict[str, str], **_: Any) -> Reply:
-        return Reply(200, copy.deepcopy(self._get("consoleHistories", params["id"])))
-
-    def get_console_history_content(self, params: dict[str, str], **_: Any) -> Reply:
         history = self._get("consoleHistories", params["id"])
-        text = self.user_data.get(history["instanceId"], "")
+        if history["lifecycleState"] in ("REQUESTED", "GETTING-HISTORY"):
+            self.polls[history["id"]] += 1
+            done = self.polls[history["id"]] >= self.console_polls
+            history["lifecycleState"] = ("FAILED" if self.console_capture_fails else "SUCCEEDED") if done else "GETTING-HISTORY"
+            if done and not self.console_capture_fails:
+                self.console_text[history["id"]] = self._console_output(history["instanceId"]).encode()
+        return Reply(200, copy.deepcopy(history))
+
+    def _console_output(self, instance_id: str) -> str:
+        """Boot messages, then the host key block cloud-init prints from its `ssh_keys`, then the login prompt."""
+        text = self.user_data.get(instance_id, "")
         m = re.search(r"^\s*ed25519_public: (\".*\")\s*$", text, re.M)
-        lines = ["[    0.000000] Linux version 6.8.0-1013-oracle", "cloud-init: modules-final"]
+        lines = [_boot_output(self.console_boot_bytes).rstrip("\n"), "cloud-init: modules-final"]
         if m:
             lines += ["-----BEGIN SSH HOST KEY KEYS-----", f"{json.loads(m.group(1))} root@matrix", "-----END SSH HOST KEY KEYS-----"]
-        return Reply(200, text="\n".join(lines) + "\n")
+        lines += ["", "Ubuntu 24.04.1 LTS matrix ttyS0", "", "matrix login: "]
+        return "\n".join(lines) + "\n"
+
+    def get_console_history_content(self, params: dict[str, str], query: dict[str, str], **_: Any) -> Reply:
+        """`length` bytes from `offset` (10240 when not asked, never fewer); the rest in `opc-bytes-remaining`."""
+        history = self._get("consoleHistories", params["id"])
+        if history["lifecycleState"] != "SUCCEEDED":
+            raise ApiError(409, "IncorrectState", f"Console history {history['id']} is {history['lifecycleState']}.")
+        offset = int(query.get("offset") or 0)
+        length = int(query.get("length") or CONSOLE_MIN_LENGTH)
+        if length < CONSOLE_MIN_LENGTH or offset < 0:
+            raise ApiError(400, "InvalidParameter", f"length must be at least {CONSOLE_MIN_LENGTH} and offset not negative.")
+        data = self.console_text[history["id"]]
+        chunk = data[offset : offset + length]
+        return Reply(200, raw=chunk, headers={"opc-bytes-remaining": str(max(0, len(data) - offset - len(chunk)))})
 
     # --- dns ------------------------------------------------------------------------------
-    def _zone(self, name_or_id: str) -> dict[str, Any]:
+    def _zone_of_scope(self, name_or_id: str, scope: str, view_id: str | None = None) -> dict[str, Any]:
         for zone in self.store["zones"].values():
-            if name_or_id in (zone["id"], zone["name"]):
+            if zone["id"] == name_or_id:
+                return zone
+        for zone in self.store["zones"].values():
+            if zone["name"] == name_or_id and zone["scope"] == scope and (scope == "GLOBAL" or zone["viewId"] == view_id):
                 return zone
         raise ApiError(404, "NotAuthorizedOrNotFound", NOT_FOUND)
 
+    def _zone(self, name_or_id: str, query: dict[str, str]) -> dict[str, Any]:
+        """A zone by OCID, or by name: a GLOBAL one unless `scope=PRIVATE` with its `viewId`."""
+        return self._zone_of_scope(name_or_id, query.get("scope") or "GLOBAL", query.get("viewId"))
+
     def list_zones(self, query: dict[str, str], **_: Any) -> Reply:
-        items = [z for z in self._filter("zones", query, name="name", zoneType="zoneType", lifecycleState="lifecycleState")]
+        """Every zone of the compartment, GLOBAL and PRIVATE alike unless `scope` narrows it."""
+        items = self._filter("zones", query, name="name", zoneType="zoneType", lifecycleState="lifecycleState",
+                             scope="scope", viewId="viewId")
         return self._page(items, query)
 
-    def get_zone(self, params: dict[str, str], **_: Any) -> Reply:
-        return Reply(200, copy.deepcopy(self._zone(params["zone"])))
+    def get_zone(self, params: dict[str, str], query: dict[str, str], **_: Any) -> Reply:
+        return Reply(200, copy.deepcopy(self._zone(params["zone"], query)))
 
-    def _record(self, zone: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    def _record(self, zone: dict[str, Any], item: dict[str, Any], index: int = 0) -> dict[str, Any]:
         self._need(item, "domain", "rtype", "rdata", "ttl")
         domain = item["domain"].rstrip(".").lower()
         if domain != zone["name"] and not domain.endswith("." + zone["name"]):
             raise ApiError(400, "InvalidParameter", f"Domain {domain} is not in zone {zone['name']}")
-        return {"domain": domain, "rtype": item["rtype"], "rdata": item["rdata"], "ttl": int(item["ttl"]),
-                "recordHash": hashlib.md5(f"{domain}{item['rtype']}{item['rdata']}".encode()).hexdigest(),
+        rtype, rdata = item["rtype"], str(item["rdata"])
+        if not _rdata_parses(rtype, rdata):
+            raise ApiError(400, "CannotParseRequest", f'Invalid value for items[{index}].rdata: bad {rtype} {rtype}: "{rdata}"')
+        return {"domain": domain, "rtype": rtype, "rdata": rdata, "ttl": int(item["ttl"]),
+                "recordHash": hashlib.md5(f"{domain}{rtype}{rdata}".encode()).hexdigest(),
                 "isProtected": False, "rrsetVersion": str(int(zone["version"]) + 1)}
 
-    def get_rr_set(self, params: dict[str, str], **_: Any) -> Reply:
-        zone = self._zone(params["zone"])
-        items = self.rrsets.get((zone["name"], params["domain"].lower(), params["rtype"]), [])
+    def get_rr_set(self, params: dict[str, str], query: dict[str, str], **_: Any) -> Reply:
+        zone = self._zone(params["zone"], query)
+        items = self.rrsets.get((zone["id"], params["domain"].lower(), params["rtype"]), [])
         return Reply(200, {"items": copy.deepcopy(items)}, {"etag": zone["version"]})
 
-    def update_rr_set(self, params: dict[str, str], body: dict[str, Any], **_: Any) -> Reply:
-        zone = self._zone(params["zone"])
+    def update_rr_set(self, params: dict[str, str], query: dict[str, str], body: dict[str, Any], **_: Any) -> Reply:
+        zone = self._zone(params["zone"], query)
         domain, rtype = params["domain"].lower(), params["rtype"]
-        items = [self._record(zone, i) for i in body.get("items") or []]
+        items = [self._record(zone, item, i) for i, item in enumerate(body.get("items") or [])]
         if any(i["domain"] != domain or i["rtype"] != rtype for i in items):
             raise ApiError(400, "InvalidParameter", "Every record must match the domain and rtype of the path.")
-        self.rrsets[(zone["name"], domain, rtype)] = items
+        self.rrsets[(zone["id"], domain, rtype)] = items
         zone["version"] = str(int(zone["version"]) + 1)
         zone["serial"] += 1
         return Reply(200, {"items": copy.deepcopy(items)}, {"etag": zone["version"]})
 
     def get_zone_records(self, params: dict[str, str], query: dict[str, str], **_: Any) -> Reply:
-        zone = self._zone(params["zone"])
-        items = [r for (z, _d, _t), rs in sorted(self.rrsets.items()) if z == zone["name"] for r in rs]
+        zone = self._zone(params["zone"], query)
+        items = [r for (z, _d, _t), rs in sorted(self.rrsets.items()) if z == zone["id"] for r in rs]
         page = self._page(items, query)
         page.body = {"items": page.body}
         return page
 
-    def patch_zone_records(self, params: dict[str, str], body: dict[str, Any], **_: Any) -> Reply:
-        zone = self._zone(params["zone"])
-        for op in body.get("items") or []:
-            record = self._record(zone, op)
-            key = (zone["name"], record["domain"], record["rtype"])
+    def patch_zone_records(self, params: dict[str, str], query: dict[str, str], body: dict[str, Any], **_: Any) -> Reply:
+        zone = self._zone(params["zone"], query)
+        for i, op in enumerate(body.get("items") or []):
+            record = self._record(zone, op, i)
+            key = (zone["id"], record["domain"], record["rtype"])
             current = self.rrsets.setdefault(key, [])
             if op.get("operation", "ADD") == "ADD":
                 if all(r["rdata"] != record["rdata"] for r in current):
@@ -633,7 +898,7 @@ class Emulator:
             elif op["operation"] == "REMOVE":
                 self.rrsets[key] = [r for r in current if r["rdata"] != record["rdata"]]
         zone["version"] = str(int(zone["version"]) + 1)
-        return self.get_zone_records(params=params, query={})
+        return self.get_zone_records(params=params, query=query)
 
     def _routes(self) -> list[tuple[str, re.Pattern[str], str, Callable[..., Reply]]]:
         table = [
@@ -643,6 +908,7 @@ class Emulator:
             ("GET", CORE + "/vcns/(?P<id>[^/]+)", "get_vcn"),
             ("GET", CORE + "/internetGateways", "list_internet_gateways"),
             ("POST", CORE + "/internetGateways", "create_internet_gateway"),
+            ("GET", CORE + "/internetGateways/(?P<id>[^/]+)", "get_internet_gateway"),
             ("GET", CORE + "/routeTables/(?P<id>[^/]+)", "get_route_table"),
             ("PUT", CORE + "/routeTables/(?P<id>[^/]+)", "update_route_table"),
             ("GET", CORE + "/subnets", "list_subnets"),
@@ -652,6 +918,7 @@ class Emulator:
             ("PUT", CORE + "/securityLists/(?P<id>[^/]+)", "update_security_list"),
             ("GET", CORE + "/vnics/(?P<id>[^/]+)", "get_vnic"),
             ("GET", CORE + "/images", "list_images"),
+            ("GET", CORE + "/shapes", "list_shapes"),
             ("POST", CORE + "/instances", "launch_instance"),
             ("GET", CORE + "/instances", "list_instances"),
             ("GET", CORE + "/instances/(?P<id>[^/]+)", "get_instance"),

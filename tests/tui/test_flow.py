@@ -14,7 +14,7 @@ from textual.widgets import Button, Input, Label, Log, RadioSet, Static
 
 from installer.answers import Answers, load_answers
 from installer.engine import RunOptions
-from installer.events import Status
+from installer.events import RunResult, StageResult, Status
 from installer.plan import plan_for
 from screens.app import InstallerApp
 from screens.dialogs import FailureDialog, PathDialog
@@ -761,3 +761,26 @@ async def test_the_server_step_asks_what_the_components_declare() -> None:
         await pilot.press("ctrl+n")
         assert screen_name(app) == "ReviewScreen" and app.answers.database.engine == "sqlite"
         assert "SQLite is for throwaway test servers" in str(app.screen.query_one("#problems", Static).render())
+
+
+async def test_review_and_done_say_oracle_stops_idle_free_instances_and_only_on_oracle(tmp_path: Path) -> None:
+    from screens.done import DoneScreen
+    from screens.review import ReviewScreen
+
+    from installer.cloud.userdata import generate_host_key
+
+    result = RunResult("install", False, [StageResult("federation.check", "Federation test", Status.DONE, 1.0)])
+    own_server = VALID.replace("cloud", provider="existing").replace("ssh", host="203.0.113.7", host_key=generate_host_key().public_line)
+    for answers, shown in ((VALID, True), (own_server, False)):
+        app = make_app(answers)
+        async with app.run_test(size=SIZE) as pilot:
+            app.push_screen(ReviewScreen())
+            await pilot.pause()
+            review = str(app.screen.query_one("#plan", Static).render())
+            app.push_screen(DoneScreen(answers, result, state_folder=tmp_path, answers_path=None, report_path=None))
+            await pilot.pause()
+            done = str(app.screen.query_one("#where", Static).render())
+        assert "The plan: " in review  # the column is there either way
+        for text in (review, done):
+            assert ("Oracle stops idle Always Free instances" in text) is shown
+            assert ("under 20% for 7 days" in text and "Pay As You Go" in text and "not deleted" in text) is shown

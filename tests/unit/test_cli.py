@@ -99,8 +99,8 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     assert out.startswith("Dry run: nothing will be contacted or changed.")
     stage_order = [
         "local.ssh_key", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh",
-        "host.firewall", "host.caddy", "host.docker", "synapse.config", "synapse.start", "caddy.config",
-        "synapse.admin", "registration.policy", "federation.check",
+        "host.firewall", "host.caddy", "caddy.config", "host.docker", "postgres.config", "synapse.config",
+        "services.start", "synapse.admin", "registration.policy", "postgres.check", "federation.check",
     ]
     starts = [out.index(f"{name:<20} -- ") for name in stage_order]
     assert starts == sorted(starts), "stages are shown one after another in plan order"
@@ -108,8 +108,8 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     assert "cloud: " in out
     assert "$ sudo " in out
     assert "write /etc/caddy/Caddyfile" in out
-    assert "reverse_proxy /_matrix/* " in out
-    assert "Dry run: 15 stages planned; nothing was contacted or changed." in out
+    assert '@proxy1 path "/_matrix/*" "/_synapse/client/*"' in out and 'reverse_proxy @proxy1 "127.0.0.1:8008"' in out
+    assert "Dry run: 17 stages planned; nothing was contacted or changed." in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ok"] is True and report["dry_run"] is True and report["mode"] == "install"
     assert [s["name"] for s in report["stages"]] == stage_order
@@ -132,8 +132,8 @@ def test_upgrade_dry_run_lists_the_upgrade_stages(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["mode"] == "upgrade"
     assert [s["name"] for s in report["stages"]][2:] == [
-        "upgrade.preflight", "upgrade.backup", "upgrade.packages", "upgrade.reboot", "upgrade.synapse",
-        "upgrade.prune", "federation.check",
+        "upgrade.preflight", "upgrade.backup", "upgrade.packages", "upgrade.reboot", "database.migrate",
+        "upgrade.images", "upgrade.prune", "federation.check",
     ]
 
 

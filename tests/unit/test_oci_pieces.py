@@ -9,9 +9,19 @@ import pytest
 from ruamel.yaml import YAML
 
 from installer.answers import Answers
+from installer.cloud.api import CloudError
+from installer.cloud.limits import metadata_problem
+from installer.cloud.notices import idle_reclaim_notice
+from installer.cloud.shapes import why_not_offered
 from installer.cloud.userdata import HostKey, UserDataError, generate_host_key, host_key_fingerprint, render_user_data
-from installer.published import wanted_records
-from installer.stages.cloud import pick_image, rule_allows
+from installer.components.base import Port
+from installer.components.dns import to_publish_elsewhere
+from installer.deployment import Deployment
+from installer.providers.oci.stages import pick_image, rule_allows
+
+
+def wanted_records(answers, address):
+    return Deployment.build(answers).records(address)
 
 
 def image(name: str, day: int) -> NS:
@@ -52,7 +62,16 @@ def tcp(source: str, low: int | None, high: int | None = None, protocol: str = "
     (tcp("0.0.0.0/0", 443, protocol="17"), 443, False),  # UDP
 ])
 def test_rule_allows(rule: NS, port: int, allowed: bool) -> None:
-    assert rule_allows(rule, port) is allowed
+    assert rule_allows(rule, Port(port)) is allowed
+
+
+def test_rule_allows_udp_ranges() -> None:
+    relay = Port((49152, 49200), "udp")
+    udp = NS(protocol="17", source="0.0.0.0/0", source_type="CIDR_BLOCK",
+             udp_options=NS(destination_port_range=NS(min=49000, max=49300), source_port_range=None))
+    assert rule_allows(udp, relay)
+    assert not rule_allows(udp, Port((49000, 49400), "udp"))  # only part of the range
+    assert not rule_allows(tcp("0.0.0.0/0", 49000, 49300), relay)
 
 
 def test_user_data_is_valid_yaml_with_the_host_key() -> None:
@@ -82,17 +101,19 @@ def test_records_for_each_delegation() -> None:
     base = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
     lines = [r.zone_line for r in wanted_records(base, "203.0.113.10")]
     assert lines == ["matrix.example.org. 300 IN A 203.0.113.10", "example.org. 300 IN A 203.0.113.10"]
-    srv = base.replace("domain", delegation="srv", serve_server_name=False)
+    srv = base.replace("domain", delegation="srv")
     assert [r.zone_line for r in wanted_records(srv, "203.0.113.10")] == [
         "matrix.example.org. 300 IN A 203.0.113.10",
+        "example.org. 300 IN A 203.0.113.10",  # its certificate for the server name is served here (:8448)
         "_matrix-fed._tcp.example.org. 300 IN SRV 0 10 8448 matrix.example.org.",
     ]
+    v6 = [r.zone_line for r in wanted_records(base, "2001:db8::7")]
+    assert v6 == ["matrix.example.org. 300 IN AAAA 2001:db8::7", "example.org. 300 IN AAAA 2001:db8::7"]
     same = base.replace("domain", matrix_host="example.org", delegation="none")
     assert [r.zone_line for r in wanted_records(same, "203.0.113.10")] == ["example.org. 300 IN A 203.0.113.10"]
 
 
 def test_a_server_name_served_elsewhere_gets_the_documents_to_publish_there():
-    from installer.published import to_publish_elsewhere
 
     base = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
     lines = to_publish_elsewhere(base.replace("domain", serve_server_name=False))
@@ -109,3 +130,61 @@ def test_the_firewall_stage_titles_name_8448_when_federation_uses_it():
     assert titles["cloud.ingress"] == "Security list: ingress 80/443/8448"
     assert titles["host.firewall"] == "Host firewall: 80/443/8448 before the REJECT"
     assert {s.name: s.title for s in install_plan(base)}["host.firewall"] == "Host firewall: 80/443 before the REJECT"
+
+
+# --- Oracle Cloud as it really behaves (issue 20) --------------------------------------------
+@pytest.mark.parametrize(("status", "code", "message", "kind"), [
+    (500, "InternalError", "Out of host capacity.", "capacity"),
+    (500, "InternalError", "Out of capacity for shape VM.Standard.A1.Flex in availability domain AD-1. Please try again later.", "capacity"),
+    (503, "InternalError", "Insufficient capacity in this domain", "capacity"),
+    (500, "InternalError", "Internal error", "transient"),
+    (502, "", "502 Bad Gateway", "transient"),
+    (501, "NotImplemented", "not here", "fatal"),
+    (409, "IncorrectState", "The VCN is PROVISIONING", "transient"),
+    (409, "LockConflict", "locked", "transient"),
+    (409, "Conflict", "a gateway already exists", "fatal"),
+    (404, "NotAuthorizedOrNotFound", "shape VM.Standard.E2.1.Micro not found", "not offered here"),
+    (404, "NotAuthorizedOrNotFound", "Authorization failed or requested resource not found.", "fatal"),
+    (400, "LimitExceeded", "You have reached your service limit of 1 in this Availability Domain for VM.Standard2.1. "
+                           "Please try launching the instance in a different Availability Domain or Region.", "not offered here"),
+    (400, "LimitExceeded", "The following service limits were exceeded: standard-a1-core-count. Request a service limit "
+                           "increase from the service limits page in the console. ", "fatal"),
+])
+def test_cloud_errors_are_told_apart_by_code_and_message_family(status: int, code: str, message: str, kind: str) -> None:
+    error = CloudError(status, code, message, "compute.launch_instance")
+    found = ("capacity" if error.out_of_capacity else "transient" if error.transient
+             else "not offered here" if error.shape_not_offered or error.limit_in_this_ad else "fatal")
+    assert found == kind
+
+
+def test_progress_names_the_error_briefly() -> None:
+    assert CloudError(429, "TooManyRequests", "slow down").gist == "too many requests (429)"
+    assert CloudError(409, "IncorrectState", "x").gist == "409 IncorrectState: busy with another change"
+    assert CloudError(502, "", "<html>").gist == "502 Bad Gateway"
+    assert CloudError(503, "ServiceUnavailable", "x").gist == "503 ServiceUnavailable"
+
+
+def test_micro_is_wanted_only_where_it_is_always_free() -> None:
+    offered = [NS(shape="VM.Standard.A1.Flex", billing_type="LIMITED_FREE"), NS(shape="VM.Standard.E2.1.Micro", billing_type="PAID")]
+    assert why_not_offered("VM.Standard.A1.Flex", offered) is None
+    assert why_not_offered("VM.Standard.E4.Flex", offered) == "not offered"
+    assert why_not_offered("VM.Standard.E2.1.Micro", offered) == "offered as PAID, not Always Free"
+    assert why_not_offered("VM.Standard.E2.1.Micro", [NS(shape="VM.Standard.E2.1.Micro", billing_type="ALWAYS_FREE")]) is None
+
+
+def test_metadata_over_32000_bytes_is_refused_before_launching() -> None:
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ada@laptop"
+    assert metadata_problem(key, "I2Nsb3VkLWNvbmZpZwo=" * 100) is None
+    problem = metadata_problem(key, "A" * 32_000)
+    assert problem is not None and problem.endswith("bytes; Oracle accepts at most 32,000")
+
+
+def test_the_idle_reclaim_notice_is_for_oracle_cloud_only() -> None:
+    base = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
+    a1 = idle_reclaim_notice(base.replace("cloud", provider="oci"))
+    assert a1[0].startswith("If its CPU, network and memory stay under 20% for 7 days, Oracle stops the VM.")
+    assert "not deleted" in a1[1] and "matrix-installer --check example.org" in a1[1]
+    assert "Pay As You Go" in a1[2] and "keep-alive" in a1[2]
+    micro = idle_reclaim_notice(base.replace("cloud", provider="oci", shape="VM.Standard.E2.1.Micro"))
+    assert micro[0].startswith("If its CPU and network stay under 20% for 7 days")
+    assert idle_reclaim_notice(base.replace("cloud", provider="existing")) == []

@@ -20,6 +20,12 @@ async def check(ctx: StageContext) -> Status:
         credentials = ctx.take(AdminCredentials)
         if credentials.password:
             admin = (credentials.user_id, ctx.secret(credentials.password))
+    if options.mode == "check":  # the deployment's own view first (a stopped VM explains a failing test)
+        from installer.providers import registered
+
+        for provider in registered():
+            for kind, line in await provider.check_notes(server_name, options):
+                ctx.log(line, kind)
     if ctx.dry_run:
         for line in describe_requests(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
                                       expect_policy=expect_policy, admin=admin is not None):

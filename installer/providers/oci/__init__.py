@@ -121,6 +121,11 @@ class Oci(Provider):
             return DryRunCloud.ADDRESS
         raise StageError("the host's public address is not known yet", "the cloud.instance stage must finish first; rerun")
 
+    async def check_notes(self, server_name: str, options: RunOptions) -> list[tuple[str, str]]:
+        from installer.cloud.instance_state import instance_state_notes
+
+        return await instance_state_notes(server_name, options)
+
     async def publish_records(self, ctx: StageContext, records: list[Record]) -> tuple[list[Record], bool]:
         from installer.providers.oci.dns import set_in_oci_dns
 

@@ -46,12 +46,12 @@ async def _set_in_zones(ctx: StageContext, cloud: Any, compartment: str, records
         if zone is None:
             manual.append(record)
             continue
-        existing = await cloud.get_rrset(zone.name, record.name, record.rtype)
+        existing = await cloud.get_rrset(zone, record.name, record.rtype)
         have = {(str(i.rdata).rstrip("."), int(i.ttl)) for i in existing}
         if have == {(record.value.rstrip("."), record.ttl)}:
             ctx.log(f"OCI DNS zone {zone.name}: {record.zone_line} (already so)")
             continue
-        await cloud.set_rrset(zone.name, record.name, record.rtype, [record.value], record.ttl)
+        await cloud.set_rrset(zone, record.name, record.rtype, [record.value], record.ttl)
         ctx.log(f"OCI DNS zone {zone.name}: {record.zone_line} ({'updated' if existing else 'created'})")
         changed = True
     if len(manual) < len(records):

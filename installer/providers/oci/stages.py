@@ -24,13 +24,16 @@ from installer.cloud.api import (
     RouteRule,
     short,
 )
-from installer.components.base import Port
+from installer.cloud.limits import metadata_problem
+from installer.cloud.resources import remembered, until_available
+from installer.cloud.shapes import availability_domains_for
 from installer.cloud.userdata import (
     encode_user_data,
     generate_host_key,
     host_key_fingerprint,
     render_user_data,
 )
+from installer.components.base import Port
 from installer.engine import StageContext, StageError
 from installer.events import Status
 
@@ -142,33 +145,31 @@ async def _create_network(ctx: StageContext, cloud: Cloud, compartment: str, vcn
         ctx.log(f"no public subnet found: creating VCN {VCN_NAME} ({VCN_CIDR}) with a public subnet")
         vcn = await cloud.create_vcn(compartment, VCN_CIDR, VCN_NAME, "matrix")
     ctx.remember("cloud.vcn_id", vcn.id)
+    vcn = await until_available(ctx, "VCN", vcn, cloud.get_vcn)
 
-    gateways = [g for g in await cloud.list_internet_gateways(compartment, vcn.id) if g.lifecycle_state == "AVAILABLE"]
-    gateway = next((g for g in gateways if g.is_enabled), None)
+    gateway = await remembered(ctx, "cloud.internet_gateway_id", cloud.get_internet_gateway, vcn.id)
+    if gateway is None:
+        gateways = [g for g in await cloud.list_internet_gateways(compartment, vcn.id) if g.lifecycle_state in ("PROVISIONING", "AVAILABLE")]
+        gateway = next((g for g in gateways if g.is_enabled), None)
     if gateway is None:
         gateway = await cloud.create_internet_gateway(compartment, vcn.id, GATEWAY_NAME)
     ctx.remember("cloud.internet_gateway_id", gateway.id)
+    gateway = await until_available(ctx, "internet gateway", gateway, cloud.get_internet_gateway)
 
     route_table = await cloud.get_route_table(vcn.default_route_table_id)
     if _internet_route(route_table) is None:
         await cloud.add_route_rules(route_table.id, list(route_table.route_rules or []), [RouteRule(ANYWHERE, gateway.id)])
     ctx.remember("cloud.route_table_id", route_table.id)
 
-    subnet = next((s for s in await cloud.list_subnets(compartment, vcn.id) if s.display_name == SUBNET_NAME), None)
+    subnet = await remembered(ctx, "cloud.subnet_id", cloud.get_subnet, vcn.id)
+    if subnet is None:
+        subnet = next((s for s in await cloud.list_subnets(compartment, vcn.id) if s.display_name == SUBNET_NAME), None)
     if subnet is None:
         subnet = await cloud.create_subnet(
             compartment, vcn.id, SUBNET_CIDR, SUBNET_NAME, "public", route_table.id, [vcn.default_security_list_id]
         )
     ctx.remember("cloud.subnet_id", subnet.id)
-    timing = timing_for(ctx)
-    waited = 0.0
-    while subnet.lifecycle_state != "AVAILABLE":
-        if subnet.lifecycle_state not in ("PROVISIONING", "UPDATING") or waited > timing.running_timeout:
-            raise StageError(f"subnet {subnet.id} is {subnet.lifecycle_state}", "check it in the console, then rerun")
-        ctx.progress(f"waiting for the subnet: {subnet.lifecycle_state}")
-        await ctx.sleep(timing.poll_interval)
-        waited += timing.poll_interval
-        subnet = await cloud.get_subnet(subnet.id)
+    subnet = await until_available(ctx, "subnet", subnet, cloud.get_subnet)
     _remember_subnet(ctx, subnet)
     ctx.log(f"network ready: VCN {short(vcn.id)}, gateway {short(gateway.id)}, subnet {short(subnet.id)}")
 
@@ -341,6 +342,7 @@ async def _launch_new(ctx: StageContext, cloud: Cloud, compartment: str) -> Stat
     if not subnet_id:
         raise StageError("no subnet is known for the instance", "the cloud.network stage must finish first; rerun")
     ssh_public_key = _read_ssh_public_key(ctx)
+    ads = await availability_domains_for(ctx, cloud, compartment)  # asked first: no launch where the shape is not offered
 
     live = [i for i in await cloud.list_instances(compartment, c.instance_name) if i.lifecycle_state not in ("TERMINATED", "TERMINATING")]
     if live:
@@ -359,15 +361,14 @@ async def _launch_new(ctx: StageContext, cloud: Cloud, compartment: str) -> Stat
             'choose another cloud.ubuntu_version or cloud.shape',
         )
     ctx.log(f"image: {image.display_name}")
-    ads = [c.availability_domain] if c.availability_domain else await cloud.list_availability_domains(compartment)
-    if not ads:
-        raise StageError("the region reports no availability domains", "check region in the OCI config")
 
     hostname = ctx.answers.domain.matrix_host.split(".")[0] or "matrix"
     host_key = generate_host_key()
     ctx.secret(host_key.private_openssh)
     user_data = encode_user_data(render_user_data(host_key, hostname))
     ctx.secret(user_data)
+    if problem := metadata_problem(ssh_public_key, user_data):
+        raise StageError(problem, f"{ctx.answers.ssh.private_key}.pub is unusually long: point ssh.private_key at an ed25519 key pair")
     flex = c.shape.endswith(".Flex")
 
     instance = await _launch_with_retries(
@@ -394,7 +395,8 @@ async def _launch_new(ctx: StageContext, cloud: Cloud, compartment: str) -> Stat
 
 
 async def _launch_with_retries(ctx: StageContext, cloud: Cloud, ads: list[str], launch: Any, list_named: Any) -> Any:
-    """Try each availability domain in turn; back off on capacity and 429 until the deadline."""
+    """Try each availability domain in turn; back off on capacity and 429 until the deadline; drop a
+    domain that cannot take the shape at all (not offered there, or its own limit reached)."""
     timing = timing_for(ctx)
     minutes = getattr(ctx.options, "launch_retry_minutes", None)
     if minutes is None:
@@ -421,7 +423,17 @@ async def _launch_with_retries(ctx: StageContext, cloud: Cloud, ads: list[str], 
                 reason = "too many requests (429)"
                 throttled += 1
                 exponent = throttled - 1
-            elif exc.status >= 500 or exc.status == 0:
+            elif exc.shape_not_offered or exc.limit_in_this_ad:
+                place = ad_index % len(ads)
+                ads = [a for a in ads if a != ad]
+                if not ads:
+                    raise
+                ad_index = place % len(ads)  # the next domain has moved into this one's place
+                why = "the shape is not offered there" if exc.shape_not_offered else "this domain's service limit is reached"
+                ctx.log(f"attempt {attempt} in {_ad_name(ad)} failed: {why} ({exc.status} {exc.code}); "
+                        f"trying {_ad_name(ads[ad_index])} instead")
+                continue
+            elif exc.transient or exc.status == 0:
                 other_failures += 1
                 if other_failures > 3:
                     raise
@@ -430,7 +442,7 @@ async def _launch_with_retries(ctx: StageContext, cloud: Cloud, ads: list[str], 
                 if mine:
                     ctx.log(f"the launch went through despite the error: adopting {mine[0].id}")
                     return mine[0]
-                reason = f"{exc.status} {exc.code}"
+                reason = exc.gist
                 exponent = other_failures - 1
             else:
                 raise
