@@ -67,7 +67,7 @@ def test_broken_answers_exit_2_naming_every_bad_key_and_change_nothing(tmp_path:
         (["--connect-to", "example.org:443:127.0.0.1:99999"], "port 99999"),
         (["--connect-to", "example.org:443::"], "says nowhere to connect to"),
         (["--dns-server", "dns.example.org"], "must be an IP address"),
-        (["--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem: cannot be read"),
+        (["--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem: does not exist"),
         (["--check", "bad name!"], "--check: the server name"),
         (["--check", "example.org", "--upgrade"], "use it without --answers and --upgrade"),
         (["--check", "example.org", "--report", "/nonexistent/folder/r.json"], "the folder /nonexistent/folder does not exist"),
