@@ -28,7 +28,7 @@ from installer.events import (
 )
 from installer.options import RunOptions
 from installer.remote import CommandResult, Remote, RemoteCommandError
-from installer.secrets import Secrets
+from installer.secrets import LineMasker, Secrets
 from installer.state import RunState
 
 StageFn = Callable[["StageContext"], Awaitable["Status | None"]]
@@ -90,6 +90,9 @@ class StageContext:
     def __init__(self, session: Session, stage: Stage) -> None:
         self.session = session
         self.stage = stage
+        self._streams: dict[str, LineMasker] = {}
+        """One per kind of line ("out", "err", ...): a secret broken across two lines of a
+        command's output is masked on both."""
 
     @property
     def answers(self) -> Answers:
@@ -109,8 +112,17 @@ class StageContext:
 
     # --- telling the user -------------------------------------------------------------
     def log(self, line: str, kind: str = "log") -> None:
-        for part in str(line).splitlines() or [""]:
-            self.session.emit(StageLog(self.stage.name, self.session.secrets.redact(part), kind))
+        """One log line per line of `line`, every secret masked (also one the line breaks in two)."""
+        text = line if type(line) is str else str(line)
+        parts = text.splitlines()
+        if len(parts) != 1:  # a secret holding a line break, or broken at one
+            parts = self.session.secrets.redact(text).splitlines() if parts else [""]
+        stream = self._streams.get(kind)
+        if stream is None:
+            stream = self._streams[kind] = self.session.secrets.stream()
+        name, emit = self.stage.name, self.session.emit
+        for part in parts:
+            emit(StageLog(name, stream.mask(part), kind))
 
     def progress(self, text: str, fraction: float | None = None) -> None:
         self.session.emit(StageProgress(self.stage.name, self.session.secrets.redact(text), fraction))
