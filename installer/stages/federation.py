@@ -8,20 +8,23 @@ from installer.events import Status
 
 async def check(ctx: StageContext) -> Status:
     """Check the server as the world sees it; fail with the failing checks named and the first fix."""
-    from installer.federation import describe_requests, run_check
+    from installer.federation import AdminLogin, describe_requests, run_check
+    from installer.shown import escape
 
     server_name = ctx.answers.domain.server_name
     options = ctx.options
     # --check alone tests any server: its registration policy is not ours to know.
     expect_policy = None if options.mode == "check" else ctx.answers.registration.policy
-    admin = ctx.session.shared.get("admin_credentials")
-    if admin is not None:
-        user, password = admin
+    admin = None
+    if (credentials := ctx.session.shared.get("admin_credentials")) is not None:
+        user, password = credentials
         ctx.secret(password)
-        admin = (user, password)
+        # The password goes only to the Matrix host of the answers, never where .well-known points.
+        admin = AdminLogin(user, password, ctx.answers.domain.matrix_host)
     if ctx.dry_run:
         for line in describe_requests(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
-                                      expect_policy=expect_policy, admin=admin is not None):
+                                      expect_policy=expect_policy, admin=admin is not None,
+                                      matrix_host=ctx.answers.domain.matrix_host):
             ctx.log(line, "command")
         return Status.PLANNED
     passed_before = ctx.session.state.stages.get(ctx.stage.name, {}).get("status") in (Status.DONE.value, Status.UNCHANGED.value)
@@ -34,8 +37,9 @@ async def check(ctx: StageContext) -> Status:
     ctx.session.federation = report.to_json()
     if not report.ok:
         failed = report.failed
-        raise StageError(f"federation test failed: {', '.join(c.name for c in failed)} ({failed[0].detail})",
-                         next((c.fix for c in failed if c.fix), None))
+        fix = next((c.fix for c in failed if c.fix), None)  # details come from the network: escaped
+        raise StageError(f"federation test failed: {', '.join(c.name for c in failed)} ({escape(failed[0].detail)})",
+                         escape(fix) if fix else None)
     # A test changes nothing: passing again, as on the last run, is "unchanged" (a rerun after
     # success reports every stage so); passing for the first time is "done".
     return Status.UNCHANGED if passed_before else Status.DONE

@@ -137,7 +137,7 @@ def test_describe_requests_follows_the_discovery_order():
     assert lines[0].startswith("GET https://example.org/.well-known/matrix/server")
     assert "SRV _matrix-fed._tcp.example.org, SRV _matrix._tcp.example.org (via 127.0.0.1:5353)" in lines[2]
     assert any("/_matrix/key/v2/server" in line for line in lines)
-    assert lines[-1].startswith("POST <base_url>/_matrix/client/v3/login")
+    assert lines[-1].startswith("POST https://<matrix host>/_matrix/client/v3/login")
     assert describe_requests("example.org:8448")[0] == "A/AAAA example.org, port 8448"
 
 
