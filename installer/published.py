@@ -4,6 +4,7 @@ preview and the instructions for a site served elsewhere all take them from here
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -27,12 +28,23 @@ class Record:
         return f"{self.name}. {self.ttl} IN {self.rtype} {self.value}"
 
 
+def address_record(address: str) -> tuple[str, str]:
+    """(record type, value) for the host's address: AAAA for IPv6 (its zone dropped: DNS has
+    none), A for IPv4 and for anything not yet an address (the dry run's placeholder)."""
+    try:
+        ip = ipaddress.ip_address(address.partition("%")[0])
+    except ValueError:
+        return "A", address
+    return ("AAAA" if ip.version == 6 else "A"), str(ip)
+
+
 def wanted_records(answers: Answers, address: str) -> list[Record]:
     """The records this deployment needs, given the host's public address."""
     d = answers.domain
-    records = [Record(d.matrix_host, "A", address)]
+    rtype, value = address_record(address)
+    records = [Record(d.matrix_host, rtype, value)]
     if answers.serves_server_name:
-        records.append(Record(d.server_name, "A", address))
+        records.append(Record(d.server_name, rtype, value))
     if d.delegation == "srv":
         records.append(Record(f"_matrix-fed._tcp.{d.server_name}", "SRV", f"0 10 {answers.federation_port} {d.matrix_host}."))
     return records

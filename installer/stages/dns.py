@@ -1,4 +1,4 @@
-"""DNS: A records for the Matrix host (and the server name when this box serves it).
+"""DNS: A (or, for an IPv6 host, AAAA) records for the Matrix host (and the server name when this box serves it).
 
 When the zone lives in OCI DNS the records are set through the API. Otherwise the exact records
 are shown and the stage waits, polling DNS with a countdown, until they resolve to the host's
@@ -73,9 +73,11 @@ async def _host_address(ctx: StageContext) -> str:
         pass
     if ctx.dry_run:  # a dry run contacts nothing, DNS servers included
         return "(address of " + host + ")"
-    found = sorted(await _lookup(_resolver(ctx.options.dns_server), host, "A"))
+    resolver = _resolver(ctx.options.dns_server)
+    found = sorted(await _lookup(resolver, host, "A")) or sorted(await _lookup(resolver, host, "AAAA"))
     if not found:
-        raise StageError(f"ssh.host {host} does not resolve to an IPv4 address", "give its IP address as ssh.host, or fix its DNS")
+        raise StageError(f"ssh.host {host} does not resolve to an address (no A or AAAA record)",
+                         "give its IP address as ssh.host, or fix its DNS")
     return found[0]
 
 
