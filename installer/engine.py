@@ -29,6 +29,7 @@ from installer.events import (
 from installer.options import RunOptions
 from installer.remote import CommandResult, Remote, RemoteCommandError
 from installer.secrets import LineMasker, Secrets
+from installer.shown import error_summary
 from installer.state import RunState
 
 StageFn = Callable[["StageContext"], Awaitable["Status | None"]]
@@ -241,7 +242,7 @@ class Engine:
                     continue
                 error, hint = f"connection lost again: {exc}", "check the host is up and reachable, then rerun to resume"
             except Exception as exc:  # a bug or an unforeseen failure: keep the run alive and honest
-                error = f"unexpected error: {type(exc).__name__}: {exc}"
+                error = f"unexpected error: {error_summary(exc)}"
                 for line in traceback.format_exc().splitlines():
                     ctx.log(line, "debug")
             decision: Decision = "fail"

@@ -130,6 +130,16 @@ def error_words(exc: BaseException) -> str:
     return _words_of(type(exc).__name__)
 
 
+def error_summary(exc: BaseException) -> str:
+    """An unforeseen error for a report: a known one in words, anything else with its class name
+    (a bug report needs it), its message escaped and shortened."""
+    for cls in type(exc).__mro__:
+        if cls.__name__ in _ERROR_WORDS:
+            return _ERROR_WORDS[cls.__name__]
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {value(text, 200)}" if text else type(exc).__name__
+
+
 def _words_of(class_name: str) -> str:
     """"HostKeyNotVerifiable" -> "host key not verifiable": the last resort for an unknown error."""
     words, current = [], ""
