@@ -79,9 +79,10 @@ def in_system_folder(path: Path) -> Path | None:
     return None
 
 
-def output_problem(path: Path) -> str | None:
+def output_problem(path: Path, *, make_parents: bool = False) -> str | None:
     """What stops us writing a file at `path` (checked before a run, so it fails early), in words
-    after the path; None when it can be written."""
+    after the path; None when it can be written. With `make_parents`, missing folders are fine
+    (they are made) and nothing is written to find out."""
     if not str(path):
         return "is empty: give a file name"
     parent = path.parent
@@ -94,6 +95,8 @@ def output_problem(path: Path) -> str | None:
         return problem
     if folder := in_system_folder(path):
         return f"is under {folder}, a kernel folder: give a path in a folder of your own"
+    if make_parents:
+        return None
     if not parent.exists():
         return f"cannot be made: the folder {parent} does not exist"
     try:  # permissions alone do not say it (root, read-only mounts): try
