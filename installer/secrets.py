@@ -114,10 +114,10 @@ class Secrets:
         starts = [0] * len(lines)
         ends = [len(body) for body in bodies]
         for i in range(len(lines) - 1):
-            for form, start in self.open_starts(bodies[i]):
-                if bodies[i + 1].startswith(form[len(start):]):
-                    ends[i] = min(ends[i], len(bodies[i]) - len(start))
-                    starts[i + 1] = max(starts[i + 1], len(form) - len(start))
+            begun, finish = finished_by(self.open_starts(bodies[i]), bodies[i + 1])
+            if finish:
+                ends[i] = min(ends[i], len(bodies[i]) - begun)
+                starts[i + 1] = max(starts[i + 1], finish)
         out = []
         for line, body, start, end in zip(lines, bodies, starts, ends, strict=True):
             end = max(start, end)
@@ -133,6 +133,19 @@ class Secrets:
     def stream(self) -> LineMasker:
         """A masker for consecutive lines of one output (a command's stdout, say)."""
         return LineMasker(self)
+
+
+def finished_by(open_starts: list[tuple[str, str]], line: str) -> tuple[int, int]:
+    """(characters of the secret on the line before, characters of `line` up to its end) for
+    the secret whose start ended the line before and whose rest starts `line` (its indentation
+    skipped: a wrapped line may be indented); (0, 0) when none does."""
+    if not open_starts:
+        return 0, 0
+    text = line.lstrip(" \t")
+    indent = len(line) - len(text)
+    finished = [(len(start), indent + len(form) - len(start)) for form, start in open_starts
+                if text.startswith(form[len(start):])]
+    return max(finished, key=lambda f: f[1], default=(0, 0))
 
 
 def _starts_by_last_chars(forms: set[str]) -> dict[str, list[tuple[str, str]]]:
@@ -173,4 +186,4 @@ class LineMasker:
 
     def _finished_here(self, line: str) -> int:
         """How much of the start of `line` finishes a secret the last line began (0: none)."""
-        return max((len(form) - len(start) for form, start in self._open if line.startswith(form[len(start):])), default=0)
+        return finished_by(self._open, line)[1]
