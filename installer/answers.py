@@ -267,15 +267,20 @@ def _key_name(written: str) -> str:
     return written.strip("\"'")
 
 
+KEY_DEPTH = 3
+"""How deep _key_lines follows dotted names: sections and their keys (one more, for a table
+written where a key belongs)."""
+
+
 def _key_lines(text: str) -> dict[str, int]:
     """Map "section.key" (and "section") to the 1-based line where it is first written."""
     lines: dict[str, int] = {}
     section: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if m := _HEADER.match(line):
-            section = _key_parts(m.group(1))
+            section = _key_parts(m.group(1))[:KEY_DEPTH]
         elif m := _ASSIGN.match(line):
-            parts = [*section, *_key_parts(m.group(1))]
+            parts = [*section, *_key_parts(m.group(1))][:KEY_DEPTH]
             for end in range(1, len(parts)):  # a dotted key written at the top also names its section
                 lines.setdefault(".".join(parts[:end]), number)
             lines.setdefault(".".join(parts), number)
@@ -304,6 +309,9 @@ def _parse_toml(text: str, where: str) -> dict[str, Any]:
     if (nul := text.find("\0")) >= 0:
         raise AnswersError([f"{where}:{_line_of(text, nul)}: is not UTF-8 text (it holds NUL characters: "
                             "UTF-16 or a binary file?): save it as UTF-8"])
+    if line := _deeply_dotted_line(text):
+        raise AnswersError([f"{where}:{line}: syntax: keys nested hundreds deep (a.b.c...): an answers file has "
+                            "a few flat tables"])
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -318,6 +326,26 @@ def _parse_toml(text: str, where: str) -> dict[str, Any]:
     except ValueError:  # Python's limit on converting thousands of digits
         problem = f"{_where_digits(text, where)}: a number with thousands of digits: no answer takes one"
     raise AnswersError([problem])
+
+
+DOTTED_WORK = 100_000
+"""tomllib's time for a dotted key grows with the square of its parts (one key of 300,000 parts
+takes minutes); this bounds the sum of those squares. Our keys have two parts."""
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'')
+
+
+def _deeply_dotted_line(text: str) -> int | None:
+    """The line where dotted keys (dots outside quoted strings, squared per line) exceed DOTTED_WORK."""
+    if text.count(".") ** 2 <= DOTTED_WORK:
+        return None
+    work = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.count(".") >= 16:  # shorter ones cost little however many there are
+            dots = _QUOTED.sub("", line).count(".")
+            work += dots * dots
+            if work > DOTTED_WORK:
+                return number
+    return None
 
 
 def _where_digits(text: str, where: str) -> str:
@@ -361,7 +389,7 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
     sections: dict[str, Any] = {}
     for name, table in data.items():
         if name not in SECTIONS:
-            hint = _suggest(name, list(SECTIONS))
+            hint = _suggest(name, list(SECTIONS)) if len(found) < shown.MOST_PROBLEMS else ""
             problem(name, f"unknown section{hint}; sections are {', '.join(SECTIONS)}")
             continue
         if not isinstance(table, dict):
@@ -373,7 +401,7 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
         for key, value in table.items():
             path = f"{name}.{key}"
             if key not in known:
-                hint = _suggest(key, known)
+                hint = _suggest(key, known) if len(found) < shown.MOST_PROBLEMS else ""  # a flood is not listed whole
                 if not hint:
                     elsewhere = [s for s, c in SECTIONS.items() if key in [f.name for f in dataclasses.fields(c)]]
                     hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else f"; [{name}] has {', '.join(known)}"

@@ -57,8 +57,12 @@ def hostname(value: object, *, fqdn: bool = True) -> str | None:
         return bad
     if not value.strip("."):
         return 'is only dots: give a domain name such as "example.org"'
+    if value.startswith("."):
+        without = value.lstrip(".").lower()
+        return f'starts with a dot: write "{without}"' if hostname(without, fqdn=fqdn) is None else "starts with a dot"
     if value != value.lower():
-        return f'must be lowercase: write "{value.lower()}"'
+        fixed = value.lower().rstrip(".")  # advise the whole fix at once when that is all
+        return f'must be lowercase: write "{fixed if hostname(fixed, fqdn=fqdn) is None else value.lower()}"'
     if value.endswith("."):
         without = value.rstrip(".")
         if hostname(without, fqdn=fqdn) is None:

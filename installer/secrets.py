@@ -135,17 +135,24 @@ class Secrets:
         return LineMasker(self)
 
 
+_CONTINUED = re.compile(r"[ \t]*(?:[|>][ \t]*)?")
+"""What may stand before the rest of a secret on its next line: indentation, and the "  | " that
+quotes a command's output in an error."""
+
+
 def finished_by(open_starts: list[tuple[str, str]], line: str) -> tuple[int, int]:
     """(characters of the secret on the line before, characters of `line` up to its end) for
-    the secret whose start ended the line before and whose rest starts `line` (its indentation
-    skipped: a wrapped line may be indented); (0, 0) when none does."""
+    the secret whose start ended the line before and whose rest starts `line` (after what may
+    stand before it, see _CONTINUED); (0, 0) when none does."""
     if not open_starts:
         return 0, 0
-    text = line.lstrip(" \t")
-    indent = len(line) - len(text)
-    finished = [(len(start), indent + len(form) - len(start)) for form, start in open_starts
-                if text.startswith(form[len(start):])]
-    return max(finished, key=lambda f: f[1], default=(0, 0))
+    indents = {0, len(line) - len(line.lstrip(" \t")), _CONTINUED.match(line).end()}  # type: ignore[union-attr]
+    best = (0, 0)
+    for indent in indents:
+        for form, start in open_starts:
+            if line.startswith(form[len(start):], indent) and indent + len(form) - len(start) > best[1]:
+                best = (len(start), indent + len(form) - len(start))
+    return best
 
 
 def _starts_by_last_chars(forms: set[str]) -> dict[str, list[tuple[str, str]]]:

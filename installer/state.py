@@ -44,9 +44,10 @@ class RunState:
             data = {}
         except UnsafePathError as exc:
             raise StateError(f"{exc}; the saved state must be a file of yours") from None
-        except (OSError, ValueError) as exc:
-            raise StateError(f"{path}: cannot read the saved state ({exc}); move it aside to start over") from None
-        if not isinstance(data, dict):
+        except (OSError, ValueError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else exc
+            raise StateError(f"{path}: cannot read the saved state ({why}); move it aside to start over") from None
+        if not (isinstance(data, dict) and all(isinstance(data.get(k, {}), dict) for k in ("facts", "stages"))):
             raise StateError(f"{path}: is not the saved state of a run; move it aside to start over")
         return cls(folder, data)
 

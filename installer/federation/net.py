@@ -406,7 +406,7 @@ class Net:
                 return NetError("refused", f"connection to {address} refused", **where)
             if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
                 return NetError("unreachable", f"{address} is unreachable ({cause.strerror})", **where)
-        text = str(exc) or type(exc).__name__
+        text = str(exc) or error_words(exc)  # httpx's errors may have no message: never show a bare class name
         if isinstance(exc, httpx.ConnectTimeout):
             return NetError("timeout", f"no answer from {address} within {self.timeout:g} s", **where)
         if isinstance(exc, httpx.TimeoutException):

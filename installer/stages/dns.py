@@ -37,12 +37,16 @@ def _resolver(dns_server: tuple[str, int] | None) -> Any:
     return resolver
 
 
-async def _lookup(resolver: Any, name: str, rtype: str) -> set[str]:
-    """What DNS answers now for name/type (empty when nothing yet)."""
+async def _lookup(resolver: Any, name: str, rtype: str) -> set[str] | None:
+    """What DNS answers now for name/type: empty when there is no such record yet, None when the
+    DNS server itself gave no answer (a record added would not change that)."""
     import dns.exception
+    import dns.resolver
 
     try:
         answer = await resolver.resolve(name, rtype)
+    except (dns.resolver.NoNameservers, dns.exception.Timeout):
+        return None
     except dns.exception.DNSException:
         return set()
     if rtype == "SRV":
@@ -74,7 +78,7 @@ async def _host_address(ctx: StageContext) -> str:
     if ctx.dry_run:  # a dry run contacts nothing, DNS servers included
         return "(address of " + host + ")"
     resolver = _resolver(ctx.options.dns_server)
-    found = sorted(await _lookup(resolver, host, "A")) or sorted(await _lookup(resolver, host, "AAAA"))
+    found = sorted(await _lookup(resolver, host, "A") or ()) or sorted(await _lookup(resolver, host, "AAAA") or ())
     if not found:
         raise StageError(f"ssh.host {host} does not resolve to an address (no A or AAAA record)",
                          "give its IP address as ssh.host, or fix its DNS")
@@ -179,8 +183,11 @@ async def _wait_for_records(ctx: StageContext, records: list[Record]) -> Status:
     started = loop.time()
     deadline = started + timing.dns_timeout
     first = True
+    answered = False
     while True:
-        seen = {r: await _lookup(resolver, r.name, r.rtype) for r in records}
+        looked_up = {r: await _lookup(resolver, r.name, r.rtype) for r in records}
+        answered = answered or any(found is not None for found in looked_up.values())
+        seen = {r: found or set() for r, found in looked_up.items()}
         pending = [r for r in records if not _matches(r, seen[r])]
         if not pending:
             ctx.log("DNS records resolve as wanted: " + ", ".join(f"{r.name} {r.rtype}" for r in records))
@@ -192,6 +199,12 @@ async def _wait_for_records(ctx: StageContext, records: list[Record]) -> Status:
             if skip is not None and skip.is_set():
                 ctx.log("stopped waiting for DNS at the user's request; the records are not confirmed")
                 return Status.SKIPPED
+            if left <= 0 and not answered:
+                where = f"the DNS server {ctx.options.dns_server[0]}" if ctx.options.dns_server else "this machine's DNS resolver"
+                raise StageError(
+                    f"{where} did not answer any query in {_duration(timing.dns_timeout)}: the records could not be checked",
+                    "check that the resolver is running and reachable from here (--dns-server ADDR[:PORT]), then rerun",
+                )
             if left <= 0:
                 status = "; ".join(f"{r.name} {r.rtype} -> {', '.join(sorted(seen[r])) or 'nothing'}" for r in pending)
                 raise StageError(

@@ -38,6 +38,29 @@ def test_nesting_thousands_deep_is_refused(tmp_path: Path, nesting: str) -> None
     assert_refused_up_front(result, f"{path}:2:", "nested too deeply")
 
 
+@pytest.mark.parametrize("line", ["[" + ".".join(["a"] * 300_000) + "]", ".".join(["a"] * 300_000) + " = 1",
+                                  "x = {" + ".".join(["a"] * 300_000) + " = 1}"], ids=["header", "key", "inline"])
+def test_keys_dotted_thousands_deep_are_refused_fast(tmp_path: Path, line: str) -> None:
+    """tomllib takes minutes over one key of 300,000 parts (its time grows with the square)."""
+    path = tmp_path / "dotted.toml"
+    path.write_text("version = 1\n" + line + "\n")
+    result = run("--answers", str(path), "--dry-run", cwd=tmp_path, timeout=30)
+    assert_refused_up_front(result, f"{path}:2:", "nested")
+
+
+def test_a_saved_state_nested_thousands_deep_is_a_usage_error(tmp_path: Path) -> None:
+    from installer.answers import load_answers
+    from installer.options import RunOptions
+    from installer.session import open_session
+    from installer.state import StateError
+
+    folder = tmp_path / "state" / "example.org"
+    folder.mkdir(parents=True, mode=0o700)
+    (folder / "state.json").write_text('{"facts": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(StateError, match="nested too deeply"):
+        open_session(load_answers(existing_server_answers(tmp_path)), RunOptions(state_dir=tmp_path / "state"))
+
+
 def _limit_memory() -> None:
     """Today's code reads /dev/zero until memory runs out: keep that from hurting the machine."""
     resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))

@@ -113,6 +113,16 @@ def test_a_name_of_dots_is_not_told_to_write_nothing(tmp_path: Path, name: str) 
     assert 'write ""' not in result.stderr
 
 
+@pytest.mark.parametrize(("name", "advice"), [
+    (".example.org", 'starts with a dot: write "example.org"'),
+    ("Example.ORG.", 'must be lowercase: write "example.org"'),
+])
+def test_advice_for_a_name_is_the_whole_fix(tmp_path: Path, name: str, advice: str) -> None:
+    answers = EXAMPLE.read_text().replace('server_name = "example.org"', f'server_name = "{name}"')
+    result = dry_run(write(tmp_path, answers), tmp_path)
+    assert_refused_up_front(result, f"domain.server_name: {advice}")
+
+
 def test_a_trailing_dot_is_still_advised_when_that_is_all(tmp_path: Path) -> None:
     answers = EXAMPLE.read_text().replace('server_name = "example.org"', 'server_name = "example.org."')
     result = dry_run(write(tmp_path, answers), tmp_path)

@@ -131,6 +131,17 @@ def test_the_run_log_keeps_no_part_of_a_split_secret(tmp_path: Path) -> None:
     assert password not in kept and "registration-shared-" not in kept and "secret-0123" not in kept
 
 
+def test_a_secret_split_across_the_quoted_output_of_a_failed_command() -> None:
+    from installer.remote import CommandResult, RemoteCommandError
+
+    password = "hunter2-correct-horse"
+    secrets = Secrets()
+    secrets.add(password)
+    error = str(RemoteCommandError("register", CommandResult(1, "", ""), ["password: hunter2-cor", "rect-horse", "done"]))
+    masked = secrets.redact(error)
+    assert "hunter2-cor" not in masked and "rect-horse" not in masked and "  | done" in masked
+
+
 def test_errors_and_hints_are_masked_in_every_form() -> None:
     password = 'pa"ss\\word-42'
     secrets = Secrets()
