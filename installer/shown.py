@@ -38,6 +38,15 @@ def escape(text: str) -> str:
     return "".join(ch if ch.isprintable() else _escaped_char(ch) for ch in text)
 
 
+def terminal_safe(text: str, keep: str = "\t") -> str:
+    """`text` as printed to a terminal or a log: what a terminal would act on (escape sequences,
+    carriage returns, bidi controls) escaped, so nothing received can rewrite what is shown;
+    the characters in `keep` (tabs) left as they are."""
+    if text.isprintable():  # nearly every line: one check in C
+        return text
+    return "".join(ch if ch.isprintable() or ch in keep else _escaped_char(ch) for ch in text)
+
+
 def shorten(text: str, limit: int = VALUE_LIMIT) -> str:
     """At most about `limit` characters: a long text keeps its start and says how long it was."""
     if len(text) <= limit:
