@@ -71,16 +71,16 @@ def run_headless(args: argparse.Namespace, options: RunOptions) -> int:
     if options.dry_run:
         print("Dry run: nothing will be contacted or changed. The plan, in order:\n")
     for warning in warnings:
-        print(f"warning: {warning}")
+        print(f"warning: {shown.line(warning)}")
     for notice in session.state.notices:
-        print(f"note: {notice}")
+        print(f"note: {shown.line(notice)}")
     code, result = run_plan(plan_for(options.mode, answers), session, reporter)
     reporter.summary(result)
     reporter.show_once(result)
     if options.report:
         try:
             write_report(result, options.report)
-            print(f"Report: {options.report}")
+            print(f"Report: {shown.line(str(options.report))}")
         except OSError as exc:  # checked before the run; something changed there since
             print(f"The report could not be written: {shown.line(str(exc))}", file=sys.stderr)
             code = code or EXIT_FAILED
