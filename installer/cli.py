@@ -10,7 +10,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from installer import __version__, checks, files, shown
 from installer.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 GuidedFn = Callable[["Answers | None", RunOptions], int]
 """The full-screen front-end (screens.app.run_guided), handed in by the command's entry point so
 that the engine's package never imports the screens."""
+
+
+_T = TypeVar("_T")
 
 
 class UsageError(Exception):
@@ -153,19 +156,19 @@ def _minutes(text: str | None) -> tuple[int | None, str | None]:
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """Validate every flag; all problems at once."""
     problems: list[str] = []
-    answers_path, problem = _path("--answers", args.answers, "the path of an answers file, e.g. --answers my.toml")
-    problems += [problem] if problem else []
-    args.answers = answers_path
-    state_dir, problem = _path("--state-dir", args.state_dir, "a folder, or leave the flag out for the default "
-                               "($XDG_STATE_HOME/matrix-installer)")
-    problems += [problem] if problem else []
-    report, problem = _path("--report", args.report, "a file name such as report.json")
-    problems += [problem] if problem else []
-    ca_file, problem = _path("--ca-file", args.ca_file, "the path of a PEM CA bundle")
-    problems += [problem] if problem else []
-    launch_retry_minutes, problem = _minutes(args.launch_retry_minutes)
-    problems += [problem] if problem else []
 
+    def noted(value_and_problem: tuple[_T, str | None]) -> _T:
+        value, problem = value_and_problem
+        if problem:
+            problems.append(problem)
+        return value
+
+    args.answers = noted(_path("--answers", args.answers, "the path of an answers file, e.g. --answers my.toml"))
+    state_dir = noted(_path("--state-dir", args.state_dir, "a folder, or leave the flag out for the default "
+                            "($XDG_STATE_HOME/matrix-installer)"))
+    report = noted(_path("--report", args.report, "a file name such as report.json"))
+    ca_file = noted(_path("--ca-file", args.ca_file, "the path of a PEM CA bundle"))
+    launch_retry_minutes = noted(_minutes(args.launch_retry_minutes))
     if args.check and (args.answers or args.upgrade):
         problems.append("--check runs the federation test alone: use it without --answers and --upgrade")
     if args.check and (problem := check_server_name(args.check)):
