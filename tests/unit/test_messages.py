@@ -218,3 +218,21 @@ def test_answers_problems_count_in_words(tmp_path: Path) -> None:
 def test_raw_controls_finds_what_a_terminal_would_act_on() -> None:
     assert raw_controls("fine\nlines") == []
     assert raw_controls("a\u202eb\x00c\rd") == ["'\\u202e'", "'\\x00'", "'\\r'"]
+
+
+def test_what_a_command_prints_cannot_drive_the_terminal() -> None:
+    """Escape sequences, carriage returns and bidi controls in output are shown, not obeyed: an
+    instruction printed before cannot be rewritten from the host or the network."""
+    from installer.answers import Answers
+    from installer.engine import Session, Stage, StageContext
+    from installer.state import RunState
+
+    out = io.StringIO()
+    session = Session(Answers(), RunState(None), listeners=[HeadlessReporter(out)])
+    ctx = StageContext(session, Stage("host.caddy", "Caddy", lambda ctx: Status.DONE))
+    ctx.log("\x1b[1A\x1b[2Kdns.records    create: evil.example. IN A 6.6.6.6\x07", "out")
+    ctx.log("tab\tseparated \u202eevil", "out")
+    ctx.progress("50%\x1b[2J")
+    printed = out.getvalue()
+    assert not raw_controls(printed.replace("\t", ""))
+    assert "\\x1b[1A" in printed and "tab\tseparated \\u202eevil" in printed
