@@ -29,7 +29,7 @@ from installer.events import (
 from installer.options import RunOptions
 from installer.remote import CommandResult, Remote, RemoteCommandError
 from installer.secrets import LineMasker, Secrets
-from installer.shown import error_summary, terminal_safe
+from installer.shown import error_summary, escape
 from installer.state import RunState
 
 StageFn = Callable[["StageContext"], Awaitable["Status | None"]]
@@ -125,11 +125,11 @@ class StageContext:
         for part in parts:
             part = mask(part)
             if not part.isprintable():  # escaped: a command's output must not drive the terminal it is shown on
-                part = terminal_safe(part)
+                part = escape(part, keep="\t")
             emit(StageLog(name, part, kind))
 
     def progress(self, text: str, fraction: float | None = None) -> None:
-        self.session.emit(StageProgress(self.stage.name, terminal_safe(self.session.secrets.redact(text)), fraction))
+        self.session.emit(StageProgress(self.stage.name, escape(self.session.secrets.redact(text), keep="\t"), fraction))
 
     def cloud_call(self, description: str) -> None:
         """Log a cloud API call (the dry-run plan lists these in order)."""
@@ -212,8 +212,8 @@ class Engine:
 
     def _finish(self, stage: Stage, status: Status, seconds: float, error: str | None = None, hint: str | None = None) -> None:
         redact = self.session.secrets.redact
-        error = terminal_safe(redact(error), keep="\t\n") if error else None  # its lines are ours; what is in them may not be
-        hint = terminal_safe(redact(hint), keep="\t\n") if hint else None
+        error = escape(redact(error), keep="\t\n") if error else None  # its lines are ours; what is in them may not be
+        hint = escape(redact(hint), keep="\t\n") if hint else None
         self.results[stage.name] = StageResult(stage.name, stage.title, status, seconds, error, hint)
         if not self.session.dry_run and status is not Status.PENDING:
             self.session.state.record_stage(stage.name, status.value, seconds, error)

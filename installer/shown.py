@@ -30,32 +30,18 @@ def _escaped_char(ch: str) -> str:
     return f"\\U{code:08x}"
 
 
-def escape(text: str) -> str:
+def escape(text: str, keep: str = "") -> str:
     """Control, format (bidi, zero-width), line-separator and surrogate characters written as
-    escapes (\\n, \\x00, \\u202e); everything printable is kept as it is."""
-    if text.isprintable():  # the common case, and fast: nothing to escape
-        return text
-    return "".join(ch if ch.isprintable() else _escaped_char(ch) for ch in text)
-
-
-def terminal_safe(text: str, keep: str = "\t") -> str:
-    """`text` as printed to a terminal or a log: what a terminal would act on (escape sequences,
-    carriage returns, bidi controls) escaped, so nothing received can rewrite what is shown;
-    the characters in `keep` (tabs) left as they are."""
-    if text.isprintable():  # nearly every line: one check in C
+    escapes (\\n, \\x00, \\u202e), except those in `keep`; everything printable is kept as it
+    is. Applied to what is printed, nothing received can forge a line or drive the terminal."""
+    if text.isprintable():  # nearly every text: one check in C
         return text
     return "".join(ch if ch.isprintable() or ch in keep else _escaped_char(ch) for ch in text)
 
 
-def shorten(text: str, limit: int = VALUE_LIMIT) -> str:
-    """At most about `limit` characters: a long text keeps its start and says how long it was."""
-    if len(text) <= limit:
-        return text
-    return f"{text[:limit]}... ({len(text):,} characters)"
-
-
 def _escaped_within(text: str, limit: int) -> str:
-    """`escape` then `shorten`, without escaping more of a huge text than can be shown."""
+    """`escape`d and at most about `limit` characters: a long text keeps its start and says how
+    long it was (without escaping more of a huge text than can be shown)."""
     shown = escape(text[: limit + 1])
     if len(text) <= limit and len(shown) <= limit:
         return shown
@@ -125,26 +111,29 @@ _ERROR_WORDS = {
 }
 
 
-def error_words(exc: BaseException) -> str:
-    """What went wrong, in words: a known failure in our own words, an OS error by its reason,
-    anything else by its message (escaped and shortened); never a bare class name."""
+def _known_words(exc: BaseException) -> str | None:
     for cls in type(exc).__mro__:
         if cls.__name__ in _ERROR_WORDS:
             return _ERROR_WORDS[cls.__name__]
+    return None
+
+
+def error_words(exc: BaseException) -> str:
+    """What went wrong, in words: a known failure in our own words, an OS error by its reason,
+    anything else by its message (escaped and shortened); never a bare class name."""
+    if known := _known_words(exc):
+        return known
     if isinstance(exc, OSError) and exc.strerror:
         return value(exc.strerror, 200)
     text = str(exc).strip()
-    if text:
-        return value(text, 200)
-    return _words_of(type(exc).__name__)
+    return value(text, 200) if text else _words_of(type(exc).__name__)
 
 
 def error_summary(exc: BaseException) -> str:
     """An unforeseen error for a report: a known one in words, anything else with its class name
     (a bug report needs it), its message escaped and shortened."""
-    for cls in type(exc).__mro__:
-        if cls.__name__ in _ERROR_WORDS:
-            return _ERROR_WORDS[cls.__name__]
+    if known := _known_words(exc):
+        return known
     text = str(exc).strip()
     return f"{type(exc).__name__}: {value(text, 200)}" if text else type(exc).__name__
 
