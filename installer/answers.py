@@ -9,9 +9,12 @@ names of the environment variables that hold them.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from urllib.parse import urlsplit
 
 import tomli_w
 
-from installer import checks
+from installer import checks, shown
 from installer.files import write_private
 from installer.sections import Key, Part, merge
 
@@ -193,25 +196,48 @@ def cross_problems(answers: Answers) -> list[tuple[str, str]]:
     return [problem for owner in (*providers.registered(), *components.registered()) for problem in owner.problems(answers)]
 
 
-_HEADER = re.compile(r'^\s*\[\s*([A-Za-z0-9_-]+)\s*\]')
-_KEY = r'(?:[A-Za-z0-9_-]+|"[^"]*")'
-_ASSIGN = re.compile(rf'^\s*({_KEY}(?:\s*\.\s*{_KEY})*)\s*=')  # also dotted: domain.server_name = ...
+_KEY = r'(?:[A-Za-z0-9_-]+|"[^"]*"|\'[^\']*\')'
+_DOTTED = rf"{_KEY}(?:\s*\.\s*{_KEY})*"
+_HEADER = re.compile(rf"^\s*\[\[?\s*({_DOTTED})\s*\]")  # [table] and [[array of tables]]
+_ASSIGN = re.compile(rf"^\s*({_DOTTED})\s*=")  # also dotted: domain.server_name = ...
+
+
+def _key_parts(dotted: str) -> list[str]:
+    return [_key_name(part.strip()) for part in re.findall(_KEY, dotted)]
+
+
+def _key_name(written: str) -> str:
+    """A key as TOML reads it: quotes off, and escapes (\\n, \\u0000) in "..." decoded."""
+    if written.startswith('"') and "\\" in written:
+        try:
+            return str(tomllib.loads(f"k = {written}")["k"])
+        except tomllib.TOMLDecodeError:
+            pass
+    return written.strip("\"'")
+
+
+KEY_DEPTH = 3
+"""How deep _key_lines follows dotted names: sections and their keys (one more, for a table
+written where a key belongs)."""
 
 
 def _key_lines(text: str) -> dict[str, int]:
-    """Map "section.key" (and "section") to the 1-based line where it is written."""
+    """Map "section.key" (and "section") to the 1-based line where it is first written."""
     lines: dict[str, int] = {}
-    section = ""
+    section: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if m := _HEADER.match(line):
-            section = m.group(1)
-            lines.setdefault(section, number)
+            section = _key_parts(m.group(1))[:KEY_DEPTH]
         elif m := _ASSIGN.match(line):
-            parts = [part.strip().strip('"') for part in re.findall(rf"{_KEY}", m.group(1))]
-            path = ".".join([section, *parts] if section else parts)
-            if not section and len(parts) > 1:
-                lines.setdefault(parts[0], number)
-            lines.setdefault(path, number)
+            parts = [*section, *_key_parts(m.group(1))][:KEY_DEPTH]
+            for end in range(1, len(parts)):  # a dotted key written at the top also names its section
+                lines.setdefault(".".join(parts[:end]), number)
+            lines.setdefault(".".join(parts), number)
+            continue
+        else:
+            continue
+        for end in range(1, len(section) + 1):
+            lines.setdefault(".".join(section[:end]), number)
     return lines
 
 
@@ -220,16 +246,82 @@ def _suggest(word: str, known: list[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-def parse_answers(text: str, source: str = "answers") -> Answers:
-    """Validate TOML text into Answers, or raise AnswersError listing every problem."""
+def _line_of(text: str, offset: int) -> int:
+    return text.count("\n", 0, offset) + 1
+
+
+def _parse_toml(text: str, where: str) -> dict[str, Any]:
+    """The TOML document, or AnswersError saying what stops it being read at all: a BOM, NUL, a
+    syntax error, or nesting and numbers beyond what Python parses."""
+    if text.startswith("\ufeff"):
+        raise AnswersError([f"{where}:1: starts with a byte-order mark (BOM): save it as UTF-8 without BOM"])
+    if (nul := text.find("\0")) >= 0:
+        raise AnswersError([f"{where}:{_line_of(text, nul)}: is not UTF-8 text (it holds NUL characters: "
+                            "UTF-16 or a binary file?): save it as UTF-8"])
+    if line := _deeply_dotted_line(text):
+        raise AnswersError([f"{where}:{line}: syntax: keys nested hundreds deep (a.b.c...): an answers file has "
+                            "a few flat tables"])
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-        where = f"{source}:{m.group(1)}" if m else source
+        at = f"{where}:{m.group(1)}" if m else where
         reason = re.sub(r"\s*\(at line.*\)", "", str(exc))
         column = f" (column {m.group(2)})" if m else ""
-        raise AnswersError([f"{where}: syntax: {reason}{column}: fix the TOML syntax"]) from None
+        problem = f"{at}: syntax: {reason}{column}: fix the TOML syntax"
+    except RecursionError:
+        problem = (f"{where}:{_deepest_line(text)}: syntax: nested too deeply (brackets or braces hundreds deep): "
+                   "an answers file has a few flat tables")
+    except ValueError:  # Python's limit on converting thousands of digits
+        problem = f"{_where_digits(text, where)}: a number with thousands of digits: no answer takes one"
+    raise AnswersError([problem])
+
+
+DOTTED_WORK = 100_000
+"""tomllib's time for a dotted key grows with the square of its parts (one key of 300,000 parts
+takes minutes); this bounds the sum of those squares. Our keys have two parts."""
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'[^\']*\'')
+
+
+def _deeply_dotted_line(text: str) -> int | None:
+    """The line where dotted keys (dots outside quoted strings, squared per line) exceed DOTTED_WORK."""
+    if text.count(".") ** 2 <= DOTTED_WORK:
+        return None
+    work = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.count(".") >= 16:  # shorter ones cost little however many there are
+            dots = _QUOTED.sub("", line).count(".")
+            work += dots * dots
+            if work > DOTTED_WORK:
+                return number
+    return None
+
+
+def _where_digits(text: str, where: str) -> str:
+    """"FILE:LINE: section.key" of the first number thousands of digits long (as far as can be told)."""
+    digits = re.search(r"[0-9_]{1000,}", text)
+    if not digits:
+        return f"{where}: syntax"
+    line = _line_of(text, digits.start())
+    keys = [path for path, number in _key_lines(text).items() if number == line]
+    return f"{where}:{line}: {shown.value(max(keys, key=len), 120)}" if keys else f"{where}:{line}: syntax"
+
+
+def _deepest_line(text: str, limit: int = 100) -> int:
+    """The line where brackets and braces first nest `limit` deep (strings not told apart: a guess)."""
+    depth = 0
+    for offset, ch in enumerate(text):
+        depth += ch in "[{"
+        depth -= ch in "]}"
+        if depth >= limit:
+            return _line_of(text, offset)
+    return 1
+
+
+def parse_answers(text: str, source: str = "answers") -> Answers:
+    """Validate TOML text into Answers, or raise AnswersError listing every problem."""
+    where = shown.value(source, 200)
+    data = _parse_toml(text, where)
 
     lines = _key_lines(text)
     found: list[tuple[int, str, str]] = []
@@ -240,17 +332,17 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
         found.append((line, path, message))
 
     version = data.pop("version", 1)
-    if version != 1:
-        problem("version", f"must be 1 (this installer reads answers version 1, got {version!r})")
+    if type(version) is not int or version != 1:  # true and 1.0 equal 1 in Python, but are not 1
+        problem("version", f"must be 1 (this installer reads answers version 1, got {shown.value(version)})")
 
     sections: dict[str, Any] = {}
     for name, table in data.items():
         if name not in SECTIONS:
-            hint = _suggest(name, list(SECTIONS))
+            hint = _suggest(name, list(SECTIONS)) if len(found) < shown.MOST_PROBLEMS else ""
             problem(name, f"unknown section{hint}; sections are {', '.join(SECTIONS)}")
             continue
         if not isinstance(table, dict):
-            problem(name, f"must be a table: write [{name}] on its own line")
+            problem(name, f"must be a table: write [{name}] on its own line (once)")
             continue
         cls = SECTIONS[name]
         known = [f.name for f in dataclasses.fields(cls)]
@@ -258,7 +350,7 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
         for key, value in table.items():
             path = f"{name}.{key}"
             if key not in known:
-                hint = _suggest(key, known)
+                hint = _suggest(key, known) if len(found) < shown.MOST_PROBLEMS else ""  # a flood is not listed whole
                 if not hint:
                     elsewhere = [s for s, c in SECTIONS.items() if key in [f.name for f in dataclasses.fields(c)]]
                     hint = f" (it belongs in [{elsewhere[0]}])" if elsewhere else f"; [{name}] has {', '.join(known)}"
@@ -272,7 +364,7 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
 
     answers = Answers(**sections)
     for key in ("server_name", "matrix_host"):  # the only keys without a usable default
-        if not getattr(answers.domain, key) and not any(p == f"domain.{key}" for _, p, _ in found):
+        if not getattr(answers.domain, key) and not any(p in (f"domain.{key}", "domain") for _, p, _ in found):
             problem(f"domain.{key}", "is required")
     # Keys with a problem of their own were left at their defaults: what involves them is not said twice.
     bad = {path for _, path, _ in found}
@@ -281,18 +373,69 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
             problem(path, message)
     if found:
         found.sort(key=lambda item: item[0])
-        raise AnswersError([f"{source}:{line}: {path}: {message}" for line, path, message in found])
+        # A key's name comes from the file: shown escaped, like any value.
+        raise AnswersError([f"{where}:{line}: {shown.value(path, 120)}: {message}" for line, path, message in found])
     return answers
 
 
-def load_answers(path: Path) -> Answers:
-    """Read and validate an answers file; every problem is reported at once."""
+MAX_ANSWERS_BYTES = 1024 * 1024
+"""Read at most this much: an answers file is a few KB, and /dev/zero never ends."""
+
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def _read_capped(path: Path, where: str) -> bytes:
+    """The file's bytes: a regular file of at most MAX_ANSWERS_BYTES. Devices, pipes and folders
+    are refused before they are opened (opening some devices does something)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        info = os.stat(path)
     except FileNotFoundError:
-        raise AnswersError([f"{path}: not found: check the path given to --answers"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnswersError([f"{path}: cannot read: {exc}"]) from None
+        raise AnswersError([f"{where}: not found: check the path given to --answers"]) from None
+    except OSError as exc:
+        raise AnswersError([f"{where}: cannot read: {exc.strerror}"]) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise AnswersError([f"{where}: is a folder: give the path of the answers file (.toml) in it"])
+    if not stat.S_ISREG(info.st_mode):
+        raise AnswersError([f"{where}: is not a regular file (a device, pipe or socket): save the answers to a file and give its path"])
+    too_big = AnswersError([f"{where}: is larger than {MAX_ANSWERS_BYTES // 1024} KB: is it the answers file? "
+                            "(an answers file is a few KB)"])
+    if info.st_size > MAX_ANSWERS_BYTES:
+        raise too_big
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):  # swapped since the look above
+                raise AnswersError([f"{where}: is not a regular file: save the answers to a file and give its path"])
+            data = handle.read(MAX_ANSWERS_BYTES + 1)
+    except OSError as exc:
+        raise AnswersError([f"{where}: cannot read: {exc.strerror or shown.error_words(exc)}"]) from None
+    if len(data) > MAX_ANSWERS_BYTES:
+        raise too_big
+    return data
+
+
+def _decode(data: bytes, where: str) -> str:
+    """UTF-8 text, or the reason it is not, in words a person can act on."""
+    if data.startswith(codecs.BOM_UTF8):
+        raise AnswersError([f"{where}:1: starts with a byte-order mark (BOM): save it as UTF-8 without BOM"])
+    for bom, name in _BOMS:
+        if data.startswith(bom):
+            raise AnswersError([f"{where}: is not UTF-8 text ({name}, it starts with a byte-order mark): save it as UTF-8 without BOM"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise AnswersError([f"{where}:{line}: is not UTF-8 text (byte 0x{data[exc.start]:02x}; a binary file, or another "
+                            "encoding): save it as UTF-8"]) from None
+
+
+def load_answers(path: Path | str) -> Answers:
+    """Read and validate an answers file; every problem is reported at once."""
+    where = shown.value(str(path), 200)
+    if not str(path):
+        raise AnswersError(["the answers file's path is empty: give the path of a .toml file"])
+    text = _decode(_read_capped(Path(path), where), where)
     return parse_answers(text, str(path))
 
 

@@ -6,15 +6,13 @@ Bad usage exits 2 with every problem listed and no traceback, before anything is
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn, TypeVar
 
-from installer import __version__, checks
+from installer import __version__, checks, files, shown
 from installer.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 from installer.options import RunOptions
 from installer.state import default_state_dir
@@ -29,37 +27,60 @@ GuidedFn = Callable[["Answers | None", RunOptions], int]
 that the engine's package never imports the screens."""
 
 
+_T = TypeVar("_T")
+
+
 class UsageError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """argparse's own complaints echo what was typed: escaped and shortened like ours."""
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {shown.line(message)}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    # Paths are taken as text: Path("") would silently be the current folder.
+    p = _Parser(
         prog="matrix-installer",
         description="Set up a federating Matrix homeserver (Synapse behind Caddy) on Oracle Cloud or any "
         "Ubuntu/Debian server, prove it federates, and keep it upgraded.",
         epilog="With no arguments: the guided setup, full screen. Exit status: 0 all passed, 1 a stage or "
         "check failed, 2 bad usage or invalid answers, 130 interrupted (rerun to resume).",
+        add_help=False,  # -h is listed with the other options, under one "options:" heading
     )
     mode = p.add_argument_group("mode")
-    mode.add_argument("--answers", metavar="FILE", type=Path, help="headless: no prompts, the same stages, plain log lines")
+    mode.add_argument("--answers", metavar="FILE", help="headless: no prompts, the same stages, plain log lines")
     mode.add_argument("--upgrade", action="store_true", help="upgrade mode (guided unless --answers)")
     mode.add_argument("--check", metavar="SERVER_NAME", help="federation test only; prints the report")
     opts = p.add_argument_group("options")
     opts.add_argument("--dry-run", action="store_true", help="show every cloud call and remote command in order; contact nothing, change nothing")
-    opts.add_argument("--state-dir", metavar="DIR", type=Path, help="where run state lives (default: $XDG_STATE_HOME/matrix-installer)")
-    opts.add_argument("--report", metavar="FILE", type=Path, help="write the JSON report")
+    opts.add_argument("--state-dir", metavar="DIR", help="where run state lives (default: $XDG_STATE_HOME/matrix-installer)")
+    opts.add_argument("--report", metavar="FILE", help="write the JSON report")
     opts.add_argument("--connect-to", metavar="H1:P1:H2:P2", action="append", default=[], help="like curl: connect to H2:P2 whenever H1:P1 is wanted (repeatable)")
     opts.add_argument("--dns-server", metavar="ADDR[:PORT]", help="resolver for A/AAAA/SRV look-ups (default: the system's)")
-    opts.add_argument("--ca-file", metavar="FILE", type=Path, help="extra CA bundle to trust (a lab's own CA)")
-    opts.add_argument("--launch-retry-minutes", metavar="N", type=int, help='keep retrying Oracle\'s "Out of host capacity" this long (overrides the answers)')
-    p.add_argument("--version", action="version", version=f"matrix-installer {__version__}")
+    opts.add_argument("--ca-file", metavar="FILE", help="extra CA bundle to trust (a lab's own CA)")
+    opts.add_argument("--launch-retry-minutes", metavar="N", help='keep retrying Oracle\'s "Out of host capacity" this long (overrides the answers)')
+    opts.add_argument("--version", action="version", version=f"matrix-installer {__version__}")
+    opts.add_argument("-h", "--help", action="help", help="show this help and exit")
     return p
 
 
-_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^:\[\]]+):(\d+)$")
+_HOST_PORT = re.compile(r"^(\[[0-9A-Za-z:.%_-]+\]|[^:\[\]]+):(\d+)$")
+
+
+def _port(text: str, *, empty_ok: bool = False) -> int:
+    """A port as typed (0 for an empty one where curl allows it); ValueError in words otherwise."""
+    if empty_ok and not text:
+        return 0
+    number = checks.port_text(text)
+    if number is None:
+        raise ValueError(f"port {shown.value(text, 20)} must be a port number from 1 to 65535")
+    return number
 
 
 def parse_connect_to(value: str) -> tuple[str, int, str, int]:
@@ -69,30 +90,25 @@ def parse_connect_to(value: str) -> tuple[str, int, str, int]:
     if not m:
         raise ValueError("must be HOST1:PORT1:HOST2:PORT2, e.g. example.org:443:127.0.0.1:8443")
     h1, h2 = m.group(1).strip("[]"), m.group(3).strip("[]")
-    p1, p2 = int(m.group(2) or 0), int(m.group(4) or 0)
+    p1, p2 = _port(m.group(2), empty_ok=True), _port(m.group(4), empty_ok=True)
     if not (h2 or p2):
         raise ValueError("says nowhere to connect to: give HOST2, PORT2 or both")
     for host in filter(None, (h1, h2)):
         if problem := checks.host_or_ip(host):
-            raise ValueError(f'host "{host}" {problem}')
-    for port in filter(None, (p1, p2)):
-        if problem := checks.port(port):
-            raise ValueError(f"port {port} {problem}")
+            raise ValueError(f"host {shown.quoted(host)} {problem}")
     return h1, p1, h2, p2
 
 
 def parse_dns_server(value: str) -> tuple[str, int]:
     host, port = value, 53
     if m := _HOST_PORT.match(value):
-        host, port = m.group(1).strip("[]"), int(m.group(2))
+        host, port = m.group(1).strip("[]"), _port(m.group(2))
     else:
         host = value.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError("must be an IP address, optionally with :PORT (e.g. 127.0.0.1:5353)") from None
-    if problem := checks.port(port):
-        raise ValueError(f"port {problem}")
+    if not checks.is_ip_address(host):
+        raise ValueError("must be an IP address, optionally with :PORT (e.g. 127.0.0.1:5353)")
+    if problem := checks.ip_address(host):
+        raise ValueError(problem)
     return host, port
 
 
@@ -101,14 +117,58 @@ def check_server_name(value: str) -> str | None:
     host = value
     if m := _HOST_PORT.match(value):
         host = m.group(1).strip("[]")
-        if checks.port(int(m.group(2))):
+        if checks.port_text(m.group(2)) is None:
             return "has a port outside 1-65535"
     return checks.host_or_ip(host.strip("[]"))
+
+
+def _path(flag: str, text: str | None, what: str) -> tuple[Path | None, str | None]:
+    """A path flag's value, or the problem with it: an empty one is said, never taken as "."."""
+    if text is None:
+        return None, None
+    if not text.strip():
+        return None, f"{flag}: is empty: give {what}"
+    return Path(text), None
+
+
+def _state_dir_problem(root: Path) -> str | None:
+    """What stops a run keeping its state under `root` (checked before anything runs)."""
+    if folder := files.in_system_folder(root):
+        return f"cannot write the run's state there: it is under {folder}, a kernel folder; give a folder of your own"
+    if root.exists() and not root.is_dir():
+        return "is a file, not a folder"
+    for above in root.parents:
+        if above.exists():
+            if not above.is_dir():
+                return f"cannot be made: {above} is a file, not a folder"
+            break
+    return files.loose_folder_problem(root)
+
+
+def _minutes(text: str | None) -> tuple[int | None, str | None]:
+    if text is None:
+        return None, None
+    if not (text.isascii() and text.isdigit() and len(text) <= 4) or int(text) > 1440:
+        return None, "--launch-retry-minutes: must be a whole number from 0 to 1440"
+    return int(text), None
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """Validate every flag; all problems at once."""
     problems: list[str] = []
+
+    def noted(value_and_problem: tuple[_T, str | None]) -> _T:
+        value, problem = value_and_problem
+        if problem:
+            problems.append(problem)
+        return value
+
+    args.answers = noted(_path("--answers", args.answers, "the path of an answers file, e.g. --answers my.toml"))
+    state_dir = noted(_path("--state-dir", args.state_dir, "a folder, or leave the flag out for the default "
+                            "($XDG_STATE_HOME/matrix-installer)"))
+    report = noted(_path("--report", args.report, "a file name such as report.json"))
+    ca_file = noted(_path("--ca-file", args.ca_file, "the path of a PEM CA bundle"))
+    launch_retry_minutes = noted(_minutes(args.launch_retry_minutes))
     if args.check and (args.answers or args.upgrade):
         problems.append("--check runs the federation test alone: use it without --answers and --upgrade")
     if args.check and (problem := check_server_name(args.check)):
@@ -118,42 +178,39 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         try:
             connect_to.append(parse_connect_to(value))
         except ValueError as exc:
-            problems.append(f"--connect-to {value}: {exc}")
+            problems.append(f"--connect-to {shown.value(value)}: {exc}")
     dns_server = None
     if args.dns_server:
         try:
             dns_server = parse_dns_server(args.dns_server)
         except ValueError as exc:
-            problems.append(f"--dns-server {args.dns_server}: {exc}")
-    if args.ca_file and not os.access(args.ca_file, os.R_OK):
-        problems.append(f"--ca-file {args.ca_file}: cannot be read: give the path of a PEM CA bundle")
-    if args.launch_retry_minutes is not None and not 0 <= args.launch_retry_minutes <= 1440:
-        problems.append("--launch-retry-minutes: must be from 0 to 1440")
-    if args.state_dir and args.state_dir.exists() and not args.state_dir.is_dir():
-        problems.append(f"--state-dir {args.state_dir}: is a file, not a folder")
-    if args.report and args.report.is_dir():
-        problems.append(f"--report {args.report}: is a folder; give a file name such as report.json")
-    elif args.report and not os.access(args.report.parent or Path("."), os.W_OK):
-        where = args.report.parent
-        problems.append(f"--report {args.report}: the folder {where} " + ("cannot be written to" if where.exists() else "does not exist"))
+            problems.append(f"--dns-server {shown.value(args.dns_server)}: {exc}")
+    if ca_file and (problem := checks.ca_bundle(ca_file)):
+        problems.append(f"--ca-file {shown.value(str(ca_file), 200)}: {problem}")
+    state_root = state_dir or default_state_dir()
+    if not args.check and (problem := _state_dir_problem(state_root)):
+        problems.append(f"--state-dir {shown.value(str(state_root), 200)}: {problem}")
+    if report and (problem := files.output_problem(report)):
+        problems.append(f"--report {shown.value(str(report), 200)}: {problem}")
     if problems:
         raise UsageError(problems)
     mode = "check" if args.check else "upgrade" if args.upgrade else "install"
     return RunOptions(
         mode=mode,
         dry_run=args.dry_run,
-        state_dir=args.state_dir or default_state_dir(),
-        report=args.report,
+        state_dir=state_root,
+        report=report,
         connect_to=connect_to,
         dns_server=dns_server,
-        ca_file=args.ca_file,
-        launch_retry_minutes=args.launch_retry_minutes,
+        ca_file=ca_file,
+        launch_retry_minutes=launch_retry_minutes,
     )
 
 
 def print_problems(problems: list[str], heading: str) -> None:
+    """Every problem, each on one line: escaped (no value can forge a line) and shortened."""
     print(heading, file=sys.stderr)
-    for problem in problems:
+    for problem in shown.problem_lines(problems):
         print(f"  {problem}", file=sys.stderr)
 
 

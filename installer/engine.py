@@ -30,7 +30,8 @@ from installer.events import (
 )
 from installer.options import RunOptions
 from installer.remote import CommandResult, Remote, RemoteCommandError
-from installer.secrets import Secrets
+from installer.secrets import LineMasker, Secrets
+from installer.shown import error_summary, escape
 from installer.state import RunState
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ class StageContext:
     def __init__(self, session: Session, stage: Stage) -> None:
         self.session = session
         self.stage = stage
+        self._streams: dict[str, LineMasker] = {}
+        """One per kind of line ("out", "err", ...): a secret broken across two lines of a
+        command's output is masked on both."""
 
     @property
     def answers(self) -> Answers:
@@ -137,11 +141,23 @@ class StageContext:
 
     # --- telling the user -------------------------------------------------------------
     def log(self, line: str, kind: str = "log") -> None:
-        for part in str(line).splitlines() or [""]:
-            self.session.emit(StageLog(self.stage.name, self.session.secrets.redact(part), kind))
+        """One log line per line of `line`, every secret masked (also one the line breaks in two)."""
+        text = line if type(line) is str else str(line)
+        parts = text.splitlines()
+        if len(parts) != 1:  # a secret holding a line break, or broken at one
+            parts = self.session.secrets.redact(text).splitlines() if parts else [""]
+        stream = self._streams.get(kind)
+        if stream is None:
+            stream = self._streams[kind] = self.session.secrets.stream()
+        name, emit, mask = self.stage.name, self.session.emit, stream.mask
+        for part in parts:
+            part = mask(part)
+            if not part.isprintable():  # escaped: a command's output must not drive the terminal it is shown on
+                part = escape(part, keep="\t")
+            emit(StageLog(name, part, kind))
 
     def progress(self, text: str, fraction: float | None = None) -> None:
-        self.session.emit(StageProgress(self.stage.name, self.session.secrets.redact(text), fraction))
+        self.session.emit(StageProgress(self.stage.name, escape(self.session.secrets.redact(text), keep="\t"), fraction))
 
     def cloud_call(self, description: str) -> None:
         """Log a cloud API call (the dry-run plan lists these in order)."""
@@ -270,8 +286,8 @@ class Engine:
 
     def _finish(self, stage: Stage, status: Status, seconds: float, error: str | None = None, hint: str | None = None) -> None:
         redact = self.session.secrets.redact
-        error = redact(error) if error else None
-        hint = redact(hint) if hint else None
+        error = escape(redact(error), keep="\t\n") if error else None  # its lines are ours; what is in them may not be
+        hint = escape(redact(hint), keep="\t\n") if hint else None
         self.results[stage.name] = StageResult(stage.name, stage.title, status, seconds, error, hint)
         if not self.session.dry_run and status is not Status.PENDING:
             self.session.state.record_stage(stage.name, status.value, seconds, error)
@@ -305,7 +321,7 @@ class Engine:
                     continue
                 error, hint = f"connection lost again: {exc}", "check the host is up and reachable, then rerun to resume"
             except Exception as exc:  # a bug or an unforeseen failure: keep the run alive and honest
-                error = f"unexpected error: {type(exc).__name__}: {exc}"
+                error = f"unexpected error: {error_summary(exc)}"
                 for line in traceback.format_exc().splitlines():
                     ctx.log(line, "debug")
             redact = self.session.secrets.redact

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import TextIO
 
+from installer.shown import plural
 from installer.events import Event, RunFinished, RunResult, StageFinished, StageLog, StageProgress, StageStarted, Status
 
 _MARK = {"command": "", "cloud": "cloud: ", "file": "", "out": "  ", "err": "  ! ", "log": ""}
@@ -69,7 +70,7 @@ class HeadlessReporter:
             again = "run the check again" if result.mode == "check" else "rerun the same command to resume"
             out.write(f"\nNot finished ({what}). Fix what is shown above and {again}.\n")
         elif result.dry_run:
-            out.write(f"\nDry run: {len(result.stages)} stages planned; nothing was contacted or changed.\n")
+            out.write(f"\nDry run: {plural(len(result.stages), 'stage')} planned; nothing was contacted or changed.\n")
         else:
             out.write("\nAll stages finished.\n")
         out.flush()

@@ -38,11 +38,28 @@ def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
             '(provider = "existing", ssh.host and ssh.host_key)')
 
 
+def key_pair_problems(answers: Answers, options: RunOptions) -> list[str]:
+    """Where the SSH key pair is to be made (ssh.private_key and its .pub), a link, pipe, device or
+    folder in the way stops the run now rather than at its first stage."""
+    from pathlib import Path
+
+    from installer.files import output_problem
+
+    if options.mode == "check" or not answers.ssh.private_key:
+        return []
+    private = Path(answers.ssh.private_key).expanduser()
+    public = private.with_name(private.name + ".pub")
+    to_write = [public] if private.is_file() else [private, public]
+    return [f"ssh.private_key: {path} {problem}" for path in to_write
+            if (problem := output_problem(path, make_parents=True))]
+
+
 def problems_before_run(answers: Answers, options: RunOptions,
                         provider_check: Callable[[Answers, RunOptions], list[str]] = provider_problems) -> list[str]:
     """Everything that stops a real run before it starts, in the words shown to the user
     (`provider_check`: the guided setup's own, which its tests replace)."""
     problems = provider_check(answers, options)
+    problems += key_pair_problems(answers, options)
     if problem := upgrade_target_problem(answers, options):
         problems.append(problem)
     return problems

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from installer.events import Event, RunResult, StageFinished, StageLog, StageProgress, StageStarted, Status
-from installer.files import write_private
+from installer.files import open_private_log, write_private
 
 
 def build_report(result: RunResult) -> dict[str, Any]:
@@ -40,10 +40,8 @@ class RunLog:
     Lines arrive already masked by the engine."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
-        self._file: TextIO = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed by close()
-        path.chmod(0o600)
+        self._file: TextIO = open_private_log(path)  # never through a link planted there; closed by close()
 
     def __call__(self, event: Event) -> None:
         stamp = time.strftime("%H:%M:%S")

@@ -14,14 +14,16 @@ from installer.state import RunState
 
 
 def open_session(answers: Answers, options: RunOptions) -> Session:
-    """Raises StateError (unreadable state) or OSError (a state folder that cannot be written)."""
+    """Raises StateError (unreadable or unsafe state) or OSError (a state folder that cannot be
+    written). A dry run reads the state and writes nothing, so its folder is neither made nor tightened."""
     if options.mode == "check":
         return Session(answers, RunState(None), options)
-    state = RunState.load(options.state_root, answers.domain.server_name)
     if options.dry_run:
+        state = RunState.load(options.state_root, answers.domain.server_name)
         session = Session(answers, RunState.in_memory(state), options)
         session.remote = RecordingRemote()
         return session
+    state = RunState.open(options.state_root, answers.domain.server_name)
     session = Session(answers, state, options)
     if state.folder is not None:
         save_answers(answers, state.folder / ANSWERS_FILE)

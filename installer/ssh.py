@@ -26,6 +26,7 @@ import asyncssh
 
 from installer.engine import ConnectionLost, StageError
 from installer.remote import CommandResult, LogFn, RemoteCommandError
+from installer.shown import error_words
 
 MAX_CHANNELS = 8
 """Channels open at once on the connection: below OpenSSH's default MaxSessions of 10."""
@@ -230,7 +231,7 @@ class SshRemote:
                     raise
                 last_error = str(exc)
             except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
-                last_error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                last_error = error_words(exc)  # "the connection was lost", not "ConnectionLost: ..."
             left = deadline - time.monotonic()
             if left <= 0:
                 raise Unreachable(
@@ -262,7 +263,8 @@ class SshRemote:
     def _drop(self, conn: asyncssh.SSHClientConnection, why: object) -> ConnectionLost:
         if self._conn is conn:
             self._lost = self._lost or ConnectionResetError(str(why))
-        return ConnectionLost(f"the SSH connection to {self.target.host} dropped: {why}")
+        words = error_words(why) if isinstance(why, BaseException) else why
+        return ConnectionLost(f"the SSH connection to {self.target.host} dropped: {words}")
 
     # --- running ----------------------------------------------------------------------
     @staticmethod

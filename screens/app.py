@@ -253,7 +253,7 @@ class InstallerApp(App[int]):
             if self.running:
                 self.stop_run()
             else:
-                self.finish(EXIT_INTERRUPTED)
+                self.finish(EXIT_OK)  # nothing ran: 130 would say a run was interrupted
 
         from screens.dialogs import ConfirmDialog
 

@@ -4,6 +4,7 @@ keys, and the client API as a stranger sees it. `run_check` is the one entry poi
 from __future__ import annotations
 
 from installer.federation.check import describe_requests, run_check
+from installer.federation.client import AdminLogin
 from installer.federation.report import Check, FederationReport
 
-__all__ = ["Check", "FederationReport", "describe_requests", "run_check"]
+__all__ = ["AdminLogin", "Check", "FederationReport", "describe_requests", "run_check"]

@@ -7,8 +7,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from installer.federation.client import client_checks
-from installer.federation.diagnose import connection_problem
+from installer.federation.client import AdminLogin, client_checks
+from installer.federation.diagnose import connection_problem, dns_server_fix
 from installer.federation.discovery import Discovery, ServerNameError, discover, split_server_name
 from installer.federation.net import CaFileError, ConnectTo, Net, is_ip, join_host_port
 from installer.federation.report import CHECK_ORDER, Check, FederationReport
@@ -29,8 +29,10 @@ def _delegation_words(found: Discovery, host: str) -> str:
 def _dns_check(found: Discovery) -> Check:
     problems: list[tuple[str, str]] = []
     for target in found.unresolved:
-        error = found.hosts[target.host].error or f"{target.host} has no address"
-        problems.append((error, f"add an A record for {target.host} pointing at the server's public IP"))
+        looked_up = found.hosts[target.host]
+        error = looked_up.error or f"{target.host} has no address"
+        fix = dns_server_fix() if looked_up.unanswered else f"add an A record for {target.host} pointing at the server's public IP"
+        problems.append((error, fix))
     for sentence in found.srv_rejected:
         problems.append((sentence, "point the SRV record at a name with its own A record, not a CNAME"))
     if not found.targets and not problems:
@@ -158,14 +160,15 @@ async def run_check(
     dns_server: tuple[str, int] | None = None,
     ca_file: Path | str | None = None,
     expect_policy: str | None = None,
-    admin: tuple[str, str] | None = None,
+    admin: AdminLogin | None = None,
     timeout: float = 10,
 ) -> FederationReport:
     """Check `server_name` the way another homeserver and a new user would see it.
 
     connect_to: (host, port, host2, port2) mappings, like curl's --connect-to; dns_server: the
     resolver for A/AAAA/SRV; ca_file: trusted besides the system roots; expect_policy: the
-    registration policy that must hold; admin: (user, password) that must be able to log in."""
+    registration policy that must hold; admin: the account that must be able to log in, at its
+    own https://<matrix_host> (never where the live .well-known points)."""
     started = time.monotonic()
     report = FederationReport(server_name)
     try:
@@ -211,7 +214,7 @@ async def run_check(
 
 
 def describe_requests(server_name: str, *, connect_to: Iterable[ConnectTo] = (), dns_server: tuple[str, int] | None = None,
-                      expect_policy: str | None = None, admin: bool = False) -> list[str]:
+                      expect_policy: str | None = None, admin: bool = False, matrix_host: str = "") -> list[str]:
     """The requests a check makes, in order, for the dry-run (nothing is contacted)."""
     host, port = split_server_name(server_name)
     resolver = f" (via {join_host_port(*dns_server)})" if dns_server else ""
@@ -230,7 +233,8 @@ def describe_requests(server_name: str, *, connect_to: Iterable[ConnectTo] = (),
               "POST <base_url>/_matrix/client/v3/register {}  (registration as a stranger sees it"
               + (f"; policy {expect_policy!r} must hold)" if expect_policy else ")")]
     if admin:
-        lines.append("POST <base_url>/_matrix/client/v3/login  (the admin's password), then /logout")
+        at = f"https://{matrix_host}" if matrix_host else "https://<matrix host>"
+        lines.append(f"POST {at}/_matrix/client/v3/login  (the admin's password, only to the Matrix host of the answers), then /logout")
     for h1, p1, h2, p2 in connect_to:
         to = join_host_port(h2, p2) if h2 and p2 else f"{h2 or '(the same host)'}:{p2 or '(the same port)'}"
         lines.append(f"--connect-to: {h1 or '*'}:{p1 or '*'} goes to {to}")

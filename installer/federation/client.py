@@ -21,6 +21,24 @@ class ClientWellKnown:
     base_url: str
 
 
+@dataclass(frozen=True)
+class AdminLogin:
+    """The admin account the check logs in with, and where: https://<matrix_host> from the
+    answers, never the base URL a live .well-known names (anyone able to change that document
+    would otherwise receive the password)."""
+
+    user: str
+    password: str
+    matrix_host: str
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.matrix_host}"
+
+    def __repr__(self) -> str:
+        return f"AdminLogin(user={self.user!r}, password='********', matrix_host={self.matrix_host!r})"
+
+
 def _failed(name: str, exc: NetError, url: str) -> Check:
     parts = urlsplit(url)
     port = parts.port or 443
@@ -122,8 +140,10 @@ async def registration(net: Net, base_url: str, expect_policy: str | None) -> Ch
     return Check("registration", False, f"registration is {words}, but the policy is \"{expect_policy}\"", fix)
 
 
-async def admin_login(net: Net, base_url: str, server_name: str, user: str, password: str) -> Check:
-    """Log in as the admin, then log that session out again. The password never leaves this function."""
+async def admin_login(net: Net, admin: AdminLogin, server_name: str) -> Check:
+    """Log in as the admin at https://<matrix_host>, then log that session out again. The password
+    never leaves this function."""
+    user, password, base_url = admin.user, admin.password, admin.base_url
     user_id = user if user.startswith("@") else f"@{user}:{server_name}"
     url = f"{base_url}/_matrix/client/v3/login"
     body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password,
@@ -152,11 +172,15 @@ async def admin_login(net: Net, base_url: str, server_name: str, user: str, pass
 
 
 async def client_checks(net: Net, server_name: str, *, expect_policy: str | None,
-                        admin: tuple[str, str] | None) -> tuple[list[Check], str]:
-    """All client-side checks; the client .well-known first (it names the base URL), then the rest together."""
+                        admin: AdminLogin | None) -> tuple[list[Check], str]:
+    """All client-side checks; the client .well-known first (it names the base URL the public
+    checks use), then the rest together. The admin logs in at its own matrix_host, whatever the
+    .well-known says."""
     found = await client_well_known(net, server_name)
     jobs = [client_versions(net, found.base_url), registration(net, found.base_url, expect_policy)]
     if admin is not None:
-        jobs.append(admin_login(net, found.base_url, server_name, admin[0], admin[1]))
+        if not isinstance(admin, AdminLogin):
+            raise TypeError("admin must be an AdminLogin: where to log in comes from the answers, never from .well-known")
+        jobs.append(admin_login(net, admin, server_name))
     rest = await asyncio.gather(*jobs)
     return [found.check, *rest], found.base_url

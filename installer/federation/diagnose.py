@@ -79,7 +79,15 @@ def connection_problem(exc: NetError, *, where: str, port: int, srv_step: bool =
                 f"Caddy has no certificate for {exc.host}: add a site for {exc.host} to the Caddyfile and reload Caddy")
     if exc.kind == "dns":
         return exc.message, f"add an A record for {exc.host} pointing at the server's public IP"
+    if exc.kind == "dns-server":
+        return exc.message, dns_server_fix()
     return f"{where}: {exc.message}", "check Caddy and Synapse are running (`systemctl status caddy`, `docker compose ps`)"
+
+
+def dns_server_fix() -> str:
+    """The DNS server gave no answer at all: a record added would not change that."""
+    return ("the DNS server did not answer: check that the resolver (--dns-server, or this machine's) is running "
+            "and reachable from here, then run the check again")
 
 
 def http_status_problem(status: str, code: int, url: str, body: bytes) -> tuple[str, str]:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urljoin
 
 from installer.federation.net import HostAddresses, Net, NetError, SrvRecord, is_ip, join_host_port
+from installer.shown import quoted
 
 WELL_KNOWN_MAX_BYTES = 50 * 1024
 MAX_REDIRECTS = 10
@@ -44,16 +45,17 @@ def split_server_name(name: str) -> tuple[str, int | None]:
         end = text.find("]")
         host, rest = text[1:end], text[end + 1:]
         if end < 0 or not is_ip(host):
-            raise ServerNameError(f"{name!r} is not a valid IPv6 literal")
+            raise ServerNameError(f"{quoted(name)} is not a valid IPv6 literal")
     else:
         host, _, rest = text.partition(":")
         rest = ":" + rest if _ else ""
         if not (is_ip(host) or _HOSTNAME.match(host)):
-            raise ServerNameError(f"{name!r} is not a valid server name (a hostname, optionally with :port)")
+            raise ServerNameError(f"{quoted(name)} is not a valid server name (a hostname, optionally with :port)")
     port: int | None = None
     if rest:
-        if not rest.startswith(":") or not rest[1:].isdigit() or not 1 <= int(rest[1:]) <= 65535:
-            raise ServerNameError(f"{name!r} has an invalid port")
+        # At most 5 digits before int(): thousands of them raise a ValueError of Python's own.
+        if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6 or not 1 <= int(rest[1:]) <= 65535:
+            raise ServerNameError(f"{quoted(name)} has an invalid port")
         port = int(rest[1:])
     return host.lower(), port
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
-import ipaddress
 import socket
 import ssl
 from collections.abc import Iterable
@@ -21,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from installer.shown import error_words
 
 ConnectTo = tuple[str, int, str, int]
 
@@ -35,11 +36,10 @@ HOSTNAME_MISMATCH = 62
 
 
 def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
+    """An IP address (an IPv6 zone only if it is an interface's name: it may come from the network)."""
+    from installer.checks import ip_address
+
+    return ip_address(host) is None
 
 
 def join_host_port(host: str, port: int) -> str:
@@ -103,8 +103,8 @@ class CertInfo:
 
 
 class NetError(Exception):
-    """A request that got no usable answer. `kind`: dns, refused, timeout, unreachable,
-    tls-verify, tls, http, too-large."""
+    """A request that got no usable answer. `kind`: dns (no record), dns-server (the DNS server
+    did not answer), refused, timeout, unreachable, tls-verify, tls, http, too-large."""
 
     def __init__(self, kind: str, message: str, *, host: str = "", port: int = 0, address: str = "",
                  verify_code: int | None = None, cert: CertInfo | None = None) -> None:
@@ -155,6 +155,8 @@ class HostAddresses:
     addrs: list[str] = field(default_factory=list)
     cname: str = ""
     error: str | None = None
+    unanswered: bool = False
+    """The DNS server gave no answer (timeout, refusal): not the same as "no such record"."""
 
     def to_tester(self) -> dict[str, Any]:
         out: dict[str, Any] = {"CName": self.cname, "Addrs": list(self.addrs)}
@@ -267,10 +269,13 @@ class Net:
                 infos = await asyncio.wait_for(
                     asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM), self.timeout)
             except (socket.gaierror, OSError) as exc:
-                result.error = f"{name} has no address in DNS ({exc.strerror or exc})"
+                if getattr(exc, "errno", None) == socket.EAI_AGAIN:
+                    result.error, result.unanswered = f"DNS did not answer for {name} ({exc.strerror})", True
+                else:
+                    result.error = f"{name} has no address in DNS ({exc.strerror or error_words(exc)})"
                 return result
             except asyncio.TimeoutError:
-                result.error = f"looking up {name} took longer than {self.timeout:g} s"
+                result.error, result.unanswered = f"looking up {name} took longer than {self.timeout:g} s", True
                 return result
             for info in infos:
                 address = str(info[4][0])
@@ -289,7 +294,7 @@ class Net:
             except dns.resolver.NoAnswer:
                 return [], "", None
             except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout) as exc:
-                return [], "", f"{self._dns_where()} did not answer for {name} ({type(exc).__name__})"
+                return [], "", f"{self._dns_where()} did not answer for {name} ({error_words(exc)})"
             canonical = answer.canonical_name.to_text().rstrip(".")
             return [r.to_text() for r in answer], canonical if canonical.lower() != name.lower() else "", None
 
@@ -300,7 +305,7 @@ class Net:
             if "nxdomain" in (err4, err6):
                 result.error = f"{name} does not exist in DNS (NXDOMAIN)"
             elif err4 or err6:
-                result.error = err4 or err6
+                result.error, result.unanswered = err4 or err6, True
             else:
                 result.error = f"{name} has no A or AAAA record"
         return result
@@ -320,7 +325,7 @@ class Net:
             return [], None
         except (dns.resolver.NoNameservers, dns.exception.Timeout, dns.resolver.LifetimeTimeout,
                 dns.resolver.NoResolverConfiguration) as exc:
-            return [], f"{self._dns_where()} did not answer the SRV query for {name} ({type(exc).__name__})"
+            return [], f"{self._dns_where()} did not answer the SRV query for {name} ({error_words(exc)})"
         records = [SrvRecord(r.priority, r.weight, r.port, r.target.to_text().rstrip(".")) for r in answer]
         records.sort(key=lambda r: (r.priority, -r.weight))
         return records, None
@@ -401,7 +406,7 @@ class Net:
                 return NetError("refused", f"connection to {address} refused", **where)
             if isinstance(cause, OSError) and cause.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
                 return NetError("unreachable", f"{address} is unreachable ({cause.strerror})", **where)
-        text = str(exc) or type(exc).__name__
+        text = str(exc) or error_words(exc)  # httpx's errors may have no message: never show a bare class name
         if isinstance(exc, httpx.ConnectTimeout):
             return NetError("timeout", f"no answer from {address} within {self.timeout:g} s", **where)
         if isinstance(exc, httpx.TimeoutException):
@@ -445,7 +450,8 @@ class Net:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         found, targets = await self.locate(host, port)
         if not targets:
-            raise NetError("dns", found.error or f"{host} has no address", host=host, port=port)
+            kind = "dns-server" if found.unanswered else "dns"
+            raise NetError(kind, found.error or f"{host} has no address", host=host, port=port)
         host_header = host if port == 443 else join_host_port(host, port)
         last: NetError | None = None
         for ip, target_port in targets:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from installer.shown import escape
+
 CHECK_ORDER = (
     "dns",
     "well-known",
@@ -31,10 +33,12 @@ class Check:
         return {"name": self.name, "ok": self.ok, "detail": self.detail, "fix": self.fix}
 
     def summary_line(self) -> str:
+        """One printed line: what the network sent (a .well-known's base URL, an error message)
+        is escaped, so it can never add a line of its own, such as a forged instruction."""
         mark = "✓" if self.ok else "✗"
-        line = f"{mark} {self.name}  {self.detail}"
+        line = f"{mark} {self.name}  {escape(self.detail)}"
         if not self.ok and self.fix:
-            line += f" -> fix: {self.fix}"
+            line += f" -> fix: {escape(self.fix)}"
         return line
 
 

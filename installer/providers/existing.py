@@ -40,9 +40,11 @@ class Existing(Provider):
             pass
         if ctx.dry_run:  # a dry run contacts nothing, DNS servers included
             return "(address of " + host + ")"
-        found = sorted(await lookup(resolver(ctx.options.dns_server), host, "A"))
+        dns = resolver(ctx.options.dns_server)
+        found = sorted(await lookup(dns, host, "A") or ()) or sorted(await lookup(dns, host, "AAAA") or ())
         if not found:
-            raise StageError(f"ssh.host {host} does not resolve to an IPv4 address", "give its IP address as ssh.host, or fix its DNS")
+            raise StageError(f"ssh.host {host} does not resolve to an address (no A or AAAA record)",
+                             "give its IP address as ssh.host, or fix its DNS")
         return found[0]
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from installer.components.homeserver import AdminCredentials
-from installer.federation import FederationReport, run_check
+from installer.federation import AdminLogin, FederationReport, run_check
 
 pytest.register_assert_rewrite("tests.fixtures.matrix_stack")
 from tests.fixtures.matrix_stack import (  # noqa: E402
@@ -73,7 +73,7 @@ async def test_well_known_delegation_passes(well_known_caddy, dns_plain, caddy_l
     await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab)  # warm-up: Python imports, first handshakes
     started = time.monotonic()
     report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, expect_policy="closed",
-                         admin=synapse.admin)
+                         admin=AdminLogin(*synapse.admin, MATRIX_HOST))
     seconds = time.monotonic() - started
     print(f"healthy full check: {seconds:.3f} s")
     assert report.ok, report.summary_lines()
@@ -321,7 +321,7 @@ async def test_registration_open_when_the_policy_says_closed(caddy_lab, dns_plai
 
 async def test_admin_with_a_wrong_password(well_known_caddy, dns_plain, caddy_lab):
     secret = "not-the-password-" + "x" * 8
-    report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, admin=("admin", secret))
+    report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, admin=AdminLogin("admin", secret, MATRIX_HOST))
     login = failing(report, "admin-login")
     assert "@admin:example.test cannot log in: M_FORBIDDEN (wrong user or password)" == login.detail
     assert secret not in json.dumps(report.to_json()) and secret not in "\n".join(report.summary_lines())

@@ -106,6 +106,25 @@ async def test_waiting_for_dns_fails_at_the_deadline(oci_emulator: EmulatorHandl
     assert "create the records" in finished.hint
 
 
+async def test_a_dns_server_that_never_answers_is_said_so_not_told_to_add_records(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    """Records cannot be created into a resolver that does not answer: the failure names the
+    resolver, not the records."""
+    import socket
+
+    await stage_runner(oci_answers)
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    try:
+        run = await stage_runner(oci_answers, names=WITH_DNS, dns_server=silent.getsockname())
+    finally:
+        silent.close()
+    finished = run.finished("dns.records")
+    assert finished.status is Status.FAILED
+    assert "the DNS server 127.0.0.1 did not answer any query" in finished.error
+    assert "still not visible" not in finished.error and "create the records" not in finished.hint
+    assert "--dns-server" in finished.hint
+
+
 class StopsWaiting(Headless):
     """Someone at the screen who stops a wait once DNS has been asked twice."""
 

@@ -391,7 +391,8 @@ async def test_quit_and_resume_later_exits_130_with_state_saved(tmp_path: Path) 
     assert {s["name"]: s["status"] for s in report["stages"]}["cloud.instance"] == "done"
 
 
-async def test_ctrl_q_asks_first_and_quits_with_130() -> None:
+async def test_ctrl_q_asks_first_and_quits_with_0_before_anything_ran() -> None:
+    """130 means a run was interrupted; quitting the forms, before any run, is a clean exit."""
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("enter", "ctrl+q")
@@ -400,7 +401,18 @@ async def test_ctrl_q_asks_first_and_quits_with_130() -> None:
         assert screen_name(app) == "CloudScreen"
         await pilot.press("ctrl+q", "tab", "enter")
         await pilot.pause()
-    assert app.return_code == 130
+    assert app.return_code == 0
+
+
+async def test_quitting_at_welcome_exits_0() -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert screen_name(app) == "WelcomeScreen"
+        await pilot.press("ctrl+q")
+        assert screen_name(app) == "ConfirmDialog"
+        await pilot.press("tab", "enter")
+        await pilot.pause()
+    assert app.return_code == 0
 
 
 async def test_a_flood_of_log_lines_is_batched_and_bounded() -> None:

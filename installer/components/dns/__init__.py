@@ -66,12 +66,14 @@ class Record:
         return f"{self.name}. {self.ttl} IN {self.rtype} {self.value}"
 
 
-def address_type(address: str) -> str:
-    """A for an IPv4 address, AAAA for an IPv6 one (a name stands for its IPv4 address)."""
+def address_record(address: str) -> tuple[str, str]:
+    """(record type, value) for the host's address: AAAA for IPv6 (its zone dropped: DNS has
+    none), A for IPv4 and for anything not yet an address (the dry run's placeholder)."""
     try:
-        return "AAAA" if ipaddress.ip_address(address).version == 6 else "A"
+        ip = ipaddress.ip_address(address.partition("%")[0])
     except ValueError:
-        return "A"
+        return "A", address
+    return ("AAAA" if ip.version == 6 else "A"), str(ip)
 
 
 def well_known_server(answers: Answers) -> dict[str, str]:
@@ -145,7 +147,8 @@ class Dns(Component):
     def records(self, d: Deployment, address: str) -> list[Record]:
         """A (or AAAA) records for every name this box serves; the SRV record with "srv" delegation."""
         a = d.answers
-        records = [Record(host, address_type(address), address) for host in d.hostnames]
+        rtype, value = address_record(address)
+        records = [Record(host, rtype, value) for host in d.hostnames]
         if a.domain.delegation == "srv":
             records.append(Record(f"_matrix-fed._tcp.{a.domain.server_name}", "SRV",
                                   f"0 10 {a.federation_port} {a.domain.matrix_host}."))

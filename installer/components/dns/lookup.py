@@ -24,12 +24,16 @@ def resolver(dns_server: tuple[str, int] | None) -> Any:
     return resolver
 
 
-async def lookup(resolver: Any, name: str, rtype: str) -> set[str]:
-    """What DNS answers now for name/type (empty when nothing yet)."""
+async def lookup(resolver: Any, name: str, rtype: str) -> set[str] | None:
+    """What DNS answers now for name/type: empty when there is no such record yet, None when the
+    DNS server itself gave no answer (a record added would not change that)."""
     import dns.exception
+    import dns.resolver
 
     try:
         answer = await resolver.resolve(name, rtype)
+    except (dns.resolver.NoNameservers, dns.exception.Timeout):
+        return None
     except dns.exception.DNSException:
         return set()
     if rtype == "SRV":

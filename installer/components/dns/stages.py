@@ -82,8 +82,11 @@ async def _poll_records(ctx: StageContext, records: list[Record], dns: Any, wait
     started = loop.time()
     deadline = started + timing.dns_timeout
     first = True
+    answered = False
     while True:
-        seen = {r: await lookup(dns, r.name, r.rtype) for r in records}
+        looked_up = {r: await lookup(dns, r.name, r.rtype) for r in records}
+        answered = answered or any(found is not None for found in looked_up.values())
+        seen = {r: found or set() for r, found in looked_up.items()}
         pending = [r for r in records if not _matches(r, seen[r])]
         if not pending:
             ctx.log("DNS records resolve as wanted: " + ", ".join(f"{r.name} {r.rtype}" for r in records))
@@ -95,6 +98,12 @@ async def _poll_records(ctx: StageContext, records: list[Record], dns: Any, wait
             if wait.stopped:
                 ctx.log("stopped waiting for DNS at the user's request; the records are not confirmed")
                 return Status.SKIPPED
+            if left <= 0 and not answered:
+                where = f"the DNS server {ctx.options.dns_server[0]}" if ctx.options.dns_server else "this machine's DNS resolver"
+                raise StageError(
+                    f"{where} did not answer any query in {_duration(timing.dns_timeout)}: the records could not be checked",
+                    "check that the resolver is running and reachable from here (--dns-server ADDR[:PORT]), then rerun",
+                )
             if left <= 0:
                 status = "; ".join(f"{r.name} {r.rtype} -> {', '.join(sorted(seen[r])) or 'nothing'}" for r in pending)
                 raise StageError(

@@ -9,7 +9,8 @@ from installer.events import Status
 
 async def check(ctx: StageContext) -> Status:
     """Check the server as the world sees it; fail with the failing checks named and the first fix."""
-    from installer.federation import describe_requests, run_check
+    from installer.federation import AdminLogin, describe_requests, run_check
+    from installer.shown import escape
 
     server_name = ctx.answers.domain.server_name
     options = ctx.options
@@ -19,7 +20,8 @@ async def check(ctx: StageContext) -> Status:
     if AdminCredentials in ctx.stage.takes:
         credentials = ctx.take(AdminCredentials)
         if credentials.password:
-            admin = (credentials.user_id, ctx.secret(credentials.password))
+            # The password goes only to the Matrix host of the answers, never where .well-known points.
+            admin = AdminLogin(credentials.user_id, ctx.secret(credentials.password), ctx.answers.domain.matrix_host)
     if options.mode == "check":  # the deployment's own view first (a stopped VM explains a failing test)
         from installer.providers import registered
 
@@ -28,7 +30,8 @@ async def check(ctx: StageContext) -> Status:
                 ctx.log(line, kind)
     if ctx.dry_run:
         for line in describe_requests(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
-                                      expect_policy=expect_policy, admin=admin is not None):
+                                      expect_policy=expect_policy, admin=admin is not None,
+                                      matrix_host=ctx.answers.domain.matrix_host):
             ctx.log(line, "command")
         return Status.PLANNED
     ctx.progress(f"testing {server_name} as other servers and new users see it")
@@ -40,6 +43,7 @@ async def check(ctx: StageContext) -> Status:
     ctx.session.federation = report.to_json()
     if not report.ok:
         failed = report.failed
-        raise StageError(f"federation test failed: {', '.join(c.name for c in failed)} ({failed[0].detail})",
-                         next((c.fix for c in failed if c.fix), None))
+        fix = next((c.fix for c in failed if c.fix), None)  # details come from the network: escaped
+        raise StageError(f"federation test failed: {', '.join(c.name for c in failed)} ({escape(failed[0].detail)})",
+                         escape(fix) if fix else None)
     return ctx.proven()
