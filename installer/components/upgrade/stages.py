@@ -322,11 +322,6 @@ async def reboot_if_required(ctx: StageContext) -> Status:
 
 # --- upgrade.images -------------------------------------------------------------------------------
 
-def _described(service: ServiceImages, name: str, version: str) -> str:
-    """ "Synapse 1.163.2 (image sha256:...)", or "postgres (image sha256:...)" """
-    return f"{name} {version} ({short_id(service.newest.id)})" if version else f"{name} (image {short_id(service.newest.id)})"
-
-
 async def upgrade_images(ctx: StageContext) -> Status:
     """Recreate the services whose image has a newer version; each one that is not ready on it
     goes back to its previous image."""
