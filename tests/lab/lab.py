@@ -499,6 +499,7 @@ def build_synapse_image(
                             "SYNAPSE_VERSION": version, "PSYCOPG2_VERSION": PSYCOPG2_VERSION,
                             "START_PY": str(HERE / "synapse-start.py"),
                             "PIP_CACHE": str(CACHE_DIR / "pip"),
+                            "SUITE": SUITE, "MIRROR": MIRROR,
                         },
                         CACHE_DIR / f"synapse-{version}-{key}.log",
                     )
@@ -674,12 +675,26 @@ class LabHost:
 
     @classmethod
     def start(cls, image: str, private_key_path: Path, *, name: str | None = None,
-              ready_timeout: float = 120, rebootable: bool = False) -> "LabHost":
+              ready_timeout: float = 120, rebootable: bool = False, memory_mib: int | None = None,
+              cores: int | None = None) -> "LabHost":
         """Boot a lab host from `image` (see build_host_image), authorize the key, wait for sshd.
         `rebootable`: fixed published ports and Docker's restart policy, so that a reboot inside
-        (systemd ends the container) comes back on the same ports, as a VM keeps its address."""
+        (systemd ends the container) comes back on the same ports, as a VM keeps its address.
+        `memory_mib`, `cores`: a box of that size as the host's tools see it (/proc/meminfo, as
+        LXCFS gives a container, and the CPUs it may run on, which nproc counts); what limits the
+        containers inside is their own compose limits (their cgroups are not below this one)."""
         name = name or f"matrix-installer-lab-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         publish = ["--restart=always"] if rebootable else []
+        if memory_mib:
+            meminfo = CACHE_DIR / "work" / f"meminfo-{memory_mib}"
+            meminfo.parent.mkdir(parents=True, exist_ok=True)
+            kb = memory_mib * 1024
+            meminfo.write_text(f"MemTotal:       {kb:>9} kB\nMemFree:        {kb * 3 // 4:>9} kB\n"
+                               f"MemAvailable:   {kb * 7 // 8:>9} kB\nSwapTotal:              0 kB\n"
+                               "SwapFree:               0 kB\n")
+            publish += ["-v", f"{meminfo}:/proc/meminfo:ro"]
+        if cores:
+            publish += ["--cpuset-cpus", f"0-{cores - 1}" if cores > 1 else "0"]
         for port in LAB_PORTS.values():
             publish += ["-p", f"127.0.0.1:{_free_port() if rebootable else ''}:{port}"]
         cid = docker(

@@ -19,12 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextlib.contextmanager
 def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False,
-               postgres_image: str | None = None) -> Iterator[_lab.LabHost]:
+               postgres_image: str | None = None, memory_mib: int | None = None,
+               cores: int | None = None) -> Iterator[_lab.LabHost]:
     """A fresh lab host with Docker in it and the stand-in Synapse image loaded under the real
     image's name (there is no registry here to pull it from); removed afterwards.
     `postgres_image` (the `postgres_image` fixture): also load the stand-in Postgres, as
-    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE)."""
-    host = _lab.LabHost.start(image, key, rebootable=rebootable)
+    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE). `memory_mib`, `cores`: the box's size
+    as the installer will read it (LabHost.start)."""
+    host = _lab.LabHost.start(image, key, rebootable=rebootable, memory_mib=memory_mib, cores=cores)
     try:
         host.preinstall_docker()
         host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
