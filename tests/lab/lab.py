@@ -554,6 +554,47 @@ def postgres_image_tag() -> str:
     return f"{POSTGRES_REPO}:{POSTGRES_MAJOR}-{_postgres_key()}"
 
 
+# -- the state compressor
+
+COMPRESSOR_REPO = "matrix-installer-lab/compress-state"
+COMPRESSOR_VERSION = "0.1.2"
+"""synapse-auto-compressor on the package index: 0.1.2 is the last wheel with the compressor in
+it (0.1.4's x86_64 wheel holds an empty library); there is no aarch64 wheel."""
+
+
+def _compressor_key() -> str:
+    return _hash((HERE / "build-compressor.sh").read_bytes(), (HERE / "compressor-cli.py").read_bytes(),
+                 _base_key(), COMPRESSOR_VERSION)
+
+
+def build_compressor_image() -> str:
+    """Build (or reuse) the lab's stand-in for the state compressor's image (COMPRESSOR_IMAGE in
+    installer.components.tuning): `synapse_auto_compressor` with the real binary's flags. Load it
+    into a lab host under the real name (`scenarios.ready_host(..., compressor_image=...)`)."""
+    key = _compressor_key()
+    lab_tag = f"{COMPRESSOR_REPO}:{COMPRESSOR_VERSION}-{key}"
+    tar = CACHE_DIR / f"compress-state-{key}.tar"
+    _mark_used(lab_tag, tar.name, f"compress-state-{key}.log", f"base-{_base_key()}.tar", f"base-{_base_key()}.log")
+    if not image_exists(lab_tag):
+        built = False
+        with _build_lock():
+            if not image_exists(lab_tag):
+                if not tar.exists():
+                    _run_build(HERE / "build-compressor.sh", {
+                        "ROOTFS": str(CACHE_DIR / "work" / f"compress-state-{key}"), "OUT": str(tar),
+                        "BASE": str(_ensure_base()), "COMPRESSOR_VERSION": COMPRESSOR_VERSION,
+                        "CLI": str(HERE / "compressor-cli.py"), "PIP_CACHE": str(CACHE_DIR / "pip"),
+                    }, CACHE_DIR / f"compress-state-{key}.log")
+                    built = True
+                changes = ["ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                           "ENV LANG=C.UTF-8", 'CMD ["synapse_auto_compressor", "--help"]',
+                           f"LABEL {LABEL}.image=compress-state {LABEL}.build={key}"]
+                docker("import", *_apply_import_changes(changes), str(tar), lab_tag, timeout=600)
+                if built:
+                    prune_unused()
+    return lab_tag
+
+
 def build_postgres_image(tag: str | None = None) -> str:
     """Build (or reuse) the lab's stand-in for `postgres:17-alpine` (POSTGRES_IMAGE): Debian's
     postgresql-17 with an entrypoint that keeps the official image's contract (see README.md).

@@ -1,5 +1,5 @@
-"""The box the server runs on: a swap file offered on small boxes (install), and `--check`'s server
-health section (memory against Synapse's limit, disk, database, media, the last state compression),
+"""The box the server runs on: a swap file offered on small boxes and, on Postgres, Synapse's state
+tables compressed nightly (install), and `--check`'s server health section (memory against Synapse's limit, disk, database, media, the last state compression),
 read over SSH from what this machine's state knows of the deployment.
 
 What the box's size sets elsewhere (Synapse's caches and limits, Postgres's buffers) is derived
@@ -32,6 +32,12 @@ class TuningKeys:
     )
 
 
+def _database_server(d: Deployment) -> bool:
+    from installer.components.homeserver import DatabaseSettings
+
+    return any(isinstance(s, DatabaseSettings) and s.engine == "postgres" for s in d.homeserver_settings())
+
+
 class Tuning(Component):
     name = "tuning"
     title = "The box: swap and server health"
@@ -44,8 +50,14 @@ class Tuning(Component):
             from installer.components.tuning.stages import offer_swap
             from installer.host.connect import HostSize
 
-            return [Stage("host.swap", "Swap file on a small box", offer_swap, ("host.ssh",), takes=(HostSize,),
-                          skippable=True)]
+            stages = [Stage("host.swap", "Swap file on a small box", offer_swap, ("host.ssh",), takes=(HostSize,),
+                            skippable=True)]
+            if _database_server(d):
+                from installer.components.tuning.compress import install_timer
+
+                stages.append(Stage("host.compress", "State compression, nightly", install_timer, ("host.docker",),
+                                    skippable=True))
+            return stages
         if mode == "check":
             from installer.components.tuning.health import server_health
 
