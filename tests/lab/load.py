@@ -11,6 +11,7 @@ The lab host is the only target: every request goes to its published HTTPS port 
 from __future__ import annotations
 
 import asyncio
+import re
 import json
 import os
 import shlex
@@ -154,6 +155,16 @@ class Sampler:
         return samples
 
 
+def cpu_seconds(host: _lab.LabHost, containers: list[str]) -> dict[str, float]:
+    """CPU time each container has used so far (cgroup v1 cpuacct.usage, v2 cpu.stat usage_usec)."""
+    script = _CGROUP + "".join(
+        f"c=$(cg {c}); p=${{c#/sys/fs/cgroup/memory}}; "
+        f"echo {c} $(cat /sys/fs/cgroup/cpuacct$p/cpuacct.usage 2>/dev/null || "
+        f"echo $(( $(sed -n 's/^usage_usec //p' $c/cpu.stat) * 1000 ))); " for c in containers)
+    out = host.exec(script).stdout
+    return {w[0]: int(w[1]) / 1e9 for w in (line.split() for line in out.splitlines()) if len(w) == 2 and w[1].isdigit()}
+
+
 def container_memory(host: _lab.LabHost, name: str) -> dict[str, Any]:
     """The container's cgroup limit, peak (memory.peak: with page cache), OOM kills, and Docker's
     own view (OOMKilled, restarts)."""
@@ -195,6 +206,11 @@ class Result:
     memory: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
     load_started: float = 0.0
     load_ended: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    """CPU seconds each container used during the load."""
+    profile: dict[str, dict[str, float]] = field(default_factory=dict)
+    rss_rounds: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    rounds: int = 1
 
     first_errors: dict[str, str] = field(default_factory=dict)
 
@@ -215,10 +231,13 @@ class Result:
     @property
     def messages_per_second(self) -> float:
         """Messages sent and answered, per second of the load."""
-        return (self.sent - self.errors.get("send", 0)) / self.load.seconds
+        return (self.sent - self.errors.get("send", 0)) / (self.load.seconds * self.rounds)
 
     def rss(self, container: str) -> tuple[int, int]:
         """(peak, steady) resident bytes during the load: steady is the median of its second half."""
+        if len(self.rss_rounds.get(container, [])) > 1:
+            rounds = self.rss_rounds[container]
+            return max(p for p, _ in rounds), int(statistics.median(s for _, s in rounds))
         samples = [(t, v * 1) for t, v in self.memory.get(container, []) if self.load_started <= t <= self.load_ended + 5]
         if not samples:
             return 0, 0
@@ -286,19 +305,71 @@ async def _setup(d: Deployed, load: Load) -> tuple[list[nio.AsyncClient], list[s
     return clients, rooms
 
 
-async def run_load(d: Deployed, load: Load = LOAD, *, containers: tuple[str, ...] = ("synapse", "postgres")) -> Result:
-    """Set up the users and rooms, then the load; the memory sampler runs throughout."""
-    clients, rooms = await _setup(d, load)
-    result = Result(load)
-    present = [c for c in containers if d.host.exec(f"docker inspect {shlex.quote(c)} >/dev/null 2>&1").returncode == 0]
-    sampler = Sampler(d.host, present)
-    try:
-        await _drive(clients, rooms, load, result)
-    finally:
-        result.memory = sampler.stop()
-        for c in clients:
+@dataclass
+class Prepared:
+    """The users (logged-in clients) and rooms of a load on one deployment."""
+
+    clients: list[nio.AsyncClient]
+    rooms: list[str]
+    containers: list[str]
+
+    async def close(self) -> None:
+        for c in self.clients:
             await c.close()
+
+
+async def prepare(d: Deployed, load: Load = LOAD, *, containers: tuple[str, ...] = ("synapse", "postgres")) -> Prepared:
+    clients, rooms = await _setup(d, load)
+    present = [c for c in containers if d.host.exec(f"docker inspect {shlex.quote(c)} >/dev/null 2>&1").returncode == 0]
+    return Prepared(clients, rooms, present)
+
+
+async def load_round(d: Deployed, prepared: Prepared, load: Load = LOAD) -> Result:
+    """One run of the load with the memory sampler, CPU accounting and Synapse's own profile."""
+    result = Result(load)
+    sampler = Sampler(d.host, prepared.containers)
+    cpu_before = cpu_seconds(d.host, prepared.containers)
+    try:
+        await _drive(prepared.clients, prepared.rooms, load, result)
+    finally:
+        cpu_after = cpu_seconds(d.host, prepared.containers)
+        result.memory = sampler.stop()
+    result.cpu = {c: cpu_after[c] - cpu_before[c] for c in cpu_after if c in cpu_before}
+    result.profile = request_profile(d.host, result.load_started)
+    result.rss_rounds = {c: [result.rss(c)] for c in prepared.containers}
     return result
+
+
+async def run_load(d: Deployed, load: Load = LOAD) -> Result:
+    """Set up the users and rooms, then the load once."""
+    prepared = await prepare(d, load)
+    try:
+        return await load_round(d, prepared, load)
+    finally:
+        await prepared.close()
+
+
+def merge(results: list[Result]) -> Result:
+    """Rounds of the same load as one result: delays and counts pooled, memory per round (peak:
+    the highest; steady: the median of the rounds'), CPU summed, profiles of the last round."""
+    merged = Result(results[0].load)
+    for r in results:
+        merged.delays_ms += r.delays_ms
+        merged.send_ms += r.send_ms
+        merged.sent += r.sent
+        merged.expected += r.expected
+        merged.delivered += r.delivered
+        for k, v in r.errors.items():
+            merged.errors[k] = merged.errors.get(k, 0) + v
+        for k, v in r.first_errors.items():
+            merged.first_errors.setdefault(k, v)
+        for k, v in r.cpu.items():
+            merged.cpu[k] = merged.cpu.get(k, 0.0) + v
+        for k, v in r.rss_rounds.items():
+            merged.rss_rounds.setdefault(k, []).extend(v)
+    merged.profile = results[-1].profile
+    merged.rounds = len(results)
+    return merged
 
 
 TIMELINE = {"room": {"timeline": {"limit": 200}}}
@@ -376,3 +447,31 @@ async def _drive(clients: list[nio.AsyncClient], rooms: list[str], load: Load, r
     lost = sum(outstanding.values())
     if lost:
         result.errors["lost"] = lost
+
+
+# --- the profile: where Synapse's time went, from its own access log ---------------------------
+
+_PROCESSED = re.compile(r"Processed request: ([\d.]+)sec/[\d.]+sec ru=\(([\d.]+)sec, ([\d.]+)sec\) "
+                        r"db=\(([\d.]+)sec/([\d.]+)sec/(\d+)\) \S+ (\d+) \"(\w+) (\S+)")
+
+
+def request_profile(host: _lab.LabHost, since: float) -> dict[str, dict[str, float]]:
+    """Synapse's own account of each request since `since` (its access log: wall time, CPU (ru),
+    time waiting for a database connection, time in database transactions, transactions), as
+    medians per kind of request: message sends and syncs that returned events."""
+    log = host.exec(f"docker logs --since {int(since)} synapse 2>&1 | grep 'Processed request'", timeout=120).stdout
+    kinds: dict[str, list[tuple[float, ...]]] = {"send": [], "sync": []}
+    for m in _PROCESSED.finditer(log):
+        total, user, system, sched, txn, count, status, method, path = m.groups()
+        kind = "send" if method == "PUT" and "/send/" in path else "sync" if "/sync" in path else None
+        if kind:
+            kinds[kind].append((float(total), float(user) + float(system), float(sched), float(txn), int(count)))
+    out = {}
+    for kind, rows in kinds.items():
+        if rows:
+            columns = list(zip(*rows))
+            out[kind] = {"n": len(rows), "wall_ms": statistics.median(columns[0]) * 1000,
+                         "wall_p95_ms": sorted(columns[0])[int(0.95 * (len(rows) - 1))] * 1000,
+                         "cpu_ms": statistics.median(columns[1]) * 1000, "db_wait_ms": statistics.median(columns[2]) * 1000,
+                         "db_ms": statistics.median(columns[3]) * 1000, "db_txns": statistics.median(columns[4])}
+    return out

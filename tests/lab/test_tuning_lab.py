@@ -7,7 +7,8 @@
 - Synapse survives the benchmark's load (bench/server.py's) within that limit, never killed;
 - joining an over-complex remote room is refused with the config's message, seen by a real
   client (matrix-nio), before anything of the room is fetched;
-- `--check`'s server health section reads the host over SSH.
+- the nightly state compression runs (the timer's service, started now), and `--check`'s server
+  health section reads the host over SSH from this machine's state.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -24,7 +27,8 @@ import pytest
 from installer.sizing import complexity_error, sizing_for
 from installer.host.connect import HostSize
 from tests.lab import load as L
-from tests.lab.scenarios import ready_host
+from tests.lab import lab as _lab
+from tests.lab.scenarios import ROOT, ready_host
 
 pytestmark = pytest.mark.lab
 
@@ -35,7 +39,7 @@ SIZING = sizing_for(HostSize(L.BOX_MIB, 2))
 @pytest.fixture(scope="module")
 def small_box(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_path_factory):
     with ready_host(lab_host_image, lab_session_key, synapse_image, postgres_image=postgres_image,
-                    memory_mib=L.BOX_MIB, cores=2) as host:
+                    memory_mib=L.BOX_MIB, cores=2, compressor_image=_lab.build_compressor_image()) as host:
         yield L.deploy(host, tmp_path_factory.mktemp("tuned"))
 
 
@@ -78,6 +82,28 @@ def test_synapse_limited_to_1_gib_survives_the_benchmarks_load(small_box):
     print(f"\nload: {L.LOAD.describe()}: p50 {result.percentile(50):.0f} ms, p95 {result.percentile(95):.0f} ms, "
           f"p99 {result.percentile(99):.0f} ms; Synapse RSS peak {peak / 2**20:.0f} MiB, steady {steady / 2**20:.0f} MiB "
           f"(limit 1024 MiB); cgroup peak {after['peak'] / 2**20 if after['peak'] else 0:.0f} MiB")
+
+
+def test_state_compression_runs_from_the_nightly_timer_and_check_reports_the_servers_health(small_box):
+    host = small_box.host
+    assert host.exec("systemctl is-enabled matrix-compress-state.timer").stdout.strip() == "enabled"
+    assert "04:00" in host.exec("systemctl cat matrix-compress-state.timer").stdout
+    started = host.exec("systemctl start matrix-compress-state.service", timeout=600)
+    log = host.exec("journalctl -u matrix-compress-state --no-pager -o cat").stdout
+    assert started.returncode == 0, log
+    stamp = host.exec("cat /opt/matrix/synapse/compress-state.last", check=True).stdout.split()
+    assert stamp[1] == "ok" and int(stamp[2]) > 0 and int(stamp[3]) > 0, log
+    assert "state compression ok: database" in log
+    # --check: the federation test cannot pass here (no DNS for example.test), the health section reads the host.
+    done = subprocess.run([sys.executable, "-m", "installer", "--check", L.SERVER_NAME, "--state-dir",
+                           str(small_box.work / "state")], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          stdin=subprocess.DEVNULL)
+    out = done.stdout
+    assert "Synapse memory:" in out and "of its 1.0 GiB limit" in out, out[-3000:]
+    assert "disk:" in out and "database (postgres):" in out and "deleted after 90d unseen" in out
+    assert "state compression: last run 0.0 days ago, ok" in out
+    assert "ACTION: Synapse" not in out and "ACTION: state compression" not in out  # the disk is the runner's
+    assert "federation.check" in out and "not run: host.health" not in out
 
 
 # --- an over-complex room --------------------------------------------------------------------------
