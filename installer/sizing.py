@@ -44,6 +44,8 @@ class Sizing:
     cache_target_mib: int
     min_cache_ttl: str
     cache_factor: float
+    sync_cache: str | None
+    """How long a /sync response is kept for a client that asks again; None: Synapse's 2 minutes."""
     # Synapse's container
     synapse_limit_mib: int
     # Synapse's features
@@ -106,7 +108,8 @@ def sizing_for(size: HostSize, *, postgres: bool = True) -> Sizing:
         cache_max_mib=int(min(memory / 8, 2 * GIB)),
         cache_target_mib=int(min(memory / 16, GIB)),
         min_cache_ttl="30s",
-        cache_factor=0.5 if memory < 2 * GIB else 1.0 if memory < 8 * GIB else 2.0,
+        cache_factor=0.5 if small else 1.0 if memory < 8 * GIB else 2.0,
+        sync_cache="30s" if small else None,
         synapse_limit_mib=max(256, synapse_limit),
         presence=memory >= PRESENCE_FROM and cores >= 2,
         complexity=complexity,
@@ -141,8 +144,12 @@ def synapse_comments(sizing: Sizing) -> dict[str, str]:
                    f"PYTHONMALLOC=malloc in the container lets it see Python's objects) passes "
                    f"{sizing.cache_max_mib}M = min(RAM/8, 2 GiB), down to {sizing.cache_target_mib}M = min(RAM/16, 1 GiB), "
                    f"sparing entries younger than {sizing.min_cache_ttl}; the factor {sizing.cache_factor:g} lets the "
-                   "caches grow until autotuning bounds them. The container's memory limit is "
-                   f"{sizing.synapse_limit_mib}M (docker-compose.yml), so one runaway cannot take the box and SSH down"),
+                   "caches grow until autotuning bounds them. "
+                   + (f"Sync responses are kept {sizing.sync_cache} for a client that asks again (Synapse keeps every one "
+                      "2 minutes: on a small box that is memory for nothing, as clients retry within seconds). "
+                      if sizing.sync_cache else "")
+                   + f"The container's memory limit is {sizing.synapse_limit_mib}M (docker-compose.yml), so one runaway "
+                   "cannot take the box and SSH down"),
         "presence": f"presence {presence}",
         "limit_remote_rooms": f"room complexity for this box ({sizing.box}): {complexity}",
         "media_retention": (f"remote media (copies of other servers' files) not viewed for {sizing.remote_media_lifetime} "
@@ -155,6 +162,7 @@ def synapse_settings(sizing: Sizing) -> dict[str, object]:
     return {
         "caches": {
             "global_factor": sizing.cache_factor,
+            **({"sync_response_cache_duration": sizing.sync_cache} if sizing.sync_cache else {}),
             "cache_autotuning": {
                 "max_cache_memory_usage": f"{sizing.cache_max_mib}M",
                 "target_cache_memory_usage": f"{sizing.cache_target_mib}M",

@@ -49,7 +49,8 @@ def test_the_box_is_sized_for_2_gib(small_box):
     assert stages["host.ssh"]["status"] == "done"
     assert L.container_memory(host, "synapse")["max"] == str(1024 * 1024 * 1024)  # the container's cgroup says 1 GiB
     config = host.exec("cat /opt/matrix/synapse/data/homeserver.yaml", check=True).stdout
-    for line in ("max_cache_memory_usage: 256M", "target_cache_memory_usage: 128M", "min_cache_ttl: 30s",
+    for line in ("global_factor: 0.5", "sync_response_cache_duration: 30s",
+                 "max_cache_memory_usage: 256M", "target_cache_memory_usage: 128M", "min_cache_ttl: 30s",
                  "complexity: 3.0", "remote_media_lifetime: 90d"):
         assert line in config, line
     assert "presence:\n  enabled: false" in config

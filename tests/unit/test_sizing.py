@@ -33,7 +33,7 @@ def pinned(s: Sizing) -> dict:
 
 def test_e2_micro_1gb_1core() -> None:
     assert pinned(sizing_for(MICRO)) == {
-        "cache_max_mib": 128, "cache_target_mib": 64, "min_cache_ttl": "30s", "cache_factor": 0.5,
+        "cache_max_mib": 128, "cache_target_mib": 64, "min_cache_ttl": "30s", "cache_factor": 0.5, "sync_cache": "30s",
         "synapse_limit_mib": 512, "presence": False, "complexity": 1.0, "remote_media_lifetime": "90d",
         "shared_buffers_mib": 64, "effective_cache_size_mib": 256, "maintenance_work_mem_mib": 32,
         "work_mem_mib": 4, "max_connections": 40, "swap_offer_mib": 2048,
@@ -42,7 +42,7 @@ def test_e2_micro_1gb_1core() -> None:
 
 def test_a1_flex_12gb_2cores() -> None:
     assert pinned(sizing_for(FLEX)) == {
-        "cache_max_mib": 1536, "cache_target_mib": 768, "min_cache_ttl": "30s", "cache_factor": 2.0,
+        "cache_max_mib": 1536, "cache_target_mib": 768, "min_cache_ttl": "30s", "cache_factor": 2.0, "sync_cache": None,
         "synapse_limit_mib": 9216, "presence": True, "complexity": None, "remote_media_lifetime": "90d",
         "shared_buffers_mib": 768, "effective_cache_size_mib": 3072, "maintenance_work_mem_mib": 256,
         "work_mem_mib": 8, "max_connections": 40, "swap_offer_mib": 0,
@@ -51,7 +51,7 @@ def test_a1_flex_12gb_2cores() -> None:
 
 def test_a1_flex_24gb_4cores_caps_the_caches_at_2_gib() -> None:
     assert pinned(sizing_for(FLEX_MAX)) == {
-        "cache_max_mib": 2048, "cache_target_mib": 1024, "min_cache_ttl": "30s", "cache_factor": 2.0,
+        "cache_max_mib": 2048, "cache_target_mib": 1024, "min_cache_ttl": "30s", "cache_factor": 2.0, "sync_cache": None,
         "synapse_limit_mib": 18432, "presence": True, "complexity": None, "remote_media_lifetime": "90d",
         "shared_buffers_mib": 1024, "effective_cache_size_mib": 6144, "maintenance_work_mem_mib": 256,
         "work_mem_mib": 8, "max_connections": 40, "swap_offer_mib": 0,
@@ -60,7 +60,7 @@ def test_a1_flex_24gb_4cores_caps_the_caches_at_2_gib() -> None:
 
 def test_an_existing_4gb_2core_server() -> None:
     assert pinned(sizing_for(EXISTING)) == {
-        "cache_max_mib": 487, "cache_target_mib": 243, "min_cache_ttl": "30s", "cache_factor": 1.0,
+        "cache_max_mib": 487, "cache_target_mib": 243, "min_cache_ttl": "30s", "cache_factor": 1.0, "sync_cache": None,
         "synapse_limit_mib": 2925, "presence": True, "complexity": 10.0, "remote_media_lifetime": "90d",
         "shared_buffers_mib": 243, "effective_cache_size_mib": 975, "maintenance_work_mem_mib": 121,
         "work_mem_mib": 8, "max_connections": 40, "swap_offer_mib": 0,
@@ -70,6 +70,7 @@ def test_an_existing_4gb_2core_server() -> None:
 def test_the_lab_box_2gb_gives_synapse_1_gib_and_sqlite_leaves_postgres_room_to_synapse() -> None:
     lab = sizing_for(HostSize(2048, 2))
     assert (lab.synapse_limit_mib, lab.complexity, lab.presence, lab.swap_offer_mib) == (1024, 3.0, False, 1024)
+    assert (lab.cache_factor, lab.sync_cache) == (0.5, "30s")
     # Without a database server on the box, Synapse may use what Postgres would have had.
     assert sizing_for(MICRO, postgres=False).synapse_limit_mib == 512  # still half of a small box
     assert sizing_for(EXISTING, postgres=False).synapse_limit_mib == 2925
@@ -93,7 +94,7 @@ def test_the_config_gets_each_sized_key_with_a_comment_and_a_rerun_changes_nothi
     edit = edit_homeserver_config(generated, NAMES, settings, new_secret=lambda: "s3cret", sizing=sizing)
     assert {"caches", "presence", "limit_remote_rooms", "media_retention"} <= set(edit.changed)
     assert read_setting(edit.text, "caches") == {
-        "global_factor": 0.5,
+        "global_factor": 0.5, "sync_response_cache_duration": "30s",
         "cache_autotuning": {"max_cache_memory_usage": "128M", "target_cache_memory_usage": "64M", "min_cache_ttl": "30s"}}
     assert read_setting(edit.text, "presence") == {"enabled": False}
     assert read_setting(edit.text, "limit_remote_rooms") == {
