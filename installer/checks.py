@@ -241,9 +241,12 @@ def image_ref(value: object) -> str | None:
 
 
 def path(value: object) -> str | None:
-    """A local file path: printable, no newline, no shell metacharacters."""
+    """A local file path: printable, no newline, no shell metacharacters, and not starting with
+    "-" (it is shown in commands to copy, such as ssh-copy-id's, where it would read as an option)."""
     if not isinstance(value, str) or not value:
         return "is required"
+    if value.startswith("-"):
+        return f'must not start with "-" (it would be read as an option): write "./{shown.value(value, 60)}" for a file of that name here'
     for ch in value:
         if not ch.isprintable() or ch in "\"'`$;|&<>\\":
             return f"contains {_char_words(ch)}, which is not allowed in a path here"

@@ -260,7 +260,7 @@ async def test_docker_distro_packages_on_ubuntu_and_debian():
         assert await docker.install_docker(ctx) is Status.DONE
         installs = [c for c in remote.commands if " install " in c]
         assert installs == [f"sudo {apt.APT_GET} install docker.io {package}"]
-        assert "sudo usermod -aG docker ubuntu" in remote.commands
+        assert "sudo usermod -aG docker -- ubuntu" in remote.commands
 
 
 async def test_caddy_from_the_vendor_repo_uses_a_signed_by_keyring():
@@ -351,7 +351,7 @@ async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
         f"host.docker [command] $ sudo {apt.APT_GET} install docker-ce",
         "services.start [file] write /opt/matrix/synapse/docker-compose.yml",
         'ports: ["127.0.0.1:8008:8008"]',
-        "SYNAPSE_SERVER_NAME=example.org -e SYNAPSE_REPORT_STATS=no -v /opt/matrix/synapse/data:/data matrixdotorg/synapse:latest generate",
+        "SYNAPSE_SERVER_NAME=example.org -e SYNAPSE_REPORT_STATS=no -v /opt/matrix/synapse/data:/data -- matrixdotorg/synapse:latest generate",
         "services.start [command] $ sudo docker compose -f /opt/matrix/synapse/docker-compose.yml up -d --remove-orphans",
         "caddy.config [command] $ sudo runuser -u caddy -- env HOME=/var/lib/caddy caddy validate",
         "caddy.config [file] write /etc/caddy/Caddyfile ",
@@ -491,3 +491,48 @@ async def test_caddy_is_not_installed_while_another_web_server_holds_the_ports()
     assert "port 80: nginx (pid 813), nginx (pid 812); port 443: nginx (pid 812)" in str(caught.value)
     assert "sudo systemctl disable --now nginx" in caught.value.hint
     assert remote.commands == ["sudo ss -Htlnp"]  # nothing installed
+
+
+class ModeRecordingRemote(ScriptedRemote):
+    """Also keeps the owner and mode each file was written with."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.modes: dict[str, tuple[str, int]] = {}
+
+    async def put_file(self, path, data, *, log, mode=0o644, owner="root:root", backup=True, secret=False):
+        self.modes[path] = (owner, mode)
+        return await super().put_file(path, data, log=log, mode=mode, owner=owner, backup=backup, secret=secret)
+
+
+async def test_homeserver_yaml_and_the_signing_key_are_private_to_synapses_user():
+    """The config holds the registration shared secret (whoever reads it can make an admin), the
+    signing key is the server's identity: 0600, Synapse's own uid, even when the image left them 0644."""
+    from installer.components.synapse import CONFIG, DATA
+    from installer.components.synapse import stages as synapse
+
+    key_file = f"{DATA}/example.org.signing.key"
+    generated = synapse.DRY_HOMESERVER.format(server_name="example.org").encode()
+    remote = ModeRecordingRemote([(r"test -d", True), (r"stat -c", CommandResult(0, "991:991 644\n", "")),
+                                  (r"-perm /077", CommandResult(0, key_file + "\n", ""))], files={CONFIG: generated})
+    ctx, _ = context(answers(), remote)
+    assert await synapse.configure(ctx) is Status.DONE
+    assert remote.modes[CONFIG] == ("991:991", 0o600)
+    assert f"sudo chmod 0600 {key_file}" in remote.commands
+    # Already private and as the answers want it: left alone.
+    remote.answers = [(re.compile(r"test -d"), True), (re.compile(r"stat -c"), CommandResult(0, "991:991 600\n", "")),
+                      (re.compile(r"-perm /077"), CommandResult(0, "", ""))]
+    remote.modes.clear()
+    assert await synapse.configure(ctx) is Status.UNCHANGED
+    assert not remote.modes
+
+
+async def test_the_dry_run_shows_homeserver_yaml_written_private():
+    session = Session(answers=answers(), state=RunState(None), options=RunOptions(dry_run=True), remote=RecordingRemote())
+    lines: list[str] = []
+    session.listeners.append(lambda e: lines.append(e.line) if isinstance(e, StageLog) else None)
+    plan = [dataclasses.replace(s, needs=()) for s in install_plan(answers()) if s.name == "synapse.config"]
+    await Engine(plan, session).run()
+    text = "\n".join(lines)
+    assert "write /opt/matrix/synapse/data/homeserver.yaml (owner 991:991, mode 0600" in text
+    assert "-name '*.signing.key' -perm /077" in text

@@ -66,9 +66,9 @@ async def install_docker(ctx: StageContext) -> Status:
     engine, _, compose = version.stdout.strip().partition("\n")
     ctx.log(f"Docker {engine}, compose {compose}")
     user = ctx.answers.ssh.user
-    groups = await ctx.run(f"id -nG {q(user)}", dry_output=user)
+    groups = await ctx.run(f"id -nG -- {q(user)}", dry_output=user)
     if "docker" not in groups.stdout.split():
-        await ctx.run(f"usermod -aG docker {q(user)}", sudo=True)
+        await ctx.run(f"usermod -aG docker -- {q(user)}", sudo=True)
         ctx.log(f"{user} joined the docker group (it takes effect at the next login)")
         changed = True
     return Status.DONE if changed else Status.UNCHANGED

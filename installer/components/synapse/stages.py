@@ -55,7 +55,7 @@ def generate_command(ctx: StageContext) -> str:
     a = ctx.answers
     return (f"docker run --rm -e SYNAPSE_SERVER_NAME={q(a.domain.server_name)} "
             f"-e SYNAPSE_REPORT_STATS={'yes' if a.synapse.report_stats else 'no'} "
-            f"-v {q(DATA)}:/data {q(a.synapse.image)} generate")
+            f"-v {q(DATA)}:/data -- {q(a.synapse.image)} generate")
 
 
 def register_secrets(ctx: StageContext, text: str) -> None:

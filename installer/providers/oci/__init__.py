@@ -39,7 +39,8 @@ def _oci_key(default, label, help, **more):
 class OciKeys:
     oci_config: str = _oci_key("~/.oci/config", "OCI config file", "the OCI CLI/SDK config file", check=checks.path)
     oci_profile: str = _oci_key("DEFAULT", "OCI profile", "profile (section) in that file",
-                                check=checks.pattern(r"[A-Za-z0-9_.-]{1,64}", "a profile name (letters, digits, _ . -)"))
+                                check=checks.pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
+                                                    "a profile name (letters, digits, _ . -, starting with a letter or digit)"))
     compartment_id: str = _oci_key(
         "", "Compartment", "default: the tenancy", group=MORE, placeholder="the tenancy",
         check=checks.pattern(r"ocid1\.[a-z0-9]+\.[a-z0-9-]+\.[a-z0-9-]*\.[a-z0-9._-]+", "an OCID (ocid1.compartment.oc1..xxxx)", optional=True),
