@@ -1,9 +1,10 @@
 """What this machine and the state must hold before a run starts, checked alike by both
 front-ends: what the provider needs (the OCI profile, for an install on Oracle Cloud); the
-server's address, for an upgrade."""
+server's address, for an upgrade; an admin password in the environment that will be accepted."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,9 @@ from installer.state import RunState, StateError
 if TYPE_CHECKING:
     from installer.answers import Answers
     from installer.options import RunOptions
+
+EnvLookup = Callable[[str], "str | None"]
+"""An environment variable's value by name (os.environ.get; the guided setup's tests give their own)."""
 
 
 def provider_problems(answers: Answers, options: RunOptions) -> list[str]:
@@ -54,14 +58,29 @@ def key_pair_problems(answers: Answers, options: RunOptions) -> list[str]:
             if (problem := output_problem(path, make_parents=True))]
 
 
+def admin_password_problem(answers: Answers, options: RunOptions, env: EnvLookup = os.environ.get) -> str | None:
+    """An admin password set in the environment that the homeserver would refuse (too short), found
+    before the VM, Docker and Synapse are made rather than at the admin's stage. Only an install
+    makes the admin."""
+    from installer.components.homeserver import short_password_problem
+
+    if options.mode != "install":
+        return None
+    variable = answers.registration.admin_password_env
+    return short_password_problem(variable, (env(variable) or "").strip())
+
+
 def problems_before_run(answers: Answers, options: RunOptions,
-                        provider_check: Callable[[Answers, RunOptions], list[str]] = provider_problems) -> list[str]:
+                        provider_check: Callable[[Answers, RunOptions], list[str]] = provider_problems,
+                        env: EnvLookup = os.environ.get) -> list[str]:
     """Everything that stops a real run before it starts, in the words shown to the user
-    (`provider_check`: the guided setup's own, which its tests replace)."""
+    (`provider_check` and `env`: the guided setup's own, which its tests replace)."""
     problems = provider_check(answers, options)
     problems += key_pair_problems(answers, options)
     if problem := upgrade_target_problem(answers, options):
         problems.append(problem)
+    if problem := admin_password_problem(answers, options, env):
+        problems.append(f"registration.admin_password_env: {problem}")
     return problems
 
 

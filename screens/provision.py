@@ -339,10 +339,11 @@ class ProvisionScreen(StepScreen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if worker.name == "engine" and worker.state is WorkerState.ERROR:
-            error = worker.error
+            summary, crash = self.installer.keep_crash_details(worker.error)
+            report = f"report it with {crash} (masked)" if crash else "report it with the log"
             self.app.push_screen(
-                ErrorDialog("The run stopped unexpectedly", f"{type(error).__name__}: {error}",
-                            "the state of finished stages is saved: rerun matrix-installer to resume; if it happens again, report it with the log"),
+                ErrorDialog("The run stopped unexpectedly", summary,
+                            f"the state of finished stages is saved: rerun matrix-installer to resume; if it happens again, {report}"),
                 lambda _: self.installer.finish(1),
             )
 

@@ -6,6 +6,7 @@ from textual.app import ComposeResult
 from textual.markup import escape
 from textual.widgets import Static
 
+from installer.answers import Answers, check_field
 from screens.form import FormScreen
 from screens.widgets import FormField
 
@@ -20,14 +21,24 @@ class RegistrationScreen(FormScreen):
         yield from self.declared_fields()
         yield Static("", id="password-status", classes="status-line")
 
+    def step_problems(self, answers: Answers) -> list[tuple[str, str]]:
+        """An admin password the server would refuse, checked as the headless run checks it."""
+        from installer.readiness import admin_password_problem
+
+        problem = admin_password_problem(answers, self.installer.options, self.installer.env)
+        return [("registration.admin_password_env", problem)] if problem else []
+
     def update_aside(self) -> None:
         answers = self.draft()
         env = answers.registration.admin_password_env
         user = f"@{answers.registration.admin_user}:{answers.domain.server_name}"
         for admin in self.query("#field-registration-admin_user").results(FormField):
             admin.set_help(f"the admin's user ID will be {user}")
-        if not env or not answers.registration.admin_user:
-            text = ""  # the empty field says what it needs
+        problems = self.step_problems(answers)
+        if not answers.registration.admin_user or check_field("registration.admin_password_env", env):
+            text = ""  # the field says what it needs
+        elif problems:
+            text = f"[$text-error]✗[/] {escape(problems[0][1])}"
         elif self.installer.env_is_set(env):
             text = f"[$text-success]✓[/] {escape(env)} is set: {escape(user)} gets that password"
         else:

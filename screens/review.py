@@ -70,7 +70,8 @@ class ReviewScreen(StepScreen):
         (installer.readiness): what the provider needs, or the address of the server to upgrade."""
         from installer.readiness import problems_before_run
 
-        return problems_before_run(self.installer.answers, self.installer.options, self.installer.provider_check)
+        return problems_before_run(self.installer.answers, self.installer.options, self.installer.provider_check,
+                                   self.installer.env)
 
     def warnings(self) -> list[str]:
         """What the components say of these choices before anything runs (SQLite is for tests)."""

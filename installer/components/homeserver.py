@@ -68,6 +68,18 @@ class Response:
         return value if isinstance(value, dict) else {}
 
 
+MIN_ADMIN_PASSWORD = 8
+"""Characters an admin password needs (Synapse's register_new_matrix_user asks no less)."""
+
+
+def short_password_problem(variable: str, password: str | None) -> str | None:
+    """What is wrong with an admin password taken from `variable`: too short (None when unset: one is generated)."""
+    if password and len(password) < MIN_ADMIN_PASSWORD:
+        return (f"the admin password in ${variable} is shorter than {MIN_ADMIN_PASSWORD} characters: choose a longer "
+                f"one, or unset {variable} to have one generated and shown once")
+    return None
+
+
 def admin_password_from_env(ctx: StageContext) -> str | None:
     """The admin's password from the environment variable the answers name (registered as a secret)."""
     import os

@@ -96,7 +96,7 @@ def install(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_
         work = tmp_path_factory.mktemp("host-lab")
         key = work / "ssh" / "id_ed25519"  # missing: local.ssh_key creates it
         toml = existing_server_answers(host, key=key, registration='policy = "token"\ntokens = 2\n'
-                                                                     'admin_password_env = "MI_LAB_TEST_UNSET_PASSWORD"')
+                                                                     'admin_password_env = "MI_LAB_TEST_UNSET_ADMIN_PASSWORD"')
         state_dir = work / "state"
 
         def after(event: StageFinished) -> None:

@@ -257,6 +257,37 @@ async def test_registration_tokens_only_with_the_token_policy() -> None:
         assert app.answers.registration.policy == "token" and app.answers.registration.tokens == 3
 
 
+async def test_a_short_admin_password_is_found_on_the_accounts_step() -> None:
+    """As the headless run finds it before anything runs: the status line says so, Next refuses."""
+    app = make_app(env={"MATRIX_ADMIN_PASSWORD": "short"})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n", "ctrl+n", "ctrl+n")
+        assert screen_name(app) == "RegistrationScreen"
+        status = str(app.screen.query_one("#password-status", Static).render())
+        assert "✗" in status and "$MATRIX_ADMIN_PASSWORD is shorter than 8 characters" in status
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "RegistrationScreen"
+        assert "shorter than 8 characters" in problem_text(app, "registration.admin_password_env")
+        assert "short" not in status.replace("shorter", "")  # the password itself is never shown
+        # Another variable, with a password long enough: on to the next step.
+        app.env = {"MATRIX_ADMIN_PASSWORD": "short", "MY_ADMIN_PW": "long-enough-pw"}.get
+        await type_into(pilot, "registration.admin_password_env", "MY_ADMIN_PW")
+        assert "MY_ADMIN_PW is set" in str(app.screen.query_one("#password-status", Static).render())
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "ServerScreen"
+
+
+async def test_a_password_variable_kept_for_something_else_is_refused_on_the_accounts_step() -> None:
+    app = make_app(env={"PATH": "/usr/bin:/bin"})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n", "ctrl+n", "ctrl+n")
+        await type_into(pilot, "registration.admin_password_env", "PATH")
+        assert "MATRIX or ADMIN" in problem_text(app, "registration.admin_password_env")
+        assert str(app.screen.query_one("#password-status", Static).render()) == ""  # "PATH is set" would mislead
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "RegistrationScreen"
+
+
 async def test_review_lists_problems_and_refuses_to_install() -> None:
     bad = VALID.replace("cloud", ocpus=4, memory_gb=2)
     app = make_app(bad)
@@ -624,7 +655,7 @@ async def test_welcome_appears_first_then_shows_what_it_found_on_this_machine(tm
     (tmp_path / ".ssh").mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@here", "-f", str(tmp_path / ".ssh" / "id_ed25519")], check=True)
     app = InstallerApp(None, Options(dry_run=True, state_dir=tmp_path / "state"), home=tmp_path,
-                       provider_check=lambda answers, options: [], env=lambda name: False)
+                       provider_check=lambda answers, options: [], env=lambda name: None)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.found is not None)
         await pilot.pause()
@@ -650,11 +681,41 @@ async def test_an_error_in_a_screen_shows_no_traceback_and_keeps_details_private
             await pilot.press("enter")
             await pilot.pause()
     shown = " ".join(capsys.readouterr().err.split())  # what the terminal got as the app closed
-    assert "stopped on an unexpected error: RuntimeError: the screen's handler broke" in shown
-    assert "Traceback" not in shown and "locals" not in shown
+    assert "stopped on an unexpected error: the screen's handler broke" in shown
+    assert "Traceback" not in shown and "locals" not in shown and "RuntimeError" not in shown
     (crash,) = tmp_path.glob("crash-*.log")
     assert stat.S_IMODE(crash.stat().st_mode) == 0o600
-    assert "Traceback" in crash.read_text()
+    assert "Traceback" in crash.read_text() and "RuntimeError" in crash.read_text()  # for a bug report
+
+
+async def test_an_engine_that_stops_unexpectedly_is_said_in_words(tmp_path: Path, monkeypatch) -> None:
+    """The run's worker error dialog names no internal class (LifetimeTimeout means nothing to a
+    user); the class and traceback go to the private crash file."""
+    from screens import provision
+    from screens.dialogs import ErrorDialog
+
+    class LifetimeTimeout(Exception):
+        pass
+
+    class Broken:
+        def __init__(self, *args) -> None:
+            pass
+
+        async def run(self):
+            raise LifetimeTimeout("The DNS operation timed out after 5.2 seconds")
+
+    monkeypatch.setattr(provision, "Engine", Broken)
+    app = make_app(state_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog))
+        dialog = app.screen
+        shown = f"{dialog.message} {dialog.what_to_do}"
+        assert dialog.message == "no answer in time"
+        assert "LifetimeTimeout" not in shown and "crash-" in shown
+    (crash,) = tmp_path.glob("crash-*.log")
+    assert "LifetimeTimeout" in crash.read_text()
 
 
 def test_the_domain_preview_says_what_the_stages_will_make() -> None:

@@ -184,9 +184,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_saved_file_holds_no_secrets_and_annotates_each_key(tmp_path: Path) -> None:
-    answers = parse_answers(MINIMAL).replace("registration", admin_password_env="MY_PASS")
+    answers = parse_answers(MINIMAL).replace("registration", admin_password_env="MY_MATRIX_PASS")
     text = dump_answers(answers)
-    assert 'admin_password_env = "MY_PASS"' in text
+    assert 'admin_password_env = "MY_MATRIX_PASS"' in text
     assert "password =" not in text
     assert text.count("#") >= 30  # each key carries its help
 

@@ -25,6 +25,23 @@ POLICIES = (
 )
 
 
+PURPOSE_WORDS = ("MATRIX", "ADMIN")
+
+
+def password_variable(value: object) -> str | None:
+    """The name of the environment variable holding the admin's password: a variable name that
+    says what it is for. The password goes to the server the answers name, so a shared answers
+    file naming PATH or AWS_SECRET_ACCESS_KEY would send this machine's other secrets there."""
+    if problem := checks.pattern(r"[A-Za-z_][A-Za-z0-9_]{0,63}", "an environment variable name (letters, digits, _)")(value):
+        return problem
+    assert isinstance(value, str)
+    if not any(word in value.upper() for word in PURPOSE_WORDS):
+        return ('must say what it is for: put MATRIX or ADMIN in its name, e.g. "MATRIX_ADMIN_PASSWORD". Its value '
+                "becomes the admin's password on the server these answers name: a variable kept for something else "
+                "(PATH, a cloud key) must never be sent there")
+    return None
+
+
 def _token_policy(answers: Answers) -> bool:
     return answers.registration.policy == "token"
 
@@ -45,8 +62,8 @@ class RegistrationKeys:
     )
     admin_password_env: str = key(
         "MATRIX_ADMIN_PASSWORD", "Password variable", "unset: generate one, show it once", step="Accounts",
-        check=checks.pattern(r"[A-Za-z_][A-Za-z0-9_]{0,63}", "an environment variable name"),
-        guide="the environment variable holding the admin's password",
+        check=password_variable,
+        guide="the environment variable holding the admin's password (its name says so: MATRIX or ADMIN in it)",
     )
     tokens: int = key(0, "Tokens to create", 'registration tokens to create with policy "token"', step="Accounts",
                       check=checks.int_range(0, 100), applies=_token_policy, install_only=True,
