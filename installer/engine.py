@@ -159,6 +159,11 @@ class StageContext:
     def progress(self, text: str, fraction: float | None = None) -> None:
         self.session.emit(StageProgress(self.stage.name, escape(self.session.secrets.redact(text), keep="\t"), fraction))
 
+    def found(self, text: str) -> None:
+        """Log what was found on the host or in the cloud. A dry run looks at nothing: what it
+        "finds" is made up to show the plan, and the line says it was assumed."""
+        self.log(f"assumed (dry run): {text}" if self.dry_run else text)
+
     def cloud_call(self, description: str) -> None:
         """Log a cloud API call (the dry-run plan lists these in order)."""
         self.log(description, "cloud")

@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncssh
 
 from installer.engine import ConnectionLost, StageError
-from installer.remote import CommandResult, LogFn, RemoteCommandError
+from installer.remote import STDIN_NOTE, CommandResult, LogFn, RemoteCommandError, read_command, shown_command
 from installer.shown import error_words
 
 MAX_CHANNELS = 8
@@ -343,9 +343,9 @@ class SshRemote:
 
     async def run(self, command: str, *, log: LogFn, sudo: bool = False, check: bool = True, timeout: float = 900,
                   input: str | None = None, quiet: bool = False, dry_output: str = "") -> CommandResult:
-        shown = f"sudo {command}" if sudo else command
+        shown = shown_command(command, sudo=sudo)
         if not quiet:
-            log(f"$ {shown}" + (" <<< (stdin)" if input else ""), "command")
+            log(f"$ {shown}" + (STDIN_NOTE if input else ""), "command")
         return await self._run(command, shown if not quiet else "(a command kept out of the log)", log=log, sudo=sudo,
                                check=check, timeout=timeout, stdin=input.encode() if input is not None else None)
 
@@ -366,7 +366,7 @@ class SshRemote:
         return result
 
     async def probe(self, command: str, *, log: LogFn, sudo: bool = False) -> bool:
-        shown = f"sudo {command}" if sudo else command
+        shown = shown_command(command, sudo=sudo)
         log(f"? {shown}", "debug")
         result = await self._run(command, shown, log=log, sudo=sudo, check=False, timeout=120, stdin=None,
                                  out_kind="debug", err_kind="debug")
@@ -374,7 +374,7 @@ class SshRemote:
 
     async def read_file(self, path: str, *, log: LogFn | None = None, sudo: bool = True) -> bytes | None:
         if log is not None:
-            log(f"read {path}", "command")
+            log(f"$ {read_command(path, sudo=sudo)}", "command")
         line = self._wrap(f"{_READ_FILE}", sudo=sudo, timeout=120) + f" sh {shlex.quote(path)}"
         status, out, err, tail = await self.execute(line, stdin=None, timeout=120, on_line=None)
         if status == ABSENT_STATUS:

@@ -31,7 +31,8 @@ HISTORY = 5000
 FLUSH_SECONDS = 0.1
 TAIL_LINES = 12
 MARKS_TEXT = {Status.DONE: "✓", Status.UNCHANGED: "=", Status.PLANNED: "✓", Status.SKIPPED: "»", Status.FAILED: "✗"}
-PREFIX = {"command": "$ ", "cloud": "☁ ", "file": "✎ ", "out": "  ", "err": "! "}
+PREFIX = {"cloud": "☁ ", "file": "✎ ", "out": "  ", "err": "! "}
+"""Marks for kinds of line; a command line carries its own ("$ " run, "? " checked), as the headless log shows it."""
 
 
 def format_line(event: StageLog) -> str | None:

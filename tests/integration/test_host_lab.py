@@ -31,6 +31,8 @@ pytestmark = pytest.mark.lab
 HOST_STAGES = ("local.ssh_key", "host.ssh", "host.firewall", "host.caddy", "host.docker", "postgres.config",
                "synapse.config", "services.start", "caddy.config", "synapse.admin", "registration.policy", "postgres.check")
 SERVER_NAME = "example.test"
+UPLOAD_LIMIT = "2M"
+"""Small, so that uploads just over and far over it take no time (the default is 50M)."""
 MATRIX_HOST = "matrix.example.test"
 CHECKSUMS = (
     "find /opt/matrix/synapse /etc/caddy /etc/iptables /etc/apt/sources.list.d -type f "
@@ -96,7 +98,8 @@ def install(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_
         work = tmp_path_factory.mktemp("host-lab")
         key = work / "ssh" / "id_ed25519"  # missing: local.ssh_key creates it
         toml = existing_server_answers(host, key=key, registration='policy = "token"\ntokens = 2\n'
-                                                                     'admin_password_env = "MI_LAB_TEST_UNSET_ADMIN_PASSWORD"')
+                                                                     'admin_password_env = "MI_LAB_TEST_UNSET_ADMIN_PASSWORD"',
+                                       extra=f'[synapse]\nmax_upload_size = "{UPLOAD_LIMIT}"')
         state_dir = work / "state"
 
         def after(event: StageFinished) -> None:
@@ -207,6 +210,46 @@ def test_secrets_appear_in_no_log_report_or_state_file(install):
             assert secret not in text, f"a secret leaked into {name}"
     # The token file is root's alone.
     assert host.exec("stat -c '%U %a' /opt/matrix/synapse/.admin-access-token").stdout.split() == ["root", "600"]
+
+
+def test_a_client_uploading_over_the_limit_gets_413_m_too_large(install, tmp_path):
+    """What a real client (matrix-nio) sees through Debian's Caddy 2.6.2: one upload just over the
+    limit, answered by Synapse; one far over it, answered by Caddy before the body is read; both
+    413 M_TOO_LARGE (not a 502 with no Matrix error, as when Caddy cut the body). One under it is stored."""
+    import nio
+
+    from installer.components.synapse import upload_bytes
+    from installer.render import TOO_LARGE
+    from tests.lab.matrix_client import client, login
+
+    host, _, _, first = install
+    assert "2.6.2" in host.exec("caddy version", check=True).stdout
+    password = dict(first.result.shown_once)[f"Admin password for @admin:{SERVER_NAME}"]
+    ca = tmp_path / "caddy-root.crt"
+    ca.write_bytes(host.caddy_root_ca())
+    limit = upload_bytes(UPLOAD_LIMIT)
+
+    async def upload(made: nio.AsyncClient, size: int):
+        answer, _ = await made.upload(lambda *_: b"x" * size, content_type="application/octet-stream",
+                                      filename=f"{size}.bin", filesize=size)
+        return answer
+
+    async def go():
+        made = client(MATRIX_HOST, host.https_port, ca, f"@admin:{SERVER_NAME}")
+        try:
+            await login(made, password)
+            return [await upload(made, size) for size in (limit // 2, limit + 1, limit + 4 * 1024 * 1024)]
+        finally:
+            await made.close()
+
+    under, just_over, far_over = asyncio.run(go())
+    assert isinstance(under, nio.UploadResponse) and under.content_uri.startswith("mxc://"), under
+    for answer in (just_over, far_over):
+        assert isinstance(answer, nio.UploadError), answer
+        assert answer.transport_response.status == 413 and answer.status_code == "M_TOO_LARGE", answer
+    # Synapse's own words for the one just over; Caddy's for the one far over.
+    assert TOO_LARGE not in just_over.message and just_over.message
+    assert f'"error": "{far_over.message}"' in TOO_LARGE, far_over.message
 
 
 def test_wrong_pinned_host_key_stops_before_any_command(install, tmp_path):

@@ -54,7 +54,7 @@ class Plan:
         async def run(ctx: StageContext) -> Status:
             self.attempts[name] = self.attempts.get(name, 0) + 1
             ctx.log(f"checking {name}")
-            ctx.log(f"sudo systemctl status {name}", "command")
+            ctx.log(f"$ sudo systemctl status {name}", "command")  # as a remote logs a command
             for i in range(self.lines):
                 ctx.log(f"{name}: output line {i}", "out")
             if name in self.fail_once and self.attempts[name] == 1:

@@ -257,6 +257,29 @@ async def test_registration_tokens_only_with_the_token_policy() -> None:
         assert app.answers.registration.policy == "token" and app.answers.registration.tokens == 3
 
 
+async def test_the_run_log_shows_a_command_as_the_headless_log_does() -> None:
+    """One mark per command line ("$ sudo true", never "$ $ sudo true"); a shell line under sudo
+    as what really runs."""
+    from installer.engine import Stage
+
+    async def commands(ctx) -> Status:
+        await ctx.run("true", sudo=True)
+        await ctx.run("systemctl enable caddy && systemctl restart caddy", sudo=True)
+        await ctx.read_file("/etc/caddy/Caddyfile")
+        return Status.DONE
+
+    app = make_app(plan=lambda mode, answers, facts=None: [Stage("host.caddy", "Caddy", commands)])
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProvisionScreen) and app.screen.result is not None)
+        lines = list(app.screen.buffers["host.caddy"])
+        assert "$ sudo true" in lines
+        assert "$ sudo sh -c 'systemctl enable caddy && systemctl restart caddy'" in lines
+        assert "? sudo cat -- /etc/caddy/Caddyfile  # a dry run assumes no such file yet" in lines
+        assert not [line for line in lines if line.startswith(("$ $", "$ ?"))], lines
+
+
 async def test_a_short_admin_password_is_found_on_the_accounts_step() -> None:
     """As the headless run finds it before anything runs: the status line says so, Next refuses."""
     app = make_app(env={"MATRIX_ADMIN_PASSWORD": "short"})

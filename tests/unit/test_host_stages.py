@@ -24,6 +24,8 @@ from installer.events import StageLog, Status
 from installer.host import apt, connect
 from installer.host.connect import HostOS
 from installer.plan import install_plan
+from installer.providers.base import os_release
+from installer.providers.oci import ORACLE_IMAGE_RULES
 from installer.remote import CommandResult, RecordingRemote
 from installer.state import RunState
 
@@ -99,7 +101,7 @@ class ScriptedRemote(RecordingRemote):
         return changed
 
 
-ORACLE = firewall.DRY_RULES["iptables"]
+ORACLE = ORACLE_IMAGE_RULES["iptables"]
 
 
 def test_reject_position_finds_the_catch_all_wherever_it_is():
@@ -256,7 +258,7 @@ async def test_docker_distro_packages_on_ubuntu_and_debian():
                                  (r"id -nG", CommandResult(0, "ubuntu sudo", "")), (r"systemctl is-", True),
                                  (r"docker version", CommandResult(0, "26.1.5\n2.26.1\n", ""))])
         ctx, _ = context(answers('[packages]\nsource = "distro"'), remote)
-        ctx.give(connect.parse_os_release(connect.DRY_OS_RELEASE))
+        ctx.give(connect.parse_os_release(os_release("24.04", "arm64")))
         assert await docker.install_docker(ctx) is Status.DONE
         installs = [c for c in remote.commands if " install " in c]
         assert installs == [f"sudo {apt.APT_GET} install docker.io {package}"]
@@ -343,8 +345,10 @@ async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
     text = "\n".join(lines)
     for expected in (
         "host.ssh [command] connect to ubuntu@203.0.113.7:22",
-        "host.firewall [command] $ sudo iptables -I INPUT 7 -p tcp -m state --state NEW -m tcp --dport 443 -j ACCEPT",
-        "host.firewall [command] ? sudo read /etc/iptables/rules.v4",
+        # A server of the user's own: not assumed to be Oracle's image, with its REJECT rule.
+        "host.firewall [command] $ sudo iptables -A INPUT -p tcp -m state --state NEW -m tcp --dport 443 -j ACCEPT",
+        "host.firewall [log] assumed (dry run): iptables: opened TCP 80, 443 (no REJECT rule found: appended)",
+        "host.firewall [command] ? sudo cat -- /etc/iptables/rules.v4  # a dry run assumes no such file yet",
         "host.firewall [command] $ sudo iptables-restore --test",
         "host.firewall [file] write /etc/iptables/rules.v4 ",
         f"host.caddy [command] $ sudo {apt.APT_GET} install caddy",
@@ -361,6 +365,7 @@ async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
     ):
         assert expected in text, expected
     assert text.index("caddy validate") < text.index("write /etc/caddy/Caddyfile ")
+    assert "read /etc" not in text  # reading a file is shown as the command it is
     assert "a-very-secret-admin-pw" not in text
     assert not session.shown_once  # a dry run reveals nothing: nothing was made
 
@@ -536,3 +541,39 @@ async def test_the_dry_run_shows_homeserver_yaml_written_private():
     text = "\n".join(lines)
     assert "write /opt/matrix/synapse/data/homeserver.yaml (owner 991:991, mode 0600" in text
     assert "-name '*.signing.key' -perm /077" in text
+
+
+async def _dry_run_lines(a, names: set[str]) -> list[str]:
+    session = Session(answers=a, state=RunState(None), options=RunOptions(dry_run=True), remote=RecordingRemote())
+    lines: list[str] = []
+    session.listeners.append(lambda e: lines.append(f"{e.stage} {e.line}") if isinstance(e, StageLog) else None)
+    plan = [dataclasses.replace(s, needs=tuple(n for n in s.needs if n in names)) for s in install_plan(a) if s.name in names]
+    await Engine(plan, session).run()
+    return lines
+
+
+async def test_the_dry_run_shows_what_really_runs_and_marks_what_it_assumed():
+    """sudo covers a whole shell line only through `sudo sh -c '...'`; every value a dry run makes
+    up (the OS, Docker's version, a ready service) says it was assumed."""
+    lines = await _dry_run_lines(answers(), {"host.ssh", "host.firewall", "host.caddy", "host.docker", "caddy.config",
+                                             "services.start", "postgres.check", "synapse.admin", "registration.policy"})
+    text = "\n".join(lines)
+    assert "caddy.config $ sudo sh -c 'systemctl enable caddy && systemctl restart caddy'" in text
+    assert "host.firewall ? sudo sh -c 'command -v ufw >/dev/null && ufw status | grep -q " in text
+    assert "$ sudo iptables -S INPUT" in text  # no shell syntax: shown as it is
+    for assumed in ("host.ssh assumed (dry run): host OS: Ubuntu 24.04 LTS (amd64)",
+                    "host.docker assumed (dry run): Docker 27.0.3, compose 2.29.1",
+                    "services.start assumed (dry run): synapse is ready",
+                    "postgres.check assumed (dry run): Synapse's database is UTF8 with C collation",
+                    "registration.policy a real run verifies on the running server that registration is closed"):
+        assert assumed in text, assumed
+    for stated_as_fact in ("sudo read", "<<<", "\nhost.docker Docker 27", "verified on the running server", "REJECT rule (was"):
+        assert stated_as_fact not in text, stated_as_fact
+
+
+async def test_an_oracle_vm_is_assumed_to_be_oracles_image_and_a_server_of_yours_is_not():
+    oracle = answers().replace("cloud", provider="oci", shape="VM.Standard.E2.1.Micro", ubuntu_version="22.04")
+    text = "\n".join(await _dry_run_lines(oracle, {"host.ssh", "host.firewall"}))
+    assert "assumed (dry run): host OS: Ubuntu 22.04 LTS (amd64)" in text
+    assert "assumed (dry run): iptables: opened TCP 80, 443 above the REJECT rule (was rule 6)" in text
+    assert "(arm64)" in "\n".join(await _dry_run_lines(oracle.replace("cloud", shape="VM.Standard.A1.Flex"), {"host.ssh"}))

@@ -23,6 +23,18 @@ MICRO = "VM.Standard.E2.1.Micro"
 MORE = "More Oracle Cloud settings"
 
 
+ORACLE_IMAGE_RULES = {
+    "iptables": "-P INPUT ACCEPT\n-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p icmp -j ACCEPT\n"
+                "-A INPUT -i lo -j ACCEPT\n-A INPUT -p udp -m udp --sport 123 -j ACCEPT\n"
+                "-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT\n"
+                "-A INPUT -j REJECT --reject-with icmp-host-prohibited\n",
+    "ip6tables": "-P INPUT ACCEPT\n-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p ipv6-icmp -j ACCEPT\n"
+                 "-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT\n"
+                 "-A INPUT -j REJECT --reject-with icmp6-adm-prohibited\n",
+}
+"""The INPUT chain of Oracle's Ubuntu images: SSH, then a catch-all REJECT."""
+
+
 def _on_oci(answers: Answers) -> bool:
     return answers.cloud.provider == "oci"
 
@@ -97,6 +109,15 @@ class Oci(Provider):
 
     def where(self, answers: Answers) -> str:
         return f"the server {answers.ssh.host}" if answers.ssh.host else "a new Oracle Cloud VM"
+
+    def assumed_os_release(self, answers: Answers) -> str:
+        """The image this provider launches: the answers' Ubuntu release, arm64 on A1, amd64 on E2."""
+        from installer.providers.base import os_release
+
+        return os_release(answers.cloud.ubuntu_version, "arm64" if answers.cloud.shape == FLEX else "amd64")
+
+    def assumed_input_rules(self, tool: str) -> str:
+        return ORACLE_IMAGE_RULES[tool]
 
     def stages(self, d: Deployment, mode: Mode) -> list[Stage]:
         if mode != "install":
