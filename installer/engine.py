@@ -224,9 +224,10 @@ class StageContext:
         """Whether someone is there to answer `confirm` (not in a headless run)."""
         return self.session.interaction.asks
 
-    async def confirm(self, question: str) -> bool | None:
-        """Yes or no from the person running this; None when nobody can answer (headless)."""
-        return await self.session.interaction.confirm(self.session.secrets.redact(question))
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
+        """Yes or no from the person running this (`yes` and `no`: the answers' words); None when
+        nobody can answer (headless)."""
+        return await self.session.interaction.confirm(self.session.secrets.redact(question), yes=yes, no=no)
 
     def skippable(self, what: str) -> SkippableWait:
         """A long wait the person may stop: `with ctx.skippable("waiting for DNS") as wait: ...`."""

@@ -42,9 +42,14 @@ def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
             '(provider = "existing", ssh.host and ssh.host_key)')
 
 
+NO_KEY_TO_UPGRADE_WITH = ("does not exist: an upgrade logs in with the key the server already accepts (the one that "
+                          "installed it); give its path")
+
+
 def key_pair_problems(answers: Answers, options: RunOptions) -> list[str]:
     """Where the SSH key pair is to be made (ssh.private_key and its .pub), a link, pipe, device or
-    folder in the way stops the run now rather than at its first stage."""
+    folder in the way stops the run now rather than at its first stage. An upgrade makes no key:
+    the server accepts only the one it has."""
     from pathlib import Path
 
     from installer.files import output_problem
@@ -52,6 +57,8 @@ def key_pair_problems(answers: Answers, options: RunOptions) -> list[str]:
     if options.mode == "check" or not answers.ssh.private_key:
         return []
     private = Path(answers.ssh.private_key).expanduser()
+    if options.mode == "upgrade" and not private.exists():
+        return [f"ssh.private_key: {private} {NO_KEY_TO_UPGRADE_WITH}"]
     public = private.with_name(private.name + ".pub")
     to_write = [public] if private.is_file() else [private, public]
     return [f"ssh.private_key: {path} {problem}" for path in to_write

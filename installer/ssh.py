@@ -78,6 +78,39 @@ def parse_host_key(text: str) -> asyncssh.SSHKey:
                          'give it as "ssh-ed25519 AAAA...", as in /etc/ssh/ssh_host_ed25519_key.pub') from None
 
 
+@dataclass(frozen=True)
+class KeyToAuthorize:
+    """A key pair the server does not accept yet, and where it is to log in: what the user does
+    about it is said the same way when the key is made and whenever the server refuses it."""
+
+    public_path: Path
+    public_line: str
+    """The public key as authorized_keys holds it ("ssh-ed25519 AAAA... matrix-installer")."""
+    user: str
+    host: str
+    port: int
+
+    @property
+    def copy_id(self) -> str:
+        port = f" -p {self.port}" if self.port != 22 else ""
+        return f"ssh-copy-id -i {shlex.quote(str(self.public_path))}{port} {self.user}@{self.host}"
+
+    def lines(self) -> list[str]:
+        """The instruction, a step per line, each command whole (to copy)."""
+        return [
+            f"The server does not accept this key yet: add {self.public_path} to it, then continue.",
+            "  From this machine, while the server still takes your password:",
+            f"    {self.copy_id}",
+            f"  Or on the server itself (its console), as {self.user}, add this line to ~/.ssh/authorized_keys:",
+            f"    {self.public_line}",
+        ]
+
+    def hint(self, then: str) -> str:
+        """The same on one line (a stage's hint)."""
+        return (f"add the key to the server: {self.copy_id} (while it still takes your password), or add this line to "
+                f"~{self.user}/.ssh/authorized_keys on the server: {self.public_line}; then {then}")
+
+
 def key_text(key: asyncssh.SSHKey) -> str:
     """"ssh-ed25519 AAAA...": the form kept in the state file and the answers."""
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
@@ -174,6 +207,11 @@ class SshRemote:
                                  "give ssh.private_key a key without a passphrase (or a new path: one is created)") from None
         return self._client_key
 
+    def key_to_authorize(self, client_key: asyncssh.SSHKey) -> KeyToAuthorize:
+        t = self.target
+        line = client_key.export_public_key("openssh").decode().strip()
+        return KeyToAuthorize(t.key_path.with_name(t.key_path.name + ".pub"), line, t.user, t.host, t.port)
+
     @property
     def server_key(self) -> asyncssh.SSHKey | None:
         """The host key the server presented on the current connection (one of the trusted ones)."""
@@ -208,7 +246,7 @@ class SshRemote:
         except asyncssh.PermissionDenied:
             raise StageError(
                 f"{t.address} refused the key {t.key_path}",
-                f"add {t.key_path}.pub to ~{t.user}/.ssh/authorized_keys on the host, or check ssh.user",
+                f"{self.key_to_authorize(client_key).hint('rerun')} (or check ssh.user)",
             ) from None
         self._conn = conn
         self.connections += 1

@@ -10,6 +10,7 @@ from textual.markup import escape
 from textual.widgets import Select, Static
 
 from installer import discovery
+from installer.answers import Answers
 from screens.form import FormScreen
 from screens.widgets import FormField
 
@@ -56,11 +57,11 @@ class KeysScreen(FormScreen):
     def update_aside(self) -> None:
         answers = self.draft()
         key_path = discovery.expand(answers.ssh.private_key, self.installer.home)
-        found = self.installer.found
-        known = {k.private_path: k for k in found.ssh_keys} if found else {}
-        pair = known.get(key_path) or discovery.key_pair(key_path)
+        pair = self.key_pair(answers)
         if pair is not None:
             status = f"[$text-success]✓[/] {escape(pair.key_type)} {escape(pair.fingerprint)}"
+        elif problems := self.step_problems(answers):
+            status = f"[$text-error]✗[/] {escape(problems[0][1])}"
         elif key_path.exists():
             status = f"[$text-warning]![/] {escape(str(key_path))} exists but its .pub is missing or unreadable"
         elif answers.cloud.provider == "existing":
@@ -70,6 +71,23 @@ class KeysScreen(FormScreen):
         else:
             status = "[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600)"
         self.query_one("#key-status", Static).update(status)
+
+    def step_problems(self, answers: Answers) -> list[tuple[str, str]]:
+        """An upgrade makes no key pair: the server accepts only the one that installed it."""
+        from installer.readiness import NO_KEY_TO_UPGRADE_WITH
+
+        key_path = discovery.expand(answers.ssh.private_key, self.installer.home)
+        missing = self.key_pair(answers) is None and not key_path.exists()
+        if self.installer.options.mode == "upgrade" and answers.ssh.private_key and missing:
+            return [("ssh.private_key", NO_KEY_TO_UPGRADE_WITH)]
+        return []
+
+    def key_pair(self, answers: Answers) -> discovery.SshKey | None:
+        """The key pair at ssh.private_key: one found on this machine, or read now."""
+        key_path = discovery.expand(answers.ssh.private_key, self.installer.home)
+        found = self.installer.found
+        known = {k.private_path: k for k in found.ssh_keys} if found else {}
+        return known.get(key_path) or discovery.key_pair(key_path)
 
     def on_mount(self) -> None:
         super().on_mount()

@@ -170,13 +170,13 @@ class ProvisionScreen(StepScreen):
         self.query_one("#nav-status", Static).update(f"{'Retrying' if choice == 'retry' else 'Continuing after'} {stage.name}…")
         return choice  # type: ignore[return-value]
 
-    async def confirm(self, question: str) -> bool | None:
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
         """A yes/no question from a stage, answered in a dialog (the engine waits meanwhile)."""
         from screens.dialogs import ConfirmDialog
 
         self.flush()
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.app.push_screen(ConfirmDialog("A question from the installer", question, "Yes", "No"),
+        self.app.push_screen(ConfirmDialog("A question from the installer", question, yes, no),
                              lambda choice: answer.done() or answer.set_result(bool(choice)))
         return await answer
 

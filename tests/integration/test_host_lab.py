@@ -19,6 +19,7 @@ import pytest
 from installer.answers import parse_answers
 from installer.engine import Engine, RunOptions, Session
 from installer.events import RunResult, StageFinished, StageLog, Status
+from installer.interaction import Headless
 from installer.plan import install_plan
 from installer.report import RunLog, write_report
 from installer.state import RunState
@@ -55,10 +56,12 @@ class Run:
         return {s.name: s.error for s in self.result.stages if s.error}
 
 
-def run_install(answers_toml: str, state_dir: Path, *, on_finished=None, stages=HOST_STAGES) -> Run:
+def run_install(answers_toml: str, state_dir: Path, *, on_finished=None, stages=HOST_STAGES, interaction=None) -> Run:
     answers = parse_answers(answers_toml, "lab.toml")
     state = RunState.load(state_dir, answers.domain.server_name)
     session = Session(answers=answers, state=state, options=RunOptions(state_dir=state_dir))
+    if interaction is not None:
+        session.interaction = interaction
     lines: list[str] = []
 
     def listen(event) -> None:
@@ -102,16 +105,26 @@ def install(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_
                                        extra=f'[synapse]\nmax_upload_size = "{UPLOAD_LIMIT}"')
         state_dir = work / "state"
 
-        def after(event: StageFinished) -> None:
-            # What cloud-init does on a new VM: authorize the key the installer made. And the lab
-            # has no registry: the stand-in images go into the host's Docker by hand.
-            if event.stage == "local.ssh_key" and event.status is Status.DONE:
+        class AddsTheKey(Headless):
+            """The person at the guided setup: told how, adds the new key to the server, then goes on."""
+
+            asks = True
+            told = ""
+
+            async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
+                self.told = question
                 host.authorize_key(Path(str(key) + ".pub").read_text())
+                return True
+
+        def after(event: StageFinished) -> None:
+            # The lab has no registry: the stand-in images go into the host's Docker by hand.
             if event.stage == "host.docker" and event.status in (Status.DONE, Status.UNCHANGED):
                 host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
                 host.load_image(postgres_image, as_tag=_lab.POSTGRES_IMAGE)
 
-        first = run_install(toml, state_dir, on_finished=after)
+        person = AddsTheKey()
+        first = run_install(toml, state_dir, on_finished=after, interaction=person)
+        assert f"ssh-copy-id -i {key}.pub -p {host.ssh_port} ubuntu@127.0.0.1" in person.told
         yield host, toml, state_dir, first
     finally:
         host.stop()

@@ -880,3 +880,24 @@ async def test_review_and_done_say_oracle_stops_idle_free_instances_and_only_on_
         for text in (review, done):
             assert ("Oracle stops idle Always Free instances" in text) is shown
             assert ("under 20% for 7 days" in text and "Pay As You Go" in text and "not deleted" in text) is shown
+
+
+async def test_upgrade_mode_offers_no_new_key_pair(tmp_path: Path) -> None:
+    """An upgrade logs in with the key that installed the server: a path with no key is a problem
+    on the Keys step (Next refuses), not a promise to create one and connect with it."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    answers = (VALID.replace("cloud", provider="existing").replace("ssh", host="203.0.113.7", host_key=key,
+                                                                     private_key=str(tmp_path / "gone")))
+    app = make_app(answers, mode="upgrade", state_dir=tmp_path, found=NOTHING_FOUND)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "Upgrade" in [str(k.description) for k in app.screen.query("FooterKey")]  # as its button says
+        assert "Start" not in [str(k.description) for k in app.screen.query("FooterKey")]
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        assert screen_name(app) == "KeysScreen"
+        status = str(app.screen.query_one("#key-status", Static).render())
+        assert "✗" in status and "an upgrade logs in with the key the server already accepts" in status
+        assert "created" not in status
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "KeysScreen"
+        assert "already accepts" in problem_text(app, "ssh.private_key")

@@ -150,3 +150,28 @@ def test_an_upgrade_with_no_server_to_find_stops_before_anything(tmp_path: Path)
     assert not state_dir.exists()
     dry = run("--answers", str(EXAMPLE), "--upgrade", "--dry-run", "--state-dir", str(state_dir), cwd=tmp_path)
     assert dry.returncode == 0 and "knows the server's address" in dry.stdout and "(a real run stops here)" in dry.stdout
+
+
+def test_an_upgrade_never_plans_to_connect_with_a_new_key(tmp_path: Path) -> None:
+    """The server accepts only the key that installed it: a missing one stops the upgrade before
+    anything runs, instead of a new pair made and then refused."""
+    answers = existing_server_answers(tmp_path)  # its key, ~/.ssh/id_ed25519 under HOME=tmp_path, is not there
+    result = run("--answers", str(answers), "--upgrade", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "ssh.private_key:" in result.stderr and "an upgrade logs in with the key the server already accepts" in result.stderr
+    assert not (tmp_path / ".ssh").exists()
+    dry = run("--answers", str(answers), "--upgrade", "--dry-run", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "would create" not in dry.stdout and "a real run stops here" in dry.stdout
+
+
+def test_a_new_key_for_a_server_of_yours_exits_with_the_way_to_add_it(tmp_path: Path) -> None:
+    """Headless install on an existing server with no key pair yet: the pair is made, then the run
+    stops (exit 1, nothing connected) with the exact ssh-copy-id command and authorized_keys line."""
+    answers = existing_server_answers(tmp_path)
+    result = run("--answers", str(answers), "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    public = (tmp_path / ".ssh" / "id_ed25519.pub").read_text().strip()
+    assert f"ssh-copy-id -i {tmp_path}/.ssh/id_ed25519.pub ubuntu@203.0.113.7" in result.stdout
+    assert public in result.stdout
+    assert "-- SSH to the host" not in result.stdout  # nothing tried to connect

@@ -318,7 +318,7 @@ def test_curl_config_keeps_secrets_off_the_command_line_and_escapes():
 
 async def test_ensure_ssh_key_creates_a_private_pair_then_keeps_it(tmp_path):
     key = tmp_path / "keys" / "id_ed25519"
-    a = answers().replace("ssh", private_key=str(key))
+    a = answers().replace("ssh", private_key=str(key)).replace("cloud", provider="oci")  # a new VM gets it at boot
     ctx, _ = context(a)
     assert await local.ensure_ssh_key(ctx) is Status.DONE
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -577,3 +577,58 @@ async def test_an_oracle_vm_is_assumed_to_be_oracles_image_and_a_server_of_yours
     assert "assumed (dry run): host OS: Ubuntu 22.04 LTS (amd64)" in text
     assert "assumed (dry run): iptables: opened TCP 80, 443 above the REJECT rule (was rule 6)" in text
     assert "(arm64)" in "\n".join(await _dry_run_lines(oracle.replace("cloud", shape="VM.Standard.A1.Flex"), {"host.ssh"}))
+
+
+class Answering:
+    """The guided setup's side of a question: records it, answers as told."""
+
+    asks = True
+
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
+        self.asked.append((question, yes, no))
+        return self.answer
+
+
+async def test_a_new_key_for_a_server_of_yours_stops_with_the_way_to_add_it(tmp_path):
+    """Headless: the pair is made, then the run stops saying exactly how the server learns it (it
+    was never told, and would refuse the connection); the rerun goes on with the same key."""
+    key = tmp_path / "keys" / "id_ed25519"
+    ctx, lines = context(answers().replace("ssh", private_key=str(key), port=2222))
+    with pytest.raises(StageError) as caught:
+        await local.ensure_ssh_key(ctx)
+    public = Path(f"{key}.pub").read_text().strip()
+    hint = caught.value.hint or ""
+    assert f"ssh-copy-id -i {key}.pub -p 2222 ubuntu@203.0.113.7" in hint
+    assert f"~ubuntu/.ssh/authorized_keys on the server: {public}" in hint
+    logged = [line for line, _ in lines]
+    assert f"    ssh-copy-id -i {key}.pub -p 2222 ubuntu@203.0.113.7" in logged and f"    {public}" in logged
+    assert await local.ensure_ssh_key(ctx) is Status.UNCHANGED  # the rerun: the key is kept, the run goes on
+
+
+@pytest.mark.parametrize("added", [True, False])
+async def test_a_new_key_for_a_server_of_yours_waits_for_the_person_in_the_guided_setup(tmp_path, added: bool):
+    key = tmp_path / "id_ed25519"
+    ctx, _ = context(answers().replace("ssh", private_key=str(key)))
+    ctx.session.interaction = person = Answering(added)
+    if added:
+        assert await local.ensure_ssh_key(ctx) is Status.DONE
+    else:
+        with pytest.raises(StageError, match="does not accept the new key yet"):
+            await local.ensure_ssh_key(ctx)
+    ((question, yes, no),) = person.asked
+    assert f"ssh-copy-id -i {key}.pub ubuntu@203.0.113.7" in question
+    assert Path(f"{key}.pub").read_text().strip() in question
+    assert (yes, no) == ("Added: continue", "Stop here")
+
+
+async def test_an_upgrade_never_makes_a_key_pair(tmp_path):
+    key = tmp_path / "id_ed25519"
+    ctx, _ = context(answers().replace("ssh", private_key=str(key)))
+    ctx.session.options.mode = "upgrade"
+    with pytest.raises(StageError, match="an upgrade logs in with the key the server already accepts"):
+        await local.ensure_ssh_key(ctx)
+    assert not key.exists()

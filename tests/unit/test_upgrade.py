@@ -341,7 +341,7 @@ class Asks(Headless):
     def __init__(self, answer) -> None:
         self.answer = answer
 
-    async def confirm(self, question: str) -> bool | None:
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
         return await self.answer(question)
 
 
