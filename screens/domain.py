@@ -65,8 +65,11 @@ class DomainScreen(FormScreen):
     def on_mount(self) -> None:
         # Back on this step: a Matrix host that is still the offered one keeps following.
         server = self.query_one("#field-domain-server_name", FormField).value
-        if server and self.query_one("#field-domain-matrix_host", FormField).value == f"matrix.{server.lower()}":
+        host = self.query_one("#field-domain-matrix_host", FormField)
+        if server and host.value == f"matrix.{server.lower()}":
             self._suggested = f"matrix.{server.lower()}"
+            with host.control.prevent(Input.Changed):
+                host.set_text(self._suggested)  # still the program's: typing there replaces it
 
     @on(FormField.Changed, "#field-domain-server_name")
     def _suggest_host(self, event: FormField.Changed) -> None:

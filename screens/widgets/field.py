@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
@@ -56,6 +56,8 @@ class FormField(Vertical):
         self._placeholder = declared.placeholder if placeholder is None else placeholder
         self._cross_problem: str | None = None
         self._own_problem: str | None = None
+        self._filled_in = False
+        """The program wrote the value (set_text), and the user has not typed in it since."""
         self.touched = False
 
     # --- composition ------------------------------------------------------------------
@@ -120,9 +122,13 @@ class FormField(Vertical):
         return self.raw()[1] is None
 
     def set_text(self, text: str) -> None:
+        """Fill the field in for the user (a suggestion): the cursor goes to its end, and entering
+        the field selects it all, so what the user types replaces it rather than landing inside it."""
         control = self.control
         if isinstance(control, Input):
             control.value = text
+            control.cursor_position = len(text)
+            self._filled_in = True
 
     # --- problems ---------------------------------------------------------------------
     def check(self) -> str | None:
@@ -162,7 +168,14 @@ class FormField(Vertical):
     def _input_changed(self, event: Input.Changed) -> None:
         event.stop()
         self.touched = True
+        self._filled_in = False
         self._changed(final=False)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        control = self.control
+        if self._filled_in and isinstance(control, Input) and control.value:
+            # After the Input's own focus handling, which would otherwise keep the old cursor.
+            self.call_after_refresh(control.select_all)
 
     @on(Input.Blurred)
     def _input_left(self, event: Input.Blurred) -> None:

@@ -901,3 +901,32 @@ async def test_upgrade_mode_offers_no_new_key_pair(tmp_path: Path) -> None:
         await pilot.press("ctrl+n")
         assert screen_name(app) == "KeysScreen"
         assert "already accepts" in problem_text(app, "ssh.private_key")
+
+
+async def type_slowly(pilot: Pilot, text: str, *, seconds_per_key: float = 0.04) -> None:
+    """Key by key at a person's pace: each key's change is handled before the next arrives."""
+    for key in text:
+        await pilot.press(key)
+        await pilot.pause(seconds_per_key)
+
+
+async def test_a_matrix_host_filled_in_for_you_is_replaced_by_what_you_type() -> None:
+    """Typing the server name fills in the Matrix host; Tab, then typing a host, must give that host
+    (not "matrix.ematrix.example.orgxample.org", with the cursor left where the filling began)."""
+    app = make_app(Answers())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        await type_slowly(pilot, "example.org")
+        assert field(app, "domain.matrix_host").value == "matrix.example.org"
+        await pilot.press("tab")
+        await pilot.pause(0.1)
+        assert app.focused is field(app, "domain.matrix_host").control
+        await type_slowly(pilot, "chat.example.org")
+        assert field(app, "domain.matrix_host").value == "chat.example.org"
+        # Typed by the person, it is theirs: leaving and coming back keeps the cursor, selects nothing.
+        await pilot.press("shift+tab")
+        await pilot.press("tab")
+        await pilot.pause(0.1)
+        await type_slowly(pilot, "x")
+        assert field(app, "domain.matrix_host").value != "x"
