@@ -51,6 +51,10 @@ def hostname(value: object, *, fqdn: bool = True) -> str | None:
         except UnicodeError:
             return _bad_char(value)
         return f"must be written in ASCII: write {shown.quoted(ascii_form, 253)} (its IDNA form)"
+    if "://" in value or value.lower().startswith(("http:", "https:", "www.")) and "/" in value:
+        host = urlsplit(value if "://" in value else "//" + value).hostname or ""
+        example = host if host and hostname(host, fqdn=fqdn) is None else "example.org"
+        return f'is a web address: type just the domain, e.g. "{example}"'
     if ":" in value and value.rpartition(":")[2].isdigit():
         return "has a port: give the name alone (federation's port follows from the delegation)"
     if bad := _bad_char(value):
@@ -205,6 +209,25 @@ def one_of(*choices: str) -> Check:
             listed = ", ".join(f'"{c}"' for c in choices)
             return f"must be one of {listed}"
         return None
+
+    return check
+
+
+def name(regex: str, what: str) -> Check:
+    """A lowercase ASCII name (a user name): a letter outside ASCII is named as such, and a name
+    that is right but for capitals is told its lowercase form."""
+
+    def check(value: object) -> str | None:
+        if not isinstance(value, str) or not value:
+            return "is required"
+        if re.fullmatch(regex, value):
+            return None
+        if not value.isascii():
+            other = next(ch for ch in value if not ch.isascii())
+            return f"must be ASCII: {_char_words(other)} is not ASCII; it must be {what}"
+        if value != value.lower() and re.fullmatch(regex, value.lower()):
+            return f'must be lowercase: write "{value.lower()}"'
+        return f"must be {what}"
 
     return check
 

@@ -209,8 +209,10 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
 
 def print_problems(problems: list[str], heading: str) -> None:
     """Every problem, each on one line: escaped (no value can forge a line) and shortened."""
+    from installer.answers import in_words
+
     print(heading, file=sys.stderr)
-    for problem in shown.problem_lines(problems):
+    for problem in shown.problem_lines([in_words(p) for p in problems]):
         print(f"  {problem}", file=sys.stderr)
 
 

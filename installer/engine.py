@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from installer.answers import Answers
+from installer.answers import Answers, in_words
 from installer.interaction import Decision, Headless, Interaction, SkippableWait
 from installer.events import (
     Listener,
@@ -142,7 +142,7 @@ class StageContext:
     # --- telling the user -------------------------------------------------------------
     def log(self, line: str, kind: str = "log") -> None:
         """One log line per line of `line`, every secret masked (also one the line breaks in two)."""
-        text = line if type(line) is str else str(line)
+        text = in_words(line if type(line) is str else str(line))
         parts = text.splitlines()
         if len(parts) != 1:  # a secret holding a line break, or broken at one
             parts = self.session.secrets.redact(text).splitlines() if parts else [""]
@@ -316,8 +316,8 @@ class Engine:
                     outcome = Status.PLANNED
                 self._finish(stage, outcome, time.monotonic() - started)
                 return
-            except StageError as exc:
-                error, hint = str(exc), exc.hint
+            except StageError as exc:  # keys its message mentions, as the answers file writes them
+                error, hint = in_words(str(exc)), in_words(exc.hint) if exc.hint else None
             except RemoteCommandError as exc:
                 error = str(exc)
             except ConnectionLost as exc:

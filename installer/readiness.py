@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from installer.sections import mention
 from installer.state import RunState, StateError
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
         return None
     return (f"no earlier run for {answers.domain.server_name} in {state_dir} knows the server's address: "
             "run the upgrade with the state of the run that installed it (--state-dir), or give its address "
-            '(provider = "existing", ssh.host and ssh.host_key)')
+            f"({mention('cloud.provider', 'existing')}, {mention('ssh.host')} and {mention('ssh.host_key')})")
 
 
 NO_KEY_TO_UPGRADE_WITH = ("does not exist: an upgrade logs in with the key the server already accepts (the one that "
@@ -58,10 +59,10 @@ def key_pair_problems(answers: Answers, options: RunOptions) -> list[str]:
         return []
     private = Path(answers.ssh.private_key).expanduser()
     if options.mode == "upgrade" and not private.exists():
-        return [f"ssh.private_key: {private} {NO_KEY_TO_UPGRADE_WITH}"]
+        return [f"{mention('ssh.private_key')}: {private} {NO_KEY_TO_UPGRADE_WITH}"]
     public = private.with_name(private.name + ".pub")
     to_write = [public] if private.is_file() else [private, public]
-    return [f"ssh.private_key: {path} {problem}" for path in to_write
+    return [f"{mention('ssh.private_key')}: {path} {problem}" for path in to_write
             if (problem := output_problem(path, make_parents=True))]
 
 
@@ -87,7 +88,7 @@ def problems_before_run(answers: Answers, options: RunOptions,
     if problem := upgrade_target_problem(answers, options):
         problems.append(problem)
     if problem := admin_password_problem(answers, options, env):
-        problems.append(f"registration.admin_password_env: {problem}")
+        problems.append(f"{mention('registration.admin_password_env')}: {problem}")
     return problems
 
 

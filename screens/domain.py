@@ -11,6 +11,7 @@ from textual.markup import escape
 from textual.widgets import Input, Static
 
 from installer.answers import Answers
+from installer.checks import is_ip_address
 from installer.components.dns import well_known_server
 from installer.deployment import Deployment
 from screens.form import FormScreen
@@ -19,7 +20,8 @@ from screens.widgets import FormField
 
 def preview_lines(answers: Answers, host_ip: str) -> list[str]:
     """What the user will see on the internet: the .well-known document and the DNS records, as
-    the DNS stage and the Caddyfile will make them."""
+    the DNS stage and the Caddyfile will make them. `host_ip` may be words for an address not
+    known yet (a server given by name): its records are A or AAAA, as the name resolves."""
     d = answers.domain
     answers = answers.replace("domain", server_name=d.server_name or "example.org", matrix_host=d.matrix_host or "matrix.example.org")
     server, host, port = escape(answers.domain.server_name), escape(answers.domain.matrix_host), answers.federation_port
@@ -35,18 +37,10 @@ def preview_lines(answers: Answers, host_ip: str) -> list[str]:
     else:
         lines += ["[b]No delegation[/]", f"  other servers connect to {host}:{port}"]
     lines.append("[b]DNS records[/]")
-    lines += [f"  {escape(r.name)}.  {r.rtype}  {escape(r.value)}" for r in records if r.rtype in ("A", "AAAA")]
+    known = is_ip_address(host_ip)
+    lines += [f"  {escape(r.name)}.  {r.rtype if known else 'A or AAAA'}  {escape(r.value)}"
+              for r in records if r.rtype in ("A", "AAAA")]
     return lines
-
-
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class DomainScreen(FormScreen):
@@ -91,7 +85,7 @@ class DomainScreen(FormScreen):
         host = answers.domain.matrix_host or "matrix.example.org"
         self.query_one("#field-domain-matrix_host", FormField).set_help(f"where clients and servers connect: https://{host}")
         if answers.cloud.provider == "existing" and answers.ssh.host:
-            ip = answers.ssh.host if _is_ip(answers.ssh.host) else f"(the address of {answers.ssh.host})"
+            ip = answers.ssh.host if is_ip_address(answers.ssh.host) else f"(the address {answers.ssh.host} resolves to)"
         else:
             ip = "(the VM's public IP)"
         self.query_one("#preview", Static).update("\n".join(preview_lines(answers, ip)))

@@ -10,7 +10,7 @@ from textual.markup import escape
 from textual.widgets import Select, Static
 
 from installer import discovery
-from installer.answers import Answers
+from installer.answers import Answers, in_words
 from screens.form import FormScreen
 from screens.widgets import FormField
 
@@ -100,7 +100,7 @@ class KeysScreen(FormScreen):
             return
         problems = self.installer.provider_check(self.installer.answers, self.installer.options)
         if problems:
-            text = "\n".join(f"[$text-error]✗[/] {escape(p)}" for p in problems)
+            text = "\n".join(f"[$text-error]✗[/] {escape(in_words(p, form=True))}" for p in problems)
         else:
             text = f"[$text-success]✓[/] profile {escape(cloud.oci_profile)} in {escape(cloud.oci_config)}: user, tenancy, region and API key check out"
         self.query_one("#oci-key-status", Static).update(text)

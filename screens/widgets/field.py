@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Select, Static
 
-from installer.answers import FIELDS_BY_PATH, check_field, parse_field_text
+from installer.answers import FIELDS_BY_PATH, check_field, in_words, parse_field_text
 
 _PREDICATES = ("is ", "must ", "contains ", "has ", "looks ", "points ", "only ")
 
@@ -20,6 +20,22 @@ def label_for(path: str) -> str:
     """The words a person sees for an answers key (its declaration's label)."""
     spec = FIELDS_BY_PATH.get(path)
     return spec.label if spec else path
+
+
+class MarkedCheckbox(Checkbox):
+    """A checkbox whose mark shows its state by shape (✓ or empty), not by colour alone."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]
+        return "✓" if self.value else " "
+
+
+class MarkedRadioButton(RadioButton):
+    """A radio button whose mark shows its state by shape (● or empty), not by colour alone."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]
+        return "●" if self.value else " "
 
 
 class FormField(Vertical):
@@ -52,7 +68,9 @@ class FormField(Vertical):
         declared = self.spec.declared
         self._initial = value
         self._options = options if options is not None else list(declared.options) or None
-        self._help = declared.form_help if help is None else help
+        self._help = declared.help_for(value) if help is None else help
+        self._help_given = help is not None
+        """Help worded by the step itself: it stays as the step words it."""
         self._placeholder = declared.placeholder if placeholder is None else placeholder
         self._cross_problem: str | None = None
         self._own_problem: str | None = None
@@ -76,11 +94,11 @@ class FormField(Vertical):
             yield Label(label_for(self.path), classes="field-label")
             control_id = "control"
             if self.kind == "bool":
-                yield Checkbox(self.spec.declared.checkbox or "yes", bool(self._initial), id=control_id, compact=True)
+                yield MarkedCheckbox(self.spec.declared.checkbox or "yes", bool(self._initial), id=control_id, compact=True)
             elif self.kind == "radio":
                 with RadioSet(id=control_id, compact=True):
                     for value, text in self._options or []:
-                        yield RadioButton(text, value == self._initial, name=value)
+                        yield MarkedRadioButton(text, value == self._initial, name=value)
             elif self.kind == "select":
                 yield Select([(c, c) for c in self.spec.choices], value=self._initial, allow_blank=False, id=control_id, compact=True)
             else:
@@ -139,8 +157,8 @@ class FormField(Vertical):
         return self._own_problem
 
     def set_cross_problem(self, problem: str | None) -> None:
-        """A problem involving other keys too (from installer.answers.cross_problems)."""
-        self._cross_problem = problem
+        """A problem involving other keys too (from installer.answers.cross_problems), in the form's words."""
+        self._cross_problem = in_words(problem, form=True) if problem else None
         self._show()
 
     @property
@@ -188,4 +206,6 @@ class FormField(Vertical):
     def _choice_changed(self, event: Message) -> None:
         event.stop()
         self.touched = True
+        if self.spec.declared.option_guides and not self._help_given:
+            self.set_help(self.spec.declared.help_for(self.value))  # the help of the choice made
         self._changed(final=True)

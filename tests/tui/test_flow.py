@@ -193,7 +193,7 @@ async def test_invalid_values_are_flagged_as_typed_and_block_next() -> None:
         assert field(app, "domain.delegation").value == "none"
         await pilot.press("ctrl+n")
         assert screen_name(app) == "DomainScreen"
-        assert '"none" needs matrix_host equal to server_name' in problem_text(app, "domain.delegation")
+        assert 'With no delegation ("none: server name = Matrix host"), Matrix host must be Server name' in problem_text(app, "domain.delegation")
         radio.focus()
         await pilot.press("up", "up", "enter", "ctrl+n")
         await pilot.pause()
@@ -216,7 +216,7 @@ async def test_back_keeps_what_was_typed_and_choices_show_their_fields() -> None
         assert not field(app, "ssh.host").has_class("-na") and not field(app, "ssh.port").has_class("-na")
         await pilot.press("ctrl+n")  # no host yet
         assert screen_name(app) == "CloudScreen"
-        assert 'is required with provider = "existing"' in problem_text(app, "ssh.host")
+        assert 'Server address is required for "A server I already have"' in problem_text(app, "ssh.host")
         await type_into(pilot, "ssh.port", "70000")
         assert "from 1 to 65535" in problem_text(app, "ssh.port")
         await type_into(pilot, "ssh.port", "2222")
@@ -319,8 +319,16 @@ async def test_review_lists_problems_and_refuses_to_install() -> None:
         await pilot.pause()
         assert "at least 1 GB per OCPU" in str(app.screen.query_one("#problems", Static).render())
         assert app.screen.query_one("#install", Button).disabled
+        # The footer does not offer what the dimmed button refuses; Ctrl+N says why rather than nothing.
+        assert "Install" not in [str(k.description) for k in app.screen.query("FooterKey")]
         await pilot.press("ctrl+n")
         assert screen_name(app) == "ReviewScreen"
+        assert "Not ready" in str(app.screen.query_one("#nav-status", Static).render())
+        # The box stays in sight however far the answers are scrolled.
+        box = app.screen.query_one("#problems-box")
+        app.screen.query_one("#form").scroll_end(animate=False)
+        await pilot.pause()
+        assert box.display and box.region.height > 0 and box.region.y < app.screen.query_one("#form").region.y
 
 
 async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: Path) -> None:
@@ -336,8 +344,14 @@ async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: P
         path_input.value = str(target)
         await pilot.press("enter")
         await pilot.pause()
+        # Its folder is not there yet: made only when the user says so.
+        assert screen_name(app) == "ConfirmDialog" and f"{target.parent} does not exist" in app.screen.question
+        await pilot.click("#yes")
+        await pilot.pause()
         assert screen_name(app) == "ReviewScreen"
-        assert f"✓ saved {target}" in str(app.screen.query_one("#nav-status", Static).render())
+        status = str(app.screen.query_one("#nav-status", Static).render())
+        assert f"✓ saved {target} (mode 0600), in the new folder {target.parent}" in status
+        assert not app._notifications  # no toast over the status line
         saved_answers = app.answers
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     text = target.read_text()
@@ -379,8 +393,8 @@ async def test_save_answers_to_an_unwritable_place_shows_what_to_do(tmp_path: Pa
     async with app.run_test(size=SIZE) as pilot:
         await run_to_review(pilot)
         await save_through_the_dialog(pilot, blocker / "answers.toml")
-        assert screen_name(app) == "ErrorDialog"
-        assert "pick another folder" in str(app.screen.query_one(".dialog-hint", Static).render())
+        assert screen_name(app) == "PathDialog"  # said where the path is typed, to type another
+        assert f"cannot be made: {blocker} is a file, not a folder" in str(app.screen.query_one("#path-problem", Static).render())
         await pilot.press("escape")
         assert screen_name(app) == "ReviewScreen"
 
@@ -930,3 +944,37 @@ async def test_a_matrix_host_filled_in_for_you_is_replaced_by_what_you_type() ->
         await pilot.pause(0.1)
         await type_slowly(pilot, "x")
         assert field(app, "domain.matrix_host").value != "x"
+
+
+async def test_save_answers_refuses_a_folder_in_the_dialog_itself(tmp_path: Path) -> None:
+    """Not "Replace it?" then Errno 21: the dialog says it is a folder and stays open for another name."""
+    folder = tmp_path / "answers"
+    folder.mkdir()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await save_through_the_dialog(pilot, folder)
+        assert isinstance(app.screen, PathDialog)
+        assert "is a folder: give the name of a file" in str(app.screen.query_one("#path-problem", Static).render())
+        app.screen.query_one("#path", Input).value = str(folder / "mine.toml")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen" and (folder / "mine.toml").exists()
+
+
+async def test_done_promises_no_sign_in_when_the_admin_was_not_made(tmp_path: Path) -> None:
+    plan = Plan(("synapse.admin", "registration.policy"), fail_once=["synapse.admin"])
+    app = make_app(plan=plan, dry_run=False, state_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "ConfirmDialog")
+        await pilot.click("#yes")  # Install, for real (a synthetic plan)
+        await wait_for(pilot, lambda: isinstance(app.screen, FailureDialog))
+        await pilot.press("g")
+        provision = app.screen
+        await wait_for(pilot, lambda: provision.result is not None and not provision.query_one("#continue", Button).disabled)
+        await pilot.press("enter", "enter")
+        assert screen_name(app) == "DoneScreen"
+        login = str(app.screen.query_one("#login", Static).render())
+        assert "Not ready to sign in" in login and "\nSign in" not in login

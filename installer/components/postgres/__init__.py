@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from installer import checks
 from installer.components.base import BackupDump, BackupFiles, Component, Service
 from installer.components.homeserver import DATABASE_FACT, DatabaseSettings
-from installer.sections import Part, key
+from installer.sections import Part, key, mention
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -84,7 +84,7 @@ class Postgres(Component):
     def warnings(self, answers: Answers) -> list[str]:
         if answers.database.engine == "sqlite":
             return ["SQLite is for throwaway test servers: it is slow with more than a few users and Synapse's "
-                    'docs call it unsuitable for production; choose Postgres ([database] engine = "postgres")']
+                    f"docs call it unsuitable for production; choose Postgres ({mention('database.engine', 'postgres')})"]
         return []
 
     def settings(self) -> DatabaseSettings:

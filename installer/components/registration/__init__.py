@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from installer import checks
 from installer.components.base import Component
 from installer.components.homeserver import RegistrationPolicy
-from installer.sections import Part, key
+from installer.sections import Part, key, mention
 
 if TYPE_CHECKING:
     from installer.answers import Answers
@@ -54,11 +54,15 @@ class RegistrationKeys:
         guide="closed: only the admin creates accounts (Synapse's admin API); token: people sign up with a token "
               "you hand out; open until the admin exists: the admin is made without ever opening registration, "
               "so it ends as closed",
+        option_guides=(("closed", "only the admin creates accounts (with Synapse's admin API)"),
+                       ("token", "people sign up with a registration token you hand out"),
+                       ("open-until-admin", "the admin is made without ever opening registration, so it ends as closed")),
     )
     admin_user: str = key(
         "admin", "Admin user", "the admin's user ID is @admin_user:server_name", step="Accounts", install_only=True,
-        check=checks.pattern(r"[a-z0-9][a-z0-9._=-]{0,63}", "a Matrix user name: lowercase ASCII letters, digits and . _ = - "
-                             "(starting with a letter or digit)"),
+        check=checks.name(r"[a-z0-9][a-z0-9._=-]{0,63}", "a Matrix user name: lowercase ASCII letters, digits and . _ = - "
+                          "(starting with a letter or digit)"),
+        guide="the admin's user name: its user ID is @name:server name",
     )
     admin_password_env: str = key(
         "MATRIX_ADMIN_PASSWORD", "Password variable", "unset: generate one, show it once", step="Accounts",
@@ -78,9 +82,11 @@ class Registration(Component):
     def problems(self, answers: Answers) -> list[tuple[str, str]]:
         r = answers.registration
         if r.policy == "token" and r.tokens < 1:
-            return [("registration.tokens", 'policy "token" needs at least one token, or nobody can register')]
+            return [("registration.tokens", f"registration {mention('registration.policy', 'token')} needs at least one "
+                                            "token, or nobody can register")]
         if r.policy != "token" and r.tokens:
-            return [("registration.tokens", f'tokens are only created with policy = "token" (policy is "{r.policy}")')]
+            return [("registration.tokens", f"tokens are only created with {mention('registration.policy', 'token')} "
+                                            f"(it is {mention('registration.policy', r.policy)})")]
         return []
 
     def homeserver_settings(self, d: Deployment) -> list[object]:
