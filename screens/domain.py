@@ -18,10 +18,10 @@ from screens.form import FormScreen
 from screens.widgets import FormField
 
 
-def preview_lines(answers: Answers, host_ip: str) -> list[str]:
+def preview_lines(answers: Answers, host_ip: str, *, resolved_from: str = "") -> list[str]:
     """What the user will see on the internet: the .well-known document and the DNS records, as
     the DNS stage and the Caddyfile will make them. `host_ip` may be words for an address not
-    known yet (a server given by name): its records are A or AAAA, as the name resolves."""
+    known yet; `resolved_from`: the server's name, whose address may be IPv4 or IPv6 (A or AAAA)."""
     d = answers.domain
     answers = answers.replace("domain", server_name=d.server_name or "example.org", matrix_host=d.matrix_host or "matrix.example.org")
     server, host, port = escape(answers.domain.server_name), escape(answers.domain.matrix_host), answers.federation_port
@@ -37,8 +37,7 @@ def preview_lines(answers: Answers, host_ip: str) -> list[str]:
     else:
         lines += ["[b]No delegation[/]", f"  other servers connect to {host}:{port}"]
     lines.append("[b]DNS records[/]")
-    known = is_ip_address(host_ip)
-    lines += [f"  {escape(r.name)}.  {r.rtype if known else 'A or AAAA'}  {escape(r.value)}"
+    lines += [f"  {escape(r.name)}.  {'A or AAAA' if resolved_from else r.rtype}  {escape(r.value)}"
               for r in records if r.rtype in ("A", "AAAA")]
     return lines
 
@@ -84,8 +83,11 @@ class DomainScreen(FormScreen):
         self.query_one("#field-domain-server_name", FormField).set_help(f"user IDs will be @alice:{server}; it can never change later")
         host = answers.domain.matrix_host or "matrix.example.org"
         self.query_one("#field-domain-matrix_host", FormField).set_help(f"where clients and servers connect: https://{host}")
+        name = ""
         if answers.cloud.provider == "existing" and answers.ssh.host:
-            ip = answers.ssh.host if is_ip_address(answers.ssh.host) else f"(the address {answers.ssh.host} resolves to)"
+            ip = answers.ssh.host
+            if not is_ip_address(ip):
+                name, ip = ip, f"(the address {ip} resolves to)"
         else:
             ip = "(the VM's public IP)"
-        self.query_one("#preview", Static).update("\n".join(preview_lines(answers, ip)))
+        self.query_one("#preview", Static).update("\n".join(preview_lines(answers, ip, resolved_from=name)))

@@ -66,8 +66,9 @@ class KeysScreen(FormScreen):
             status = f"[$text-warning]![/] {escape(str(key_path))} exists but its .pub is missing or unreadable"
         elif answers.cloud.provider == "existing":
             target = f"{answers.ssh.user}@{answers.ssh.host or 'your-server'}"
-            status = ("[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600); your server must "
-                      f"then accept it: ssh-copy-id -i {escape(discovery.home_relative(key_path, self.installer.home))}.pub {escape(target)}")
+            status = ("[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600); the run then "
+                      "waits while you add it to your server: "
+                      f"ssh-copy-id -i {escape(discovery.home_relative(key_path, self.installer.home))}.pub {escape(target)}")
         else:
             status = "[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600)"
         self.query_one("#key-status", Static).update(status)

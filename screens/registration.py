@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from textual import on
 from textual.app import ComposeResult
 from textual.markup import escape
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 from installer.answers import Answers, check_field
 from screens.form import FormScreen
@@ -21,6 +22,14 @@ class RegistrationScreen(FormScreen):
         yield from self.declared_fields()
         yield Static("", id="password-status", classes="status-line")
 
+    @on(FormField.Changed, "#field-registration-policy")
+    def _offer_a_token(self, event: FormField.Changed) -> None:
+        """The token policy with no token lets nobody in: offer one rather than an error at once."""
+        tokens = self.query_one("#field-registration-tokens", FormField)
+        if event.field.value == "token" and tokens.value == 0 and not tokens.touched:
+            with tokens.control.prevent(Input.Changed):
+                tokens.set_text("1")
+
     def step_problems(self, answers: Answers) -> list[tuple[str, str]]:
         """An admin password the server would refuse, checked as the headless run checks it."""
         from installer.readiness import admin_password_problem
@@ -35,7 +44,7 @@ class RegistrationScreen(FormScreen):
         for admin in self.query("#field-registration-admin_user").results(FormField):
             admin.set_help(f"the admin's user ID will be {user}")
         problems = self.step_problems(answers)
-        if not answers.registration.admin_user or check_field("registration.admin_password_env", env):
+        if check_field("registration.admin_user", answers.registration.admin_user) or check_field("registration.admin_password_env", env):
             text = ""  # the field says what it needs
         elif problems:
             text = f"[$text-error]✗[/] {escape(problems[0][1])}"

@@ -137,7 +137,8 @@ class ReviewScreen(StepScreen):
             rows.append(f"[b $accent]{section}[/]")
             for spec in listed:
                 value = getattr(getattr(answers, section), spec.key)
-                shown = escape(str(value).lower() if isinstance(value, bool) else str(value)) if value != "" else "[$text-muted]—[/]"
+                words = dict(spec.declared.options).get(value, value)  # a choice as its form offered it
+                shown = escape(str(words).lower() if isinstance(words, bool) else str(words)) if value != "" else "[$text-muted]—[/]"
                 changed = "" if value == spec.default else " [$text-primary]•[/]"
                 rows.append(f"  {escape(label_for(spec.path)):<22} {shown}{changed}")
         rows.append("[$text-muted](• = not the default)[/]")
@@ -190,9 +191,9 @@ class ReviewScreen(StepScreen):
         self.installer.answers_path = path
         from installer.discovery import home_relative
 
-        # Said on the status line only: a toast would cover it.
-        folder = f", in the new folder {home_relative(made, self.installer.home)}" if made else ""
-        self.query_one("#nav-status", Static).update(f"✓ saved {home_relative(path, self.installer.home)} (mode 0600){folder}")
+        # Said on the status line only: a toast would cover it. The file's name first, as the line is short.
+        folder = f", new folder {home_relative(made, self.installer.home)}" if made else ""
+        self.query_one("#nav-status", Static).update(f"✓ saved {path.name} (0600) in {home_relative(path.parent, self.installer.home)}{folder}")
 
     def heading(self) -> str:
         return "Review, then upgrade" if self.installer.options.mode == "upgrade" else self.HEADING
@@ -226,9 +227,10 @@ class ReviewScreen(StepScreen):
         where = (f"the server {answers.ssh.host}" if answers.ssh.host
                  else "a new Oracle Cloud VM" if answers.cloud.provider == "oci" else "the server")
         verb = "Upgrade" if upgrading else "Install"
+        cloud = "your Oracle Cloud account, " if answers.cloud.provider == "oci" else ""
         question = (f"{verb} {answers.domain.server_name} on {where} now? This changes "
                     + ("the server (a backup of Synapse's data is made first)." if upgrading
-                       else "your cloud account, the server and DNS, as the plan shows."))
+                       else f"{cloud}the server and DNS, as the plan shows."))
         self.app.push_screen(ConfirmDialog(verb, question, verb),
                              lambda yes: self.installer.start_run() if yes else None)
 

@@ -185,6 +185,9 @@ class FormField(Vertical):
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        # The Input says its first value changed too, as it mounts: that is not the user's doing.
+        if event.value == str(self._initial) and not self.touched:
+            return
         self.touched = True
         self._filled_in = False
         self._changed(final=False)

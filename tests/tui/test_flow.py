@@ -249,6 +249,10 @@ async def test_registration_tokens_only_with_the_token_policy() -> None:
         await pilot.press("down", "enter")
         await pilot.pause()
         assert not field(app, "registration.tokens").has_class("-na")
+        # No error at once for a field nobody touched: one token is offered instead of the default 0.
+        assert problem_text(app, "registration.tokens") == ""
+        assert field(app, "registration.tokens").value == 1
+        await type_into(pilot, "registration.tokens", "0")
         await pilot.press("ctrl+n")
         assert 'needs at least one token' in problem_text(app, "registration.tokens")
         await type_into(pilot, "registration.tokens", "3")
@@ -350,7 +354,7 @@ async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: P
         await pilot.pause()
         assert screen_name(app) == "ReviewScreen"
         status = str(app.screen.query_one("#nav-status", Static).render())
-        assert f"✓ saved {target} (mode 0600), in the new folder {target.parent}" in status
+        assert status == f"✓ saved {target.name} (0600) in {target.parent}, new folder {target.parent}"
         assert not app._notifications  # no toast over the status line
         saved_answers = app.answers
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600

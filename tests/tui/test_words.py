@@ -122,6 +122,8 @@ def test_the_domain_preview_of_a_server_given_by_name_promises_no_record_type() 
     from screens.domain import preview_lines
 
     answers = VALID.replace("cloud", provider="existing").replace("ssh", host="host.example.net")
-    text = "\n".join(preview_lines(answers, "(the address host.example.net resolves to)"))
+    text = "\n".join(preview_lines(answers, "(the address host.example.net resolves to)", resolved_from="host.example.net"))
     assert "matrix.example.org.  A or AAAA  (the address host.example.net resolves to)" in text
     assert "  A  host.example.net" not in text and "  A  (" not in text
+    vm = "\n".join(preview_lines(VALID, "(the VM's public IP)"))
+    assert "matrix.example.org.  A  (the VM's public IP)" in vm  # Oracle's public addresses are IPv4

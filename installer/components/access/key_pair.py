@@ -33,7 +33,7 @@ async def have_it_authorized(ctx: StageContext, key: KeyToAuthorize) -> None:
     if ctx.can_ask:
         if await ctx.confirm("\n".join(key.lines()), yes="Added: continue", no="Stop here"):
             return
-        raise StageError("stopped: the server does not accept the new key yet", key.hint("rerun to go on"))
+        raise StageError("stopped: the server does not accept the new key yet", key.hint("Retry (or rerun later)"))
     raise StageError("made a new key pair, which the server does not accept yet: the run stops here",
                      key.hint("rerun the same command to go on"))
 

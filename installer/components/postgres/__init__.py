@@ -49,7 +49,9 @@ class DatabaseKeys:
     engine: str = key("postgres", "Database", '"postgres" | "sqlite" (throwaway test servers only)', step="Server",
                       choices=tuple(value for value, _ in ENGINES), options=ENGINES, install_only=True,
                       guide="Postgres runs beside Synapse in its own container; SQLite is one file, fine for a test "
-                            "server but slow and fragile with real users")
+                            "server but slow and fragile with real users",
+                      option_guides=(("postgres", "Postgres runs beside Synapse in its own container"),
+                                     ("sqlite", "one file: fine for a test server, slow and fragile with real users")))
     image: str = key("postgres:17-alpine", "Postgres image", "major version pinned; minor updates come with --upgrade",
                      step="Server", check=checks.image_ref, applies=_postgres, group="Database")
     migrate: str = key("ask", "Move SQLite to Postgres",
