@@ -55,10 +55,6 @@ class Key:
     def form_help(self) -> str:
         return self.guide or self.help
 
-    def help_for(self, value: object) -> str:
-        """The form's help with `value` chosen."""
-        return dict(self.option_guides).get(str(value), self.form_help)
-
     def applies_to(self, answers: Answers, mode: str = "install") -> bool:
         if mode not in self.modes:
             return False

@@ -48,6 +48,9 @@ class DomainScreen(FormScreen):
     STEP = "Domain"
     HEADING = "Which names will your server use?"
 
+    def heading(self) -> str:
+        return "Which names does your server use?" if self.installer.options.mode == "upgrade" else self.HEADING
+
     def compose_aside(self) -> ComposeResult:
         with VerticalScroll(id="aside", can_focus=False) as aside:
             aside.border_title = "Preview"

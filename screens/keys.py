@@ -60,8 +60,8 @@ class KeysScreen(FormScreen):
         pair = self.key_pair(answers)
         if pair is not None:
             status = f"[$text-success]✓[/] {escape(pair.key_type)} {escape(pair.fingerprint)}"
-        elif problems := self.step_problems(answers):
-            status = f"[$text-error]✗[/] {escape(problems[0][1])}"
+        elif self.step_problems(answers):
+            status = ""  # the field itself says it (set on mount, and as the path changes)
         elif key_path.exists():
             status = f"[$text-warning]![/] {escape(str(key_path))} exists but its .pub is missing or unreadable"
         elif answers.cloud.provider == "existing":
@@ -93,6 +93,8 @@ class KeysScreen(FormScreen):
     def on_mount(self) -> None:
         super().on_mount()
         self.show_oci_status()
+        for path, problem in self.step_problems(self.draft()):  # said at once, as the key status would be
+            self.query_one(f"#field-{path.replace('.', '-')}", FormField).set_cross_problem(problem)
 
     def show_oci_status(self) -> None:
         """The OCI profile's state, checked once (the Cloud step, not this one, names the profile)."""

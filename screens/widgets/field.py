@@ -59,6 +59,7 @@ class FormField(Vertical):
         *,
         options: list[tuple[str, str]] | None = None,
         help: str | None = None,
+        option_guides: list[tuple[str, str]] | None = None,
         placeholder: str | None = None,
         id: str | None = None,
     ) -> None:
@@ -68,7 +69,8 @@ class FormField(Vertical):
         declared = self.spec.declared
         self._initial = value
         self._options = options if options is not None else list(declared.options) or None
-        self._help = declared.help_for(value) if help is None else help
+        self._option_guides = dict(option_guides if option_guides is not None else declared.option_guides)
+        self._help = self._help_of(value) if help is None else help
         self._help_given = help is not None
         """Help worded by the step itself: it stays as the step words it."""
         self._placeholder = declared.placeholder if placeholder is None else placeholder
@@ -106,6 +108,10 @@ class FormField(Vertical):
         if self._help:
             yield Static(self._help, classes="field-help", markup=False)
         yield Static("", classes="field-problem", markup=False)
+
+    def _help_of(self, value: object) -> str:
+        """The help with `value` chosen: its own words when the choice has them."""
+        return self._option_guides.get(str(value), self.spec.declared.form_help)
 
     def set_help(self, text: str) -> None:
         """Word the help for what has been typed (user IDs with the server name, say)."""
@@ -209,6 +215,6 @@ class FormField(Vertical):
     def _choice_changed(self, event: Message) -> None:
         event.stop()
         self.touched = True
-        if self.spec.declared.option_guides and not self._help_given:
-            self.set_help(self.spec.declared.help_for(self.value))  # the help of the choice made
+        if self._option_guides and not self._help_given:
+            self.set_help(self._help_of(self.value))  # the help of the choice made
         self._changed(final=True)

@@ -913,9 +913,8 @@ async def test_upgrade_mode_offers_no_new_key_pair(tmp_path: Path) -> None:
         assert "Start" not in [str(k.description) for k in app.screen.query("FooterKey")]
         await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
         assert screen_name(app) == "KeysScreen"
-        status = str(app.screen.query_one("#key-status", Static).render())
-        assert "✗" in status and "an upgrade logs in with the key the server already accepts" in status
-        assert "created" not in status
+        assert "an upgrade logs in with the key the server already accepts" in problem_text(app, "ssh.private_key")
+        assert "created" not in str(app.screen.query_one("#key-status", Static).render())
         await pilot.press("ctrl+n")
         assert screen_name(app) == "KeysScreen"
         assert "already accepts" in problem_text(app, "ssh.private_key")
@@ -982,3 +981,24 @@ async def test_done_promises_no_sign_in_when_the_admin_was_not_made(tmp_path: Pa
         assert screen_name(app) == "DoneScreen"
         login = str(app.screen.query_one("#login", Static).render())
         assert "Not ready to sign in" in login and "\nSign in" not in login
+
+
+async def test_upgrade_mode_asks_only_what_an_upgrade_uses(tmp_path: Path) -> None:
+    """What an install decided once (a VM's shape, the registration policy, how the names are
+    served) is not asked again: an upgrade does not redo the VM, Caddy, DNS or the accounts."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    answers = VALID.replace("cloud", provider="existing").replace("ssh", host="203.0.113.7", host_key=key)
+    app = make_app(answers, mode="upgrade", state_dir=tmp_path)
+    asked: set[str] = set()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter")
+        for _ in range(5):
+            await pilot.pause()
+            asked |= {f.path for f in app.screen.query(FormField) if not f.has_class("-na")}
+            await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen"
+    for never in ("cloud.shape", "cloud.ocpus", "cloud.memory_gb", "registration.policy", "registration.admin_user",
+                  "registration.tokens", "domain.delegation", "domain.serve_server_name", "domain.tls", "packages.source"):
+        assert never not in asked, never
+    assert {"domain.server_name", "domain.matrix_host", "ssh.host", "ssh.private_key", "upgrade.reboot"} <= asked

@@ -50,7 +50,9 @@ async def _commands(text: str, mode: str) -> list[str]:
     if mode == "upgrade":
         answers = answers.replace("database", migrate="yes")
     session = Session(answers, RunState(None, {"facts": facts}), RunOptions(mode=mode, dry_run=True), remote=RecordingRemote())
-    await Engine(plan_for(mode, answers, facts), session).run()
+    result = await Engine(plan_for(mode, answers, facts), session).run()
+    # The whole plan is shown: a dry run stops nowhere (the move to Postgres included).
+    assert not [s.name for s in result.stages if s.error], [(s.name, s.error) for s in result.stages if s.error]
     assert isinstance(session.remote, RecordingRemote)
     return session.remote.commands
 

@@ -32,6 +32,9 @@ DELEGATIONS = (
 
 @dataclass(frozen=True)
 class Domain:
+    """The names: both are asked in an upgrade too (they find the deployment and its federation
+    test); how they are served is an install's choice (Caddy and DNS are not redone by an upgrade)."""
+
     server_name: str = key("", "Server name", "user IDs are @alice:example.org; can never change later",
                            step="Domain", check=checks.fqdn, placeholder="example.org")
     matrix_host: str = key("", "Matrix host", "where clients and servers connect: public_baseurl https://matrix_host",
@@ -39,22 +42,25 @@ class Domain:
                            guide="where clients and servers connect: https://<Matrix host>")
     delegation: str = key(
         "well-known", "Delegation", '"well-known" | "srv" | "none" (matrix_host == server_name)', step="Domain",
-        choices=tuple(value for value, _ in DELEGATIONS), options=DELEGATIONS,
+        choices=tuple(value for value, _ in DELEGATIONS), options=DELEGATIONS, install_only=True,
         guide="how other servers find the Matrix host from the server name: a small file served at "
               "https://<server name>/.well-known/matrix/server, or a DNS SRV record",
     )
     serve_server_name: bool = key(True, "Serve server name", "this box's Caddy answers for server_name (.well-known + redirect)",
-                                  step="Domain", checkbox="serve the server name from this box too",
+                                  step="Domain", checkbox="serve the server name from this box too", install_only=True,
                                   guide="this server also answers for the server name: its .well-known files, and the "
                                         "redirect below")
     redirect_to: str = key("", "Redirect others to", "optional: where other requests to server_name go", step="Domain",
+                           install_only=True,
                            guide="optional: where other visitors of the server name are sent",
                            check=checks.url, placeholder="https://www.example.org")
     acme_email: str = key("", "ACME e-mail", "optional: Let's Encrypt account e-mail", step="Domain", check=checks.email,
+                          install_only=True,
                           placeholder="admin@example.org")
     tls: str = key("acme", "Certificates",
                    '"acme" (Let\'s Encrypt) | "internal" (Caddy\'s own CA, for labs: other servers do not trust it)',
                    step="Domain", choices=("acme", "internal"), group="Certificates", guide="who signs the HTTPS certificates",
+                   install_only=True,
                    options=(("acme", "Let's Encrypt (public)"), ("internal", "Caddy's own CA: labs only, others do not trust it")))
 
 
