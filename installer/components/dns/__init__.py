@@ -45,6 +45,10 @@ class Domain:
         choices=tuple(value for value, _ in DELEGATIONS), options=DELEGATIONS, install_only=True,
         guide="how other servers find the Matrix host from the server name: a small file served at "
               "https://<server name>/.well-known/matrix/server, or a DNS SRV record",
+        option_guides=(("well-known", "a small file at https://<server name>/.well-known/matrix/server tells other servers "
+                                      "where the Matrix host is"),
+                       ("srv", "a DNS SRV record tells other servers where the Matrix host is; they connect on port 8448"),
+                       ("none", "the server name is the Matrix host itself: nothing to delegate")),
     )
     serve_server_name: bool = key(True, "Serve server name", "this box's Caddy answers for server_name (.well-known + redirect)",
                                   step="Domain", checkbox="serve the server name from this box too", install_only=True,
