@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from installer import __version__, checks, files, shown
-from installer.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
+from installer.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from installer.options import RunOptions
 from installer.state import default_state_dir
 
@@ -243,6 +243,13 @@ def entry(guided: GuidedFn | None = None) -> None:
         sys.exit(main(guided=guided))
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # Whoever read the output went away (`| head`): stop quietly, as a shell tool does, and
+        # keep Python from printing a traceback while it flushes stdout at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

@@ -175,3 +175,23 @@ def test_a_new_key_for_a_server_of_yours_exits_with_the_way_to_add_it(tmp_path: 
     assert f"ssh-copy-id -i {tmp_path}/.ssh/id_ed25519.pub ubuntu@203.0.113.7" in result.stdout
     assert public in result.stdout
     assert "-- SSH to the host" not in result.stdout  # nothing tried to connect
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(tmp_path: Path) -> None:
+    """`matrix-installer --dry-run ... | head -3`: the reader leaves early; the command stops quietly."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "installer", "--answers", str(existing_server_answers(tmp_path)), "--dry-run",
+               "--state-dir", str(tmp_path / "state")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                          env={**__import__("os").environ, "HOME": str(tmp_path)}) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        import fcntl
+
+        fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)  # F_SETPIPE_SZ: the plan no longer fits in the pipe
+        proc.stdout.readline()
+        proc.stdout.close()  # as head does after its lines
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err[-2000:]
