@@ -37,7 +37,9 @@ class Ssh:
     port: int = key(22, "SSH port", "SSH port", step="Cloud", check=checks.port, applies=_existing)
     user: str = key("ubuntu", "SSH user", "login user (sudo without a password)", step="Cloud", applies=_existing,
                     check=checks.name(r"[a-z_][a-z0-9_-]{0,31}", "a Unix user name (a-z, 0-9, _ -)"))
-    private_key: str = key("~/.ssh/id_ed25519", "SSH private key", "ed25519 pair created (0600) when missing", step="Keys",
+    private_key: str = key("~/.ssh/id_ed25519", "SSH private key",
+                           "ed25519 pair created (0600) when missing (install only); for \"existing\", the run then stops "
+                           "saying how to add it to the server", step="Keys",
                            check=checks.path, guide="")
     host_key: str = key("", "Host key pin", 'the server\'s SSH host key, "ssh-ed25519 AAAA..." (required for "existing")',
                         step="Keys", check=checks.ssh_public_key)

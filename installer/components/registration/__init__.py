@@ -65,7 +65,8 @@ class RegistrationKeys:
         guide="the admin's user name: its user ID is @name:server name",
     )
     admin_password_env: str = key(
-        "MATRIX_ADMIN_PASSWORD", "Password variable", "unset: generate one, show it once", step="Accounts",
+        "MATRIX_ADMIN_PASSWORD", "Password variable",
+        "MATRIX or ADMIN in its name; 8 characters or more; unset: generate one, show it once", step="Accounts",
         check=password_variable,
         guide="the environment variable holding the admin's password (its name says so: MATRIX or ADMIN in it)",
     )
