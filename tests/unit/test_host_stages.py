@@ -49,6 +49,10 @@ host_key = "{HOST_KEY}"
 """).replace("ssh", host_key=host_key)
 
 
+NO_CALLS = "[calls]\nturn = false"
+"""Without TURN, the deployment's ports are Caddy's alone (TCP)."""
+
+
 def context(a, remote=None, *, dry_run: bool = False, facts: dict | None = None) -> tuple[StageContext, list[tuple[str, str]]]:
     state = RunState(None, {"facts": facts or {}})
     session = Session(answers=a, state=state, options=RunOptions(dry_run=dry_run), remote=remote)
@@ -196,7 +200,7 @@ async def test_firewall_with_everything_in_place_is_unchanged():
     remote = ScriptedRemote([
         (r"ufw", False), (r"dpkg-query", True), (r"tables -S INPUT", CommandResult(0, listing, "")),
     ], files={"/etc/iptables/rules.v4": saved, "/etc/iptables/rules.v6": saved})
-    ctx, _ = context(answers(), remote)
+    ctx, _ = context(answers(NO_CALLS), remote)
     assert await firewall.open_firewall(ctx) is Status.UNCHANGED
     assert not any(" -I " in c or "write" in c or "apt-get" in c for c in remote.commands)
 
@@ -218,9 +222,11 @@ provider = "existing"
 [ssh]
 host = "203.0.113.7"
 host_key = "{HOST_KEY}"
+[calls]
+turn = false
 """.replace("{HOST_KEY}", HOST_KEY))
     assert Deployment.build(a).ports == tcp(80, 443, 8448)
-    assert Deployment.build(answers()).ports == tcp(80, 443)
+    assert Deployment.build(answers(NO_CALLS)).ports == tcp(80, 443)
 
 
 def test_unknown_host_key_is_refused_with_a_way_to_find_it():

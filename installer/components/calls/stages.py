@@ -125,6 +125,10 @@ async def set_up_coturn(ctx: StageContext) -> Status:
         changed = True
 
     restart = False
+    if ctx.dry_run:  # the plan shows what coturn is told, all but the secret
+        shown = config.replace(f"static-auth-secret={secret}", f"static-auth-secret=(the secret in {SECRET_FILE})")
+        for line in shown.splitlines():
+            ctx.log(f"    | {line}", "file")
     if await ctx.put_file(coturn.CONFIG, config.encode(), mode=0o640, owner="root:turnserver", secret=True):
         restart = changed = True
     units = False
@@ -252,6 +256,12 @@ async def check_turn(ctx: StageContext) -> Status:
 
     got = await ctx.run(uclient(public), check=False, quiet=True,
                         dry_output=f"IPv4. Received relay addr: {public}:49160")
+    if ctx.dry_run:
+        for peer in (*DENIED_PROBES, *([private] if private else [])):
+            await ctx.run(uclient(peer), check=False, quiet=True)
+        ctx.log(f"a real run: a relay allocated at {public} with these credentials; relays to each peer above refused "
+                "(403 Forbidden IP)")
+        return Status.PLANNED
     relays = coturn.relay_addresses(got.stdout)
     if coturn.allocation_refused(got.stdout) or not relays:
         detail = f"no relay was allocated with credentials {how}"

@@ -83,7 +83,8 @@ async def fetch_verified(ctx: StageContext, source: r.Source, tag: str) -> None:
         raise StageError(f"Element Web {tag}: its signature does not check out ({said}); nothing was unpacked",
                          f"the download from {source.releases} is not the release Element signed: try again later, "
                          "and if it persists, report it")
-    ctx.log(f"Element Web {tag}: {said} (Element's release key {source.fingerprint})")
+    ctx.log(f"a real run unpacks only after a good signature by Element's release key {source.fingerprint}" if ctx.dry_run
+            else f"Element Web {tag}: {said} (Element's release key {source.fingerprint})")
     listing = await ctx.run(f"tar -tvzf {q(archive)}", sudo=True, quiet=True, dry_output=f"drwxr-xr-x 0/0 0 2026-01-01 00:00 {folder}/")
     if problem := r.archive_problem(listing.stdout, tag):
         await ctx.run(f"rm -rf {q(work)}", sudo=True)
