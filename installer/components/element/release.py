@@ -59,11 +59,23 @@ class Source:
         return self.archive(tag) + ".asc"
 
 
+_URL_PATH = re.compile(r"(/[A-Za-z0-9._~-]*)*")
+
+
 def _url(value: str, name: str) -> str:
-    if problem := checks.url(value):
-        raise SourceError(f"{name}: {problem}")
-    if urlsplit(value).scheme not in ("http", "https"):
-        raise SourceError(f"{name}: must be an http(s) URL")
+    """An http(s) URL with a host name or IP address (a lab's runner), a port, a plain path: it
+    reaches a shell (quoted) on the host."""
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise SourceError(f"{name}: {value!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.query or parts.fragment:
+        raise SourceError(f"{name}: must be an http(s) URL such as https://mirror.example.org/element/releases")
+    if problem := checks.host_or_ip(parts.hostname):
+        raise SourceError(f"{name}: host {parts.hostname!r} {problem}")
+    if not _URL_PATH.fullmatch(parts.path) or (port is not None and not 1 <= port <= 65535):
+        raise SourceError(f"{name}: its path may hold only letters, digits and . _ ~ - between slashes")
     return value.rstrip("/")
 
 

@@ -55,8 +55,9 @@ async def resolve(ctx: StageContext, source: r.Source, version: str) -> str:
 
 
 async def _ensure_gpg(ctx: StageContext) -> None:
-    if not await ctx.probe("command -v gpg >/dev/null", sudo=True):
-        await apt_install(ctx, "gnupg")
+    """gpg (to unwrap the armoured key) and gpgv (apt's own verifier, always there)."""
+    if not await ctx.probe("command -v gpg >/dev/null && command -v gpgv >/dev/null", sudo=True):
+        await apt_install(ctx, "gnupg", "gpgv")
 
 
 async def fetch_verified(ctx: StageContext, source: r.Source, tag: str) -> None:
@@ -73,10 +74,11 @@ async def fetch_verified(ctx: StageContext, source: r.Source, tag: str) -> None:
     await ctx.run(f"{CURL} -o {q(archive)} {q(source.archive(tag))} && {CURL} -o {q(archive + '.asc')} "
                   f"{q(source.signature(tag))} && {CURL} -o {q(work + '/key.asc')} {q(source.key_url)}",
                   sudo=True, timeout=1800)
-    gpg = f"gpg --batch --no-tty --homedir {q(keys)}"
-    await ctx.run(f"{gpg} --import {q(work + '/key.asc')}", sudo=True)
-    status = await ctx.run(f"{gpg} --status-fd 1 --verify {q(archive + '.asc')} {q(archive)}", sudo=True, check=False,
-                           dry_output=f"[GNUPG:] VALIDSIG {source.fingerprint} 0 0 0 4 0 22 10 00 {source.fingerprint}")
+    # gpgv checks against this keyring alone (nothing of root's own keys, no agent).
+    keyring = f"{keys}/release-key.gpg"
+    await ctx.run(f"gpg --batch --no-tty --homedir {q(keys)} --dearmor -o {q(keyring)} {q(work + '/key.asc')}", sudo=True)
+    status = await ctx.run(f"gpgv --keyring {q(keyring)} --status-fd 1 {q(archive + '.asc')} {q(archive)}", sudo=True,
+                           check=False, dry_output=f"[GNUPG:] VALIDSIG {source.fingerprint} 0 0 0 4 0 22 10 00 {source.fingerprint}")
     good, said = r.good_signature(status.stdout, source.fingerprint)
     if not good:
         await ctx.run(f"rm -rf {q(work)}", sudo=True)
