@@ -154,3 +154,21 @@ def test_upgrade_mode_has_element_only_where_it_is_deployed() -> None:
     assert "element.upgrade" not in names
     names = [s.name for s in plan_for("upgrade", NAMES, {"element.version": "v1.11.90"})]
     assert names.index("upgrade.reboot") < names.index("element.upgrade") < names.index("element.check") < names.index("federation.check")
+
+
+def test_the_report_and_the_summary_give_the_url_to_open_and_the_checks() -> None:
+    import io
+
+    from installer.events import RunResult, StageResult, Status
+    from installer.headless import HeadlessReporter
+    from installer.report import build_report
+
+    result = RunResult("install", False, [StageResult("element.check", "t", Status.DONE)],
+                       checks=[{"name": "element", "ok": True, "detail": "served", "fix": None}],
+                       links=[("Element Web", "https://element.example.org")])
+    report = build_report(result)
+    assert report["links"] == [{"label": "Element Web", "url": "https://element.example.org"}]
+    assert report["checks"] == [{"name": "element", "ok": True, "detail": "served", "fix": None}]
+    out = io.StringIO()
+    HeadlessReporter(out).summary(result)
+    assert "  Open Element Web: https://element.example.org" in out.getvalue() and "✓ element  served" in out.getvalue()
