@@ -316,8 +316,8 @@ def test_no_turn_secret_in_logs_reports_state_or_output(installed: Lab) -> None:
     secret = installed.host.exec("cat /opt/matrix/synapse/turn.secret", check=True).stdout.strip()
     assert len(secret) >= 48
     # It is where it must be, and only readable by who needs it.
-    files = installed.host.exec("stat -c '%n %U:%G %a' /opt/matrix/synapse/turn.secret /etc/turnserver.conf "
-                                "/opt/matrix/synapse/data/homeserver.yaml", check=True).stdout.splitlines()
+    files = installed.host.exec("stat -c '%n %U:%G %a' /opt/matrix/synapse/turn.secret /etc/turnserver.conf; "
+                                "stat -c '%n %u:%g %a' /opt/matrix/synapse/data/homeserver.yaml", check=True).stdout.splitlines()
     assert files == ["/opt/matrix/synapse/turn.secret root:root 600", "/etc/turnserver.conf root:turnserver 640",
                      "/opt/matrix/synapse/data/homeserver.yaml 991:991 600"]
     assert f"static-auth-secret={secret}" in installed.host.exec("cat /etc/turnserver.conf", check=True).stdout
