@@ -13,6 +13,7 @@ from tests.oci_emulator.harness import Runner
 
 async def test_the_security_list_opens_udp_and_the_vcn_is_the_hosts_network(
         oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
+    oci_answers = oci_answers.replace("calls", turn=True)
     run = await stage_runner(oci_answers, names=("cloud.network", "cloud.ingress"))
     assert run.status("cloud.ingress") is Status.DONE, run.all_text()
     rules = oci_emulator.state.store["securityLists"][run.state.facts["cloud.security_list_id"]]["ingressSecurityRules"]
