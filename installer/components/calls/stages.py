@@ -199,10 +199,11 @@ async def wait_listening(ctx: StageContext, seconds: float = 20.0) -> None:
 
 # --- turn.check --------------------------------------------------------------------------------
 
-DENIED_PROBES = ("127.0.0.1", "169.254.169.254")
-"""Peers a relay must refuse, whatever the host's network: loopback and the cloud metadata
-service; then the host's own private address (behind NAT), else a private one. Each probe holds
-two of the relay's ports until coturn lets the allocations expire (10 minutes), so they are few."""
+DENIED_PROBES = ("169.254.169.254",)
+"""Peers a relay must refuse, whatever the host's network: the cloud metadata service; then the
+host's own private address (behind NAT), else a private one. Each run of coturn's client holds two
+of the relay's ports (its probe allocation and the real one) until coturn lets them expire, 10
+minutes later: the check makes three runs, six ports of the range's 49 by default."""
 
 
 def secret_credentials(secret: str, user: str, seconds: int = 600) -> tuple[str, str]:
@@ -286,8 +287,16 @@ async def check_turn(ctx: StageContext) -> Status:
     let_through = []
     for peer in peers:
         probe = await ctx.run(uclient(peer, probe_name, probe_password), check=False, quiet=True)
-        if not coturn.forbidden(probe.stdout):
-            let_through.append(peer)
+        if coturn.forbidden(probe.stdout):
+            continue
+        if not coturn.relay_addresses(probe.stdout):  # no relay to probe with: not a leak, but no proof either
+            said = "; ".join(line.split(": : ")[-1] for line in probe.stdout.splitlines() if "error" in line.lower())
+            detail = f"no relay could be allocated to probe {peer} with ({said or 'no answer'})"
+            fix = (f"the relay ports ([calls] relay_ports) may all be in use: allocations expire 10 minutes after their "
+                   "last use; rerun then, or widen the range")
+            ctx.report_check("turn", False, detail, fix)
+            raise StageError(f"TURN: {detail}", fix)
+        let_through.append(peer)
     if let_through:
         detail = f"relays to {', '.join(let_through)} were not refused"
         ctx.report_check("turn", False, detail, f"check denied-peer-ip in {coturn.CONFIG}")
