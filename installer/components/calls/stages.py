@@ -279,8 +279,8 @@ async def check_turn(ctx: StageContext) -> Status:
         detail = f"no relay was allocated with credentials {how}"
         ctx.report_check("turn", False, detail, "on the host: sudo journalctl -u coturn -n 50")
         raise StageError(f"TURN: {detail}", "on the host: sudo journalctl -u coturn -n 50")
-    relay_host = relays[0].rpartition(":")[0]
-    if relay_host != public and not ctx.dry_run:
+    relay_host = relays[0].rpartition(":")[0].strip("[]")
+    if relay_host != public and ":" not in public:  # an IPv4 relay for an IPv4 address (an IPv6 host's is its own)
         detail = f"the relay's address is {relay_host}, not the public {public}: callers cannot reach it"
         ctx.report_check("turn", False, detail, "rerun the install: turn.server sets the NAT mapping")
         raise StageError(f"TURN: {detail}")
