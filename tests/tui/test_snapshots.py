@@ -91,7 +91,8 @@ async def _done_after_a_real_run(pilot: Pilot) -> None:
 
     state = Path("/home/ada/.local/state/matrix-installer/example.org")
     result = RunResult("install", False, [StageResult(n, n, Status.DONE, 1.0) for n in Plan().names],
-                       federation={**FEDERATION, "ok": True}, shown_once=SHOWN_ONCE)
+                       federation={**FEDERATION, "ok": True}, shown_once=SHOWN_ONCE,
+                       links=[("Element Web", "https://element.example.org")])
     app = pilot.app
     await pilot.pause()
     await app.push_screen(DoneScreen(app.answers, result, state_folder=state,  # type: ignore[attr-defined]
