@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 from installer import __version__, checks, files, shown
-from installer.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
+from installer.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE
 from installer.options import RunOptions
 from installer.state import default_state_dir
 
@@ -209,8 +209,10 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
 
 def print_problems(problems: list[str], heading: str) -> None:
     """Every problem, each on one line: escaped (no value can forge a line) and shortened."""
+    from installer.answers import in_words
+
     print(heading, file=sys.stderr)
-    for problem in shown.problem_lines(problems):
+    for problem in shown.problem_lines([in_words(p) for p in problems]):
         print(f"  {problem}", file=sys.stderr)
 
 
@@ -241,6 +243,13 @@ def entry(guided: GuidedFn | None = None) -> None:
         sys.exit(main(guided=guided))
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # Whoever read the output went away (`| head`): stop quietly, as a shell tool does, and
+        # keep Python from printing a traceback while it flushes stdout at exit.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":

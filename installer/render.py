@@ -74,11 +74,12 @@ def greater_than(limit: int) -> str:
 
 TOO_LARGE = json.dumps({"errcode": "M_TOO_LARGE", "error": "The request is larger than this server accepts"})
 _SITE_ADDRESS = re.compile(r"[a-z0-9.-]+(:[0-9]{1,5})?")
+_FILES_ROOT = re.compile(r"(/[A-Za-z0-9._-]+)+")
 
 
 def _route_view(route: Any, number: int) -> dict[str, Any]:
     """One route as the template draws it (installer.components.base: Proxy, Respond, Redirect)."""
-    from installer.components.base import Proxy, Redirect, Respond
+    from installer.components.base import Files, Proxy, Redirect, Respond
 
     if isinstance(route, Proxy):
         return {"kind": "proxy", "number": number, "paths": route.paths, "upstream": route.upstream,
@@ -90,6 +91,11 @@ def _route_view(route: Any, number: int) -> dict[str, Any]:
         return {"kind": "respond", "path": route.path, "status": int(route.status), "body": route.body, "headers": route.headers}
     if isinstance(route, Redirect):
         return {"kind": "redirect", "target": route.target}
+    if isinstance(route, Files):
+        if not _FILES_ROOT.fullmatch(route.root):
+            raise RenderError(f"unsafe folder for a Caddyfile file server: {route.root!r}")
+        return {"kind": "files", "number": number, "root": route.root, "headers": route.headers,
+                "no_cache": route.no_cache}
     raise RenderError(f"no way to write a {type(route).__name__} in a Caddyfile")
 
 
@@ -98,10 +104,12 @@ def _site_view(site: Any) -> dict[str, Any]:
         raise RenderError(f"unsafe site address for a Caddyfile: {site.address!r}")
     if "\n" in site.comment:
         raise RenderError("a site comment spans lines")
-    routes, proxies = [], 0
+    routes, numbered = [], {"proxy": 0, "files": 0}
     for route in site.routes:
-        view = _route_view(route, proxies + 1)
-        proxies += view["kind"] == "proxy"
+        kind = type(route).__name__.lower()
+        view = _route_view(route, numbered.get(kind, 0) + 1)
+        if view["kind"] in numbered:
+            numbered[view["kind"]] += 1
         routes.append(view)
     return {"address": site.address, "comment": site.comment, "routes": routes}
 

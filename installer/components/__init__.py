@@ -23,6 +23,8 @@ REGISTRY = (
     "installer.components.registration",
     "installer.components.synapse",
     "installer.components.postgres",
+    "installer.components.element",
+    "installer.components.calls",
     "installer.components.tuning",
     "installer.components.upgrade",
     "installer.components.federation",

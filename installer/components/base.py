@@ -85,7 +85,18 @@ class Redirect:
     target: str
 
 
-Route = Proxy | Respond | Redirect
+@dataclass(frozen=True)
+class Files:
+    """Serve the static files under `root` (a folder on the host Caddy can read), with `headers`
+    on every answer and `Cache-Control: no-cache` on the paths in `no_cache` (what must be asked
+    for again after an update, such as a web app's index.html and config.json)."""
+
+    root: str
+    headers: tuple[tuple[str, str], ...] = ()
+    no_cache: tuple[str, ...] = ()
+
+
+Route = Proxy | Respond | Redirect | Files
 
 
 @dataclass(frozen=True)

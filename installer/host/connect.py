@@ -23,7 +23,6 @@ if TYPE_CHECKING:
 
 q = shlex.quote
 
-DRY_OS_RELEASE = 'ID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\nPRETTY_NAME="Ubuntu 24.04 LTS"\nARCH=arm64\n'
 CLOUD_INIT_TIMEOUT = 1200.0
 
 
@@ -195,17 +194,17 @@ async def connect(ctx: StageContext) -> Status:
         raise StageError(f"`sudo -n true` failed on the host (status {sudo.exit_status}): {sudo.stderr.strip()[-200:]}",
                          "the SSH user needs sudo without a password (Oracle's images set this up for ubuntu)")
     await wait_for_cloud_init(ctx)
-    info = await ctx.run("cat /etc/os-release; echo ARCH=$(dpkg --print-architecture)", dry_output=DRY_OS_RELEASE)
+    info = await ctx.run("cat /etc/os-release; echo ARCH=$(dpkg --print-architecture)",
+                         dry_output=ctx.deployment.provider.assumed_os_release(ctx.answers))
     found = parse_os_release(info.stdout)
     if found.id not in ("ubuntu", "debian") and "debian" not in found.id_like.split():
         raise StageError(f"the host runs {found.pretty or found.id or 'an unknown OS'}; the installer needs Ubuntu or Debian",
                          "use an Ubuntu 22.04/24.04 or Debian 12/13 server")
     ctx.give(found)
-    ctx.log(("a dry run assumes the host OS: " if ctx.dry_run else "host OS: ") + f"{found.pretty} ({found.arch})")
+    ctx.found(f"host OS: {found.pretty} ({found.arch})")
     size = await read_size(ctx)
     ctx.give(size)
-    ctx.log(("a dry run assumes the host's size (assumed; a real run reads it): " if size.assumed else "host size: ")
-            + size.describe() + ("" if size.tuned else f"; sizing off (${UNTUNED_ENV}=1: Synapse's generated defaults)"))
+    ctx.found(f"host size: {size.describe()}" + ("" if size.tuned else f"; sizing off (${UNTUNED_ENV}=1: Synapse's generated defaults)"))
 
     if ctx.facts.get(HOST_KEY_FROM) == "cloud-init" and target is not None and not ctx.answers.ssh.host_key.strip():
         await replace_cloud_init_host_key(ctx, target)
@@ -283,10 +282,11 @@ async def _connect_after_reload(remote: Any, seconds: float = 20.0) -> None:
 
 async def wait_for_cloud_init(ctx: StageContext) -> None:
     """Let cloud-init finish first (it may still be installing packages or writing users)."""
-    if not await ctx.probe("command -v cloud-init >/dev/null"):
-        if not ctx.dry_run:
-            ctx.log("no cloud-init on this host: nothing to wait for")
-            return
+    if ctx.dry_run:  # shown as the condition it is, not as a check whose answer is then ignored
+        ctx.log("where cloud-init is installed (command -v cloud-init), wait for it to finish:")
+    elif not await ctx.probe("command -v cloud-init >/dev/null"):
+        ctx.log("no cloud-init on this host: nothing to wait for")
+        return
     started = time.monotonic()
 
     async def countdown() -> None:

@@ -21,7 +21,7 @@ import yaml
 
 from installer.files import write_private
 from tests.lab import lab as _lab
-from tests.lab.scenarios import ready_host
+from tests.lab.scenarios import WITHOUT_WEB_CLIENT_AND_CALLS, ready_host
 
 pytestmark = pytest.mark.lab
 
@@ -75,7 +75,7 @@ port = {host.ssh_port}
 private_key = "{tmp_path / 'ssh' / 'id_ed25519'}"
 [registration]
 admin_password_env = "MI_E2E_ADMIN_PASSWORD"
-"""
+{WITHOUT_WEB_CLIENT_AND_CALLS}"""
     )
     state_dir = tmp_path / "state"
     password = "e2e-admin-password-not-to-be-seen"

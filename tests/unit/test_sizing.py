@@ -177,6 +177,6 @@ host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIML/8oW2yzwd0YOGEj7L5GRBsyI8wguK
                            "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, cwd=ROOT, timeout=120)
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    assert "a dry run assumes the host's size (assumed; a real run reads it): 4.0 GiB memory, 2 cores" in out
+    assert "assumed (dry run): host size: 4.0 GiB memory, 2 cores" in out
     assert "mem_limit: \"3072m\"" in out  # 4 GiB exactly: 3/4 of it (below 4096 - 512 - 256 - 128)
     assert "shared_buffers=256MB" in out
