@@ -84,6 +84,9 @@ class Session:
     interaction: Interaction = field(default_factory=Headless)
     remote: Remote | None = None
     federation: dict[str, Any] | None = None
+    checks: list[Any] = field(default_factory=list)
+    """Checks stages made for the report beside the federation test's (installer.federation.report.Check:
+    backup-age), added to its report by the federation test at the end."""
     shown_once: list[tuple[str, str]] = field(default_factory=list)
     outputs: dict[type, Any] = field(default_factory=dict)
     """What stages gave (by type), for the stages after them."""

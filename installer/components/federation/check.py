@@ -37,6 +37,7 @@ async def check(ctx: StageContext) -> Status:
     ctx.progress(f"testing {server_name} as other servers and new users see it")
     report = await run_check(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
                              ca_file=options.ca_file, expect_policy=expect_policy, admin=admin)
+    report.checks += ctx.session.checks  # what earlier stages checked of the deployment (backup-age)
     for line in report.summary_lines():
         ctx.log(line)
     ctx.log(f"federation test took {report.seconds:.2f} s")
