@@ -26,6 +26,8 @@ from installer.host.layout import COMPOSE_FILE, PROJECT, RESTORE_SCRIPT, ROOT
 q = shlex.quote
 
 WORK = f"{ROOT}/.restore-work"
+NOTHING_FETCHED = (2, 20, 21, 22, 23, 24, 25)
+"""The fetch's exit statuses that mean it never began (no bucket, wrong password, no snapshot...)."""
 """Where matrix-restore --fetch puts a snapshot before it goes in place."""
 
 
@@ -130,6 +132,9 @@ async def restore(ctx: StageContext) -> Status:
                                       dry_output=f"snapshot 0123456789abcdef 2026-01-01T00:00:00Z\nfetched 0123456789abcdef {WORK}\n")
     if status != 0:
         error = script_failed(status, output, "fetching the snapshot")
+        if status in NOTHING_FETCHED and marker is None:
+            await ctx.run(f"rm -f {q(RESTORE_MARKER)}", sudo=True)  # nothing came: nothing to resume
+            raise StageError(f"{error}. Nothing was changed", error.hint)
         raise StageError(f"{error}. Nothing was started: a rerun of the restore resumes", error.hint)
     found = (output.said("snapshot") or ["? ?"])[-1].split()
     snapshot, taken = found[0], found[1] if len(found) > 1 else "?"
