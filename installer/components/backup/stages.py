@@ -50,8 +50,8 @@ HINTS = {
         "Secret Key can take a minute to work",
     22: "make the bucket (or correct [backup] bucket and s3_endpoint), then rerun",
     23: "give the password the backups were made with: it was shown once when they were set up, and is kept in the "
-        "installer's state folder and on the old host in /opt/matrix/restic/password; put it in the environment "
-        "variable [backup] password_env names and rerun",
+        "installer's state folder and on the old host in /opt/matrix/restic/password; put it in ${password_env} "
+        "and rerun",
     24: "check [backup] bucket and s3_endpoint: they must name the bucket the backups went to",
     25: "leave --snapshot out for the latest, or list them: `sudo matrix-restore --snapshots` on a host set up for "
         "the same bucket",
@@ -98,8 +98,11 @@ class Output:
             fraction = data.get("percent_done")
             self.ctx.progress(f"{files} of {total_files} files, {human_size(int(done or 0))} of {human_size(int(total or 0))}",
                               float(fraction) if isinstance(fraction, (int, float)) else None)
-        elif kind == "summary":
+        elif kind == "summary":  # the last word on files and bytes, however quick the run
             self.summary = data
+            files = data.get("total_files_processed", data.get("files_restored", 0))
+            done = data.get("total_bytes_processed", data.get("bytes_restored", 0))
+            self.ctx.progress(f"{files} of {files} files, {human_size(int(done or 0))} of {human_size(int(done or 0))}", 1.0)
         elif kind in ("error", "exit_error"):
             error = data.get("error")
             message = error.get("message") if isinstance(error, dict) else data.get("message")
@@ -117,7 +120,8 @@ async def run_script(ctx: StageContext, command: str, *, timeout: float = 6 * 36
 
 
 def script_failed(status: int, output: Output, what: str) -> StageError:
-    return StageError(output.error or f"{what} failed (status {status})", HINTS.get(status, "see the output above"))
+    hint = HINTS.get(status, "see the output above").replace("{password_env}", output.ctx.answers.backup.password_env)
+    return StageError(output.error or f"{what} failed (status {status})", hint)
 
 
 # --- the password ----------------------------------------------------------------------------------
@@ -192,7 +196,7 @@ def env_text(found: BackupAccess, password_file: str, period: int) -> str:
         ("RESTIC_REPOSITORY", found.repository),
         ("RESTIC_PASSWORD_FILE", password_file),
         ("RESTIC_CACHE_DIR", CACHE_DIR),
-        ("RESTIC_PROGRESS_FPS", "0.5"),
+        ("RESTIC_PROGRESS_FPS", "1"),
         ("AWS_ACCESS_KEY_ID", found.access_key),
         ("AWS_SECRET_ACCESS_KEY", found.secret_key),
         ("MATRIX_S3_ENDPOINT", found.endpoint),
@@ -429,12 +433,17 @@ async def backup_now(ctx: StageContext) -> Status:
 # --- backup.age -----------------------------------------------------------------------------------
 
 async def age(ctx: StageContext) -> Status:
-    """What the last backup and restore test left on the host, as the report's checks."""
+    """What the last backup and restore test left on the host, as the report's checks. In an
+    upgrade that brings backups to a server for the first time, the first snapshot is taken here."""
     from installer.components.backup.check import backup_checks
 
     status, restore_test, now = await read_status(ctx)
     if ctx.dry_run:
         return Status.PLANNED
+    if status is None and ctx.stage.name == "backup.age":
+        ctx.log("no off-box backup was ever taken here: taking the first one now")
+        await take_backup(ctx, offsite=True)
+        status, restore_test, now = await read_status(ctx)
     for check in backup_checks(status, restore_test, now):
         ctx.log(check.summary_line())
         ctx.session.checks.append(check)
