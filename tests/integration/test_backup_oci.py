@@ -57,6 +57,27 @@ async def test_the_bucket_and_its_key_are_made_once_and_the_secret_only_kept(oci
     assert (again.access_key, again.secret_key, again.fresh) == (found.access_key, found.secret_key, False)
 
 
+async def test_an_upgrade_uses_what_the_install_made_without_asking_oracle(oci_emulator: EmulatorHandle,
+                                                                         stage_runner: Runner, oci_answers) -> None:
+    first = await stage_runner(oci_answers, names=STAGES)
+    assert first.result.ok, first.all_text()
+    asked = len(oci_emulator.state.requests)
+    from installer.plan import plan_for
+    from installer.engine import Engine, Session
+    from installer.options import RunOptions
+    from installer.state import RunState
+
+    state = RunState.load(stage_runner.state_dir, "example.org")
+    session = Session(oci_answers, state, RunOptions(mode="upgrade"))
+    stages = [s for s in plan_for("upgrade", oci_answers, {"homeserver.database": "postgres"}) if s.name in STAGES]
+    result = await Engine(stages, session).run()
+    assert result.ok
+    assert len(oci_emulator.state.requests) == asked  # an upgrade needs SSH only
+    found = session.outputs[BackupAccess]
+    assert found.endpoint == "https://emulatorns.compat.objectstorage.us-phoenix-1.oraclecloud.com"
+    assert found.secret_key == first.state.facts[OCI_SECRET_FACT]
+
+
 async def test_a_key_deleted_in_the_console_is_replaced(oci_emulator: EmulatorHandle, stage_runner: Runner, oci_answers) -> None:
     first = await stage_runner(oci_answers, names=STAGES)
     assert first.result.ok, first.all_text()

@@ -190,10 +190,24 @@ def test_a_backup_now_is_ssh_and_the_backup_alone() -> None:
     assert names("backup", existing()) == ["local.ssh_key", "host.ssh", "backup.now"]  # a local archive
 
 
-def test_an_upgrade_reads_the_last_backup_before_its_own_and_check_reads_it_beside_the_federation_test() -> None:
-    plan = names("upgrade", existing(**S3))
-    assert plan.index("backup.age") < plan.index("upgrade.backup")
+def test_an_upgrade_reads_the_last_backup_beside_its_own_and_check_reads_it_beside_the_federation_test() -> None:
+    graph = needs("upgrade", existing(**S3))
+    assert {"backup.bucket", "backup.setup", "backup.age"} <= set(graph)
+    for step in ("upgrade.preflight", "upgrade.backup", "upgrade.images"):  # a backup problem never blocks an upgrade
+        assert not [n for n in upstream(graph, step) if n.startswith("backup.")], step
+    assert "backup.age" in upstream(graph, "federation.check")
     assert names("check", NAMES) == ["backup.age", "federation.check"]
+
+
+@pytest.mark.parametrize("endpoint, region", [
+    ("https://s3.eu-central-1.amazonaws.com", "eu-central-1"), ("https://s3-us-west-2.amazonaws.com", "us-west-2"),
+    ("https://s3.us-west-1.wasabisys.com", "us-west-1"), ("https://s3.fr-par.scw.cloud", "fr-par"),
+    ("http://172.17.0.1:9000", ""), ("https://account.r2.cloudflarestorage.com", ""),
+])
+def test_requests_are_signed_for_the_region_the_endpoint_names(endpoint: str, region: str) -> None:
+    from installer.components.backup.bucket import region_of
+
+    assert region_of(endpoint) == region
 
 
 # --- the scripts ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from installer.cloud.api import CloudError, OciCloud, _retry_token
 from installer.components.backup import (
     _CREDENTIAL,
+    OCI_ENDPOINT_FACT,
     OCI_KEY_FACT,
     OCI_SECRET_FACT,
     BackupAccess,
@@ -173,6 +174,12 @@ async def oci_access(ctx: StageContext) -> tuple[BackupAccess, bool]:
     from installer.cloud import CloudClient, compartment_of, explain
 
     bucket = ctx.answers.backup.bucket
+    key_id, secret, known = ctx.facts.get(OCI_KEY_FACT), ctx.facts.get(OCI_SECRET_FACT), ctx.facts.get(OCI_ENDPOINT_FACT)
+    if ctx.options.mode == "upgrade" and key_id and secret and isinstance(known, dict):
+        # What an install made: the host's check of the bucket tells whether it still works.
+        ctx.secret(str(secret))
+        ctx.log(f"bucket {bucket} and its Customer Secret Key, as the install made them (no Oracle Cloud call)")
+        return BackupAccess(str(known["endpoint"]), bucket, str(known["region"]), str(key_id), str(secret)), False
     store = await _store(ctx)
     compartment = compartment_of(ctx, ctx.resource(CloudClient).client)  # type: ignore[arg-type]
     changed = fresh = False
@@ -184,7 +191,6 @@ async def oci_access(ctx: StageContext) -> tuple[BackupAccess, bool]:
             await store.create_bucket(namespace, bucket, compartment)
             ctx.log(f"made the bucket {bucket} (namespace {namespace}, no public access)")
             changed = True
-        key_id, secret = ctx.facts.get(OCI_KEY_FACT), ctx.facts.get(OCI_SECRET_FACT)
         keys = await store.secret_keys()
         ours = next((k for k in keys if k.id == key_id), None)
         if key_id and secret and ours is not None and ours.state == "ACTIVE":
@@ -211,6 +217,8 @@ async def oci_access(ctx: StageContext) -> tuple[BackupAccess, bool]:
                              "delete one you no longer use (console: your profile > Customer secret keys), then rerun") from None
         raise explain(exc, ctx) from None
     endpoint = compat_endpoint(namespace, store.region)
+    if not ctx.dry_run and ctx.facts.get(OCI_ENDPOINT_FACT) != {"endpoint": endpoint, "region": store.region}:
+        ctx.remember(OCI_ENDPOINT_FACT, {"endpoint": endpoint, "region": store.region})
     return BackupAccess(endpoint, bucket, store.region, str(key_id), str(secret), fresh), changed
 
 
@@ -227,7 +235,17 @@ def s3_access(ctx: StageContext) -> BackupAccess:
             raise StageError(f"the value of {name} is not an S3 key (letters, digits and + / = . _ ~ - only)")
         values.append(ctx.secret(value) if value else "DRY-RUN")
     ctx.log(f"bucket {b.bucket} at {b.s3_endpoint}; credentials from ${b.s3_access_key_env} and ${b.s3_secret_key_env}")
-    return BackupAccess(b.s3_endpoint, b.bucket, "", values[0], values[1])
+    return BackupAccess(b.s3_endpoint, b.bucket, region_of(b.s3_endpoint), values[0], values[1])
+
+
+def region_of(endpoint: str) -> str:
+    """The region an S3 endpoint's host names ("s3.eu-central-1.amazonaws.com", "s3.us-west-1.wasabisys.com"),
+    which requests must be signed for; "" when it names none (the signature's default, us-east-1)."""
+    import re
+    from urllib.parse import urlsplit
+
+    m = re.search(r"(?:^|\.)s3[.-]([a-z]{2,}-[a-z0-9-]*[a-z0-9])\.", urlsplit(endpoint).hostname or "")
+    return m.group(1) if m else ""
 
 
 async def bucket_access(ctx: StageContext) -> tuple[BackupAccess, bool]:
