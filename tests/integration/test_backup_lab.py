@@ -208,6 +208,9 @@ def test_an_install_backs_up_off_the_box_and_backup_shows_its_progress(lab, lab_
     assert sh(host, "systemctl is-active matrix-backup.timer matrix-restore-test.timer").split() == ["active", "active"]
     lab.ca = lab.folder / "old-ca.crt"
     lab.ca.write_bytes(host.caddy_root_ca())
+    first = json.loads(sh(host, "cat /opt/matrix/restic/status.json"))
+    lab.figures["first snapshot bytes"] = first["bytes"]
+    lab.figures["first backup stage seconds"] = stages(report)["backup.first"]["seconds"]
 
     sh(host, f"docker exec synapse register_new_matrix_user --user=alice --password={ALICE_PASSWORD} --no-admin "
              "-c /data/homeserver.yaml http://localhost:8008")
@@ -309,7 +312,9 @@ def test_the_server_moves_to_a_fresh_host_with_its_messages_upload_and_signing_k
 
     # Another machine: no state; the password from the environment. First the wrong one.
     wrong = command(lab, host, "new", env={"MATRIX_BACKUP_PASSWORD": "certainly-not-the-password"}, state="elsewhere")
+    started = time.monotonic()
     done, report = wrong.run(lab.folder / "restore-wrong.json", "--restore")
+    lab.figures["fresh host to restic ready seconds"] = round(time.monotonic() - started, 1)
     setup = stages(report)["backup.setup"]
     assert done.returncode == 1 and setup["status"] == "failed", done.stdout[-3000:]
     assert "does not open with this password: it was made with another one" in setup["error"]
