@@ -28,10 +28,7 @@ import contextlib
 import hashlib
 import io
 import json
-import os
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +41,7 @@ import pytest
 
 from tests.lab import lab as _lab
 from tests.lab.matrix_client import client, login, messages
+from tests.lab.s3 import free_port, s3_server
 from tests.lab.scenarios import Command, existing_server_answers, https_mappings, ready_host
 
 pytestmark = pytest.mark.lab
@@ -59,36 +57,12 @@ FILLER_MB = 60
 
 # --- the bucket -------------------------------------------------------------------------------
 
-def _free_port(address: str) -> int:
-    with socket.socket() as s:
-        s.bind((address, 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(lab_docker, tmp_path_factory):
-    """rclone's S3 server on the lab's bridge (where lab hosts reach the runner), with one bucket."""
-    rclone = shutil.which("rclone") or str(Path(sys.executable).parent / "rclone")
-    gateway = _lab.docker("network", "inspect", "bridge", "--format", "{{range .IPAM.Config}}{{.Gateway}}{{end}}").stdout.strip()
-    root = tmp_path_factory.mktemp("s3")
-    (root / "matrix-lab").mkdir()
-    access, secret = "LABKEY" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
-    port = _free_port(gateway)
-    log = open(root.parent / "rclone.log", "wb")
-    proc = subprocess.Popen([rclone, "serve", "s3", "--addr", f"{gateway}:{port}", "--auth-key", f"{access},{secret}",
-                             "--config", "/dev/null", str(root)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((gateway, port), timeout=1):
-            break
-        time.sleep(0.2)
-    try:
-        yield SimpleNamespace(endpoint=f"http://{gateway}:{port}", bucket="matrix-lab", root=root / "matrix-lab",
-                              access=access, secret=secret, gateway=gateway)
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+    """rclone's S3 server (tests/lab/s3.py) with the bucket backups go to."""
+    with s3_server(tmp_path_factory.mktemp("s3") / "root", "matrix-lab") as server:
+        yield SimpleNamespace(endpoint=server.endpoint, bucket="matrix-lab", root=server.bucket("matrix-lab"),
+                              access=server.access, secret=server.secret, gateway=server.gateway)
 
 
 def backup_section(s3, *, endpoint: str | None = None) -> str:
@@ -258,7 +232,7 @@ def test_wrong_credentials_an_unreachable_bucket_and_a_full_disk_are_said_and_lo
     assert "not-the-secret" not in done.stdout
     assert sh(host, "sha256sum /opt/matrix/restic/env /opt/matrix/restic/password") == settings  # the working ones kept
 
-    closed = f"http://{lab.s3.gateway}:{_free_port(lab.s3.gateway)}"
+    closed = f"http://{lab.s3.gateway}:{free_port(lab.s3.gateway)}"
     away = command(lab, host, "away", extra=backup_section(lab.s3, endpoint=closed))
     started = time.monotonic()
     done, report = away.run(lab.folder / "away.json", "--ca-file", str(lab.ca))
