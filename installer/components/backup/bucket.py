@@ -16,11 +16,11 @@ variables the answers name.
 from __future__ import annotations
 
 import os
+import secrets
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from installer.cloud.api import CloudError, OciCloud, _retry_token
+from installer.cloud.api import CloudError, OciCloud
 from installer.components.backup import (
     _CREDENTIAL,
     OCI_ENDPOINT_FACT,
@@ -120,7 +120,7 @@ class ObjectStore:
         details = self.identity_models.CreateCustomerSecretKeyDetails(display_name=display_name)
         made = await self.cloud._call(f"identity.create_customer_secret_key(user={self.user}, display_name={display_name})",
                                       self.cloud.identity.create_customer_secret_key, details, self.user,
-                                      opc_retry_token=_retry_token())
+                                      opc_retry_token=secrets.token_hex(16))  # a repeat answers the first key
         return str(made.data.id), str(made.data.key)
 
 
@@ -254,4 +254,4 @@ async def bucket_access(ctx: StageContext) -> tuple[BackupAccess, bool]:
     return s3_access(ctx), False
 
 
-__all__ = ["DryRunStore", "ObjectStore", "SimpleNamespace", "bucket_access", "compat_endpoint", "key_name"]
+__all__ = ["DryRunStore", "ObjectStore", "bucket_access", "compat_endpoint", "key_name", "region_of"]
