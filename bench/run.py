@@ -35,7 +35,8 @@ def measure() -> tuple[list[Row], list[str]]:
     lab.ensure_docker_engine()
     work = Path(tempfile.mkdtemp(prefix="mi-bench-run-"))
     try:
-        with ready_host(lab.build_host_image(), lab.session_key(work), lab.build_synapse_image()) as host:
+        with ready_host(lab.build_host_image(), lab.session_key(work), lab.build_synapse_image(),
+                        postgres_image=lab.build_postgres_image()) as host:
             answers = work / "answers.toml"
             answers.write_text(existing_server_answers(host, registration='admin_password_env = "MI_BENCH_ADMIN_PASSWORD"'))
             report = work / "report.json"

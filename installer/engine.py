@@ -226,6 +226,25 @@ class StageContext:
         """Yes or no from the person running this; None when nobody can answer (headless)."""
         return await self.session.interaction.confirm(self.session.secrets.redact(question))
 
+    async def consents(self, choice: str, question: str, *, setting: str, otherwise: str) -> bool:
+        """Whether to go ahead, by an answer "yes" | "no" | "ask" (`setting` names it): "ask" asks
+        the person running this (a dry run says what it would ask; a headless run has nobody to
+        ask, so no). When not, the log says why (`otherwise`: what happens instead)."""
+        if choice == "no":
+            self.log(f'{otherwise}: {setting} = "no"')
+            return False
+        if choice == "ask":
+            if not self.can_ask:
+                self.log(f'{otherwise}: {setting} = "ask" and nobody to ask in a headless run '
+                         f'(set {setting} = "yes" to go ahead)')
+                return False
+            if self.dry_run:
+                self.log(f'{setting} = "ask": a real run asks "{question}"; yes goes on as below')
+            elif not await self.confirm(question):
+                self.log(f"{otherwise}: declined")
+                return False
+        return True
+
     def skippable(self, what: str) -> SkippableWait:
         """A long wait the person may stop: `with ctx.skippable("waiting for DNS") as wait: ...`."""
         return SkippableWait(self.session.interaction, self.stage.name, what, dry_run=self.dry_run)

@@ -25,7 +25,3 @@ def install_plan(answers: Answers) -> list[Stage]:
 
 def upgrade_plan(answers: Answers, facts: Mapping[str, Any] | None = None) -> list[Stage]:
     return plan_for("upgrade", answers, facts)
-
-
-def check_only_plan(answers: Answers) -> list[Stage]:
-    return plan_for("check", answers)

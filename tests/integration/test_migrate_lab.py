@@ -65,14 +65,17 @@ async def read_messages(host: _lab.LabHost, ca, room_id: str) -> list[str]:
 
 
 def kill_the_port_once_it_runs(host: _lab.LabHost, seen: list[str]) -> threading.Thread:
-    """What a crash mid-way looks like: synapse_port_db killed while it copies."""
+    """What a crash mid-way looks like: synapse_port_db killed while it copies. (The pattern's
+    [s] keeps it from matching the shell that runs pgrep itself.)"""
+    pattern = "'[s]ynapse_port_db --sqlite-database'"
+
     def watch() -> None:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            if host.exec("pgrep -f 'synapse_port_db --sqlite-database'", timeout=30).returncode == 0:
+            if host.exec(f"pgrep -f {pattern}", timeout=30).returncode == 0:
                 time.sleep(1.0)  # let it start copying
-                host.exec("pkill -KILL -f 'synapse_port_db --sqlite-database'", timeout=30)
-                seen.append("killed")
+                if host.exec(f"pkill -KILL -f {pattern}", timeout=30).returncode == 0:
+                    seen.append("killed")
                 return
             time.sleep(0.2)
 

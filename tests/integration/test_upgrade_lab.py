@@ -290,7 +290,7 @@ async def test_rerun_with_nothing_new_changes_nothing(host, deployment, upgraded
     before = backups(host)
     finished, logs, _ = await run_upgrade(host, deployment["answers"], tmp_path)
     assert statuses(finished) == {
-        "upgrade.preflight": "done", "upgrade.backup": "unchanged", "upgrade.packages": "unchanged",
+        "upgrade.preflight": "unchanged", "upgrade.backup": "unchanged", "upgrade.packages": "unchanged",
         "upgrade.reboot": "skipped", "upgrade.images": "unchanged", "upgrade.prune": "unchanged",
     }, explain(finished, logs)
     assert "Nothing to upgrade." in said(logs, "upgrade.preflight")

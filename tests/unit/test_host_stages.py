@@ -296,8 +296,6 @@ async def test_caddy_config_restores_the_previous_file_when_the_reload_fails():
 
 
 async def test_caddy_config_unchanged_when_the_file_matches():
-    from installer.render import render_caddyfile
-
     a = answers()
     remote = ScriptedRemote([(r"systemctl is-active", True)], files={caddy.CADDYFILE: Deployment.build(a).caddyfile().encode()})
     ctx, _ = context(a, remote)

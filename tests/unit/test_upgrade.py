@@ -469,7 +469,7 @@ async def test_nothing_new_means_every_stage_unchanged() -> None:
     host.dangling = ""
     statuses, _, logs = await run_stages(host)
     assert statuses == {
-        "upgrade.preflight": "done", "upgrade.backup": "unchanged", "upgrade.packages": "unchanged",
+        "upgrade.preflight": "unchanged", "upgrade.backup": "unchanged", "upgrade.packages": "unchanged",
         "upgrade.reboot": "skipped", "upgrade.images": "unchanged", "upgrade.prune": "unchanged",
     }
     assert "Nothing to upgrade." in logs["upgrade.preflight"]
@@ -553,7 +553,7 @@ async def test_a_reboot_is_seen_by_the_marker_when_the_boot_id_stays() -> None:
 
 
 async def test_reboot_no_and_headless_ask_skip_with_a_log_line() -> None:
-    for choice, said in (("no", 'answers say reboot = "no"'), ("ask", "nobody to ask in a headless run")):
+    for choice, said in (("no", 'not rebooting (reboot later with `sudo reboot`): reboot = "no"'), ("ask", "nobody to ask in a headless run")):
         host = needs_reboot()
         answers = Answers().replace("ssh", host="203.0.113.7").replace("upgrade", reboot=choice)
         statuses, _, logs = await run_stages(host, answers)

@@ -45,20 +45,9 @@ async def move_to_postgres(ctx: StageContext) -> Status:
         return Status.SKIPPED
     sized = await ctx.run(f"stat -c %s {q(in_project('data/homeserver.db'))}", sudo=True, check=False, dry_output="0")
     size = int(sized.stdout.strip() or 0) if sized.ok and sized.stdout.strip().isdigit() else 0
-    choice = ctx.answers.database.migrate
-    if choice == "no":
-        ctx.log('staying on SQLite: [database] migrate = "no"')
+    if not await ctx.consents(ctx.answers.database.migrate, _question(size), setting="migrate",
+                              otherwise="staying on SQLite"):
         return Status.SKIPPED
-    if choice == "ask":
-        if not ctx.can_ask:
-            ctx.log('staying on SQLite: migrate = "ask" and nobody to ask in a headless run; set [database] '
-                    'migrate = "yes" to move it')
-            return Status.SKIPPED
-        if ctx.dry_run:
-            ctx.log(f'migrate = "ask": a real run asks "{_question(size)}"; yes moves it as below')
-        elif not await ctx.confirm(_question(size)):
-            ctx.log("staying on SQLite: declined")
-            return Status.SKIPPED
 
     from installer.deployment import Deployment
 

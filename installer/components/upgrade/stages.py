@@ -176,7 +176,8 @@ async def preflight(ctx: StageContext) -> Status:
     for line in describe_findings(found, homeserver.display_name):
         ctx.log(line)
     ctx.remember("upgrade.synapse_version", version)
-    return Status.DONE
+    # It changes nothing: what it reports is whether the upgrade has work to do.
+    return Status.DONE if found.anything_to_upgrade or ctx.dry_run else Status.UNCHANGED
 
 
 def describe_findings(found: Findings, homeserver_name: str = "Synapse") -> list[str]:
@@ -287,19 +288,9 @@ async def reboot_if_required(ctx: StageContext) -> Status:
         packages = " ".join(why.stdout.split())
         ctx.log("the OS asks for a reboot" + (f" (for {packages})" if packages else ""))
 
-    choice = ctx.answers.upgrade.reboot
-    if choice == "no":
-        ctx.log('not rebooting: answers say reboot = "no"; reboot later with `sudo reboot`')
+    if not await ctx.consents(ctx.answers.upgrade.reboot, REBOOT_QUESTION, setting="reboot",
+                              otherwise="not rebooting (reboot later with `sudo reboot`)"):
         return Status.SKIPPED
-    if choice == "ask":
-        if not ctx.can_ask:
-            ctx.log('not rebooting: reboot = "ask" and nobody to ask in a headless run; reboot later with `sudo reboot`')
-            return Status.SKIPPED
-        if ctx.dry_run:  # nothing to decide in a plan: say what a real run asks
-            ctx.log(f'reboot = "ask": a real run asks "{REBOOT_QUESTION}"; yes reboots as below')
-        elif not await ctx.confirm(REBOOT_QUESTION):
-            ctx.log("not rebooting: declined; reboot later with `sudo reboot`")
-            return Status.SKIPPED
 
     before = await _boot_state(ctx, first=True)
     await ctx.run(f"touch {REBOOT_MARKER}", sudo=True)
@@ -330,11 +321,6 @@ async def reboot_if_required(ctx: StageContext) -> Status:
 
 
 # --- upgrade.images -------------------------------------------------------------------------------
-
-def _described(service: ServiceImages, name: str, version: str) -> str:
-    """ "Synapse 1.163.2 (image sha256:...)", or "postgres (image sha256:...)" """
-    return f"{name} {version} ({short_id(service.newest.id)})" if version else f"{name} (image {short_id(service.newest.id)})"
-
 
 async def upgrade_images(ctx: StageContext) -> Status:
     """Recreate the services whose image has a newer version; each one that is not ready on it
