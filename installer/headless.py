@@ -88,7 +88,7 @@ class HeadlessReporter:
             target = open("/dev/tty", "w")  # noqa: SIM115 - a log file catching stdout must not get them
         except OSError:
             pass
-        target.write("\nShown once, not stored anywhere - keep these now:\n")
+        target.write("\nShown once, never in a log - keep these now:\n")
         for label, value in result.shown_once:
             target.write(f"  {label}: {value}\n")
         target.flush()

@@ -156,17 +156,36 @@ def render_compose(services: Sequence[Any]) -> str:
 
 def render_backup_scripts(items: Sequence[Any], *, keep: int) -> tuple[str, str]:
     """The backup and restore scripts for the deployment's backup items
-    (installer.components.base: BackupFiles, BackupSqlite, BackupDump)."""
-    from installer.components.base import BackupDump, BackupFiles, BackupSqlite
+    (installer.components.base: BackupFiles, BackupSqlite, BackupDump, and a BackupTarget when the
+    same items also go off the box): one list of what a backup holds, two destinations."""
+    values = _backup_values(items, keep=keep)
+    return render("backup.sh.j2", **values), render("restore.sh.j2", **values)
+
+
+def _backup_values(items: Sequence[Any], *, keep: int) -> dict[str, Any]:
+    from installer.components.base import BackupDump, BackupFiles, BackupSqlite, BackupTarget
     from installer.host.layout import BACKUP_DIR, BACKUP_SCRIPT, PROJECT, RESTORE_SCRIPT
 
     files = [i for i in items if isinstance(i, BackupFiles)]
-    values = {
+    targets = [i for i in items if isinstance(i, BackupTarget)]
+    if len(targets) > 1:
+        raise RenderError(f"a deployment backs up to one place off the box, not {len(targets)}")
+    for target in targets:
+        if any(not re.fullmatch(r"[a-z]{1,16}", period) for period, _ in target.keep):
+            raise RenderError(f"unsafe keep period: {target.keep!r}")
+    return {
         "project": PROJECT, "backup_dir": BACKUP_DIR, "backup_script": BACKUP_SCRIPT, "restore_script": RESTORE_SCRIPT,
         "keep": keep, "files": files,
         "sqlite": [i for i in items if isinstance(i, BackupSqlite)],
         "dumps": [i for i in items if isinstance(i, BackupDump)],
         "excludes": [pattern for i in files for pattern in i.exclude],
         "required": [pattern for i in files for pattern in i.required],
+        "target": targets[0] if targets else None,
     }
-    return render("backup.sh.j2", **values), render("restore.sh.j2", **values)
+
+
+def render_restore_test(items: Sequence[Any], *, result_file: str, db: dict[str, str], homeserver: dict[str, str]) -> str:
+    """The weekly restore test: the latest snapshot restored into scratch space and compared with
+    the live server (`db`: how to load its database; `homeserver`: its container and image)."""
+    values = _backup_values(items, keep=1)
+    return render("restore-test.sh.j2", **values, result_file=result_file, db=db, homeserver=homeserver)

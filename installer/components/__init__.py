@@ -26,6 +26,7 @@ REGISTRY = (
     "installer.components.element",
     "installer.components.calls",
     "installer.components.tuning",
+    "installer.components.backup",
     "installer.components.upgrade",
     "installer.components.federation",
 )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import shlex
 import subprocess
 import sys
@@ -96,15 +97,20 @@ def test_state_compression_runs_from_the_nightly_timer_and_check_reports_the_ser
     assert stamp[1] == "ok" and int(stamp[2]) > 0 and int(stamp[3]) > 0, log
     assert "state compression ok: database" in log
     # --check: the federation test cannot pass here (no DNS for example.test), the health section reads the host.
+    report = small_box.work / "check-report.json"
     done = subprocess.run([sys.executable, "-m", "installer", "--check", L.SERVER_NAME, "--state-dir",
-                           str(small_box.work / "state")], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          stdin=subprocess.DEVNULL)
+                           str(small_box.work / "state"), "--report", str(report)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, stdin=subprocess.DEVNULL)
     out = done.stdout
     assert "Synapse memory:" in out and "of its 1.0 GiB limit" in out, out[-3000:]
     assert "disk:" in out and "database (postgres):" in out and "deleted after 90d unseen" in out
     assert "state compression: last run 0.0 days ago, ok" in out
     assert "ACTION: Synapse" not in out and "ACTION: state compression" not in out  # the disk is the runner's
     assert "federation.check" in out and "not run: host.health" not in out
+    # The report's check "server-health" holds the same, read over the one connection --check makes.
+    health = next(c for c in json.loads(report.read_text())["checks"] if c["name"] == "server-health")
+    assert "Synapse memory:" in health["detail"] and "state compression: last run" in health["detail"]
+    assert health["ok"] == ("ACTION:" not in out), (health, out[-3000:])
 
 
 # --- an over-complex room --------------------------------------------------------------------------

@@ -102,7 +102,7 @@ class Calls(Component):
     def enabled(self, answers: Answers, mode: Mode = "install", facts: Mapping[str, Any] | None = None) -> bool:
         if mode == "upgrade":  # what is deployed: coturn itself is upgraded with the OS packages
             return bool((facts or {}).get(DEPLOYED_FACT))
-        return mode == "install" and _turn(answers)
+        return mode in ("install", "restore") and _turn(answers)
 
     def ports(self, d: Deployment) -> list[Port]:
         low, high = relay_span(d.answers.calls.relay_ports) or relay_span(RELAY_PORTS)  # type: ignore[misc]

@@ -80,7 +80,7 @@ class Element(Component):
     def enabled(self, answers: Answers, mode: Mode = "install", facts: Mapping[str, Any] | None = None) -> bool:
         if mode == "upgrade":  # what is deployed gets its newer release
             return bool((facts or {}).get(VERSION_FACT))
-        return mode == "install" and _enabled(answers)
+        return mode in ("install", "restore") and _enabled(answers)
 
     def problems(self, answers: Answers) -> list[tuple[str, str]]:
         if not _enabled(answers) or not answers.domain.server_name:

@@ -1,7 +1,9 @@
 """Stage host.health (`--check` only): the server's health, read over SSH in one command, beside the
 federation test. Optional and cheap: it runs only when this machine's state knows the deployment
-(its address, pinned host key and SSH answers), connects with a short timeout, and whatever goes
-wrong is a note: it never fails, so the federation test always runs.
+(its address, pinned host key and SSH answers: installer.host.saved, the connection it shares with
+the backup checks), connects with a short timeout, and whatever goes wrong reaching the host is a
+note: the stage never fails, so the federation test always runs. What it read is the report's
+check "server-health", failed when something needs action (then `--check` exits 1 after the test).
 
 Reported, each with what needs action flagged: Synapse's memory against its container's limit
 (and any out-of-memory kill), the box's memory and swap, disk free, the database's size, media
@@ -17,8 +19,9 @@ from installer.engine import StageContext
 from installer.events import Status
 from installer.host.layout import PROJECT
 
-CONNECT_SECONDS = 15.0
 MIB = 1024 * 1024
+CHECK = "server-health"
+"""The report's check: passed when nothing needs action."""
 COMPRESS_STAMP = f"{PROJECT}/compress-state.last"
 """One line the compression timer writes after each run: epoch seconds, ok|failed, database bytes before, after."""
 
@@ -122,62 +125,30 @@ def findings(health: Health, *, now: float | None = None) -> list[tuple[str, boo
 
 
 async def server_health(ctx: StageContext) -> Status:
-    """Connect to the deployment's host (as the state knows it), read its health, say what needs action."""
-    from installer.state import RunState, StateError
+    """Connect to the deployment's host (as this machine's state knows it: installer.host.saved),
+    read its health, say what needs action."""
+    from installer.engine import StageError
+    from installer.host.saved import NotKnown, connect, saved_deployment
 
-    server_name = ctx.answers.domain.server_name
     try:
-        state = RunState.load(ctx.options.state_root, server_name)
-    except StateError as exc:
-        ctx.log(f"server health not checked: this machine's state for {server_name} cannot be read ({exc})")
+        target = saved_deployment(ctx).target(ctx)
+        await connect(ctx, target)
+    except (NotKnown, StageError) as exc:  # a note: the federation test still runs
+        ctx.log(f"server health not checked: {exc}")
         return Status.SKIPPED
-    target = _target(state)
-    if target is None:
-        ctx.log(f"server health not checked: this machine did not install {server_name} (no host in its state)")
-        return Status.SKIPPED
-    if ctx.dry_run:
-        ctx.log(f"connect to {target.address} (accepting only the pinned host key), then read:", "command")
-    else:
-        from installer.ssh import SshRemote
-
-        remote = SshRemote(target, connect_timeout=CONNECT_SECONDS)
-        try:
-            await remote.wait_until_up(deadline=time.monotonic() + CONNECT_SECONDS)
-        except Exception as exc:  # any failure is a note: the federation test still runs
-            await remote.close()
-            ctx.log(f"server health not checked: {target.address} cannot be reached over SSH ({str(exc).splitlines()[0][:200]})")
-            return Status.SKIPPED
-        ctx.attach_remote(remote)
     try:
         result = await ctx.run(HEALTH_COMMAND, sudo=True, check=False, timeout=60, dry_output=DRY_HEALTH)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - never failing: a note
         ctx.log(f"server health not read: {str(exc).splitlines()[0][:200]}")
         return Status.SKIPPED
+    if ctx.dry_run:
+        return Status.PLANNED
     lines = findings(Health.parse(result.stdout))
     for line, act in lines:
         ctx.log(("ACTION: " if act else "") + line)
-    needing = sum(act for _, act in lines)
-    ctx.log(f"server health: {needing} thing(s) need action" if needing else "server health: nothing needs action")
+    actions = [line for line, act in lines if act]
+    ctx.log(f"server health: {len(actions)} thing(s) need action" if actions else "server health: nothing needs action")
+    # In the report as the check "server-health": one that needs action fails the --check (exit 1)
+    # after the federation test has run, as a stale backup does.
+    ctx.report_check(CHECK, not actions, "; ".join(line for line, _ in lines), " / ".join(actions) or None)
     return Status.DONE
-
-
-def _target(state):
-    """Where the deployment's host is and how to reach it, from its state and saved answers."""
-    from pathlib import Path
-
-    from installer.answers import AnswersError, load_answers
-    from installer.discovery import ANSWERS_FILE
-    from installer.ssh import SshTarget
-
-    if state.folder is None:
-        return None
-    try:
-        answers = load_answers(state.folder / ANSWERS_FILE)
-    except (AnswersError, OSError):
-        return None
-    host = answers.ssh.host or state.facts.get("host.address")
-    host_key = answers.ssh.host_key.strip() or state.facts.get("host.host_key") or ""
-    if not host or not host_key:
-        return None
-    return SshTarget(host, answers.ssh.port, answers.ssh.user, Path(answers.ssh.private_key).expanduser(), host_key,
-                     "the key pinned in this machine's state", next_host_key=state.facts.get("host.host_key_next") or "")

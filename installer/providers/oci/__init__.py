@@ -100,8 +100,9 @@ class Oci(Provider):
         return []
 
     def problems_before_run(self, answers: Answers, options: RunOptions) -> list[str]:
-        """The OCI profile, for a run that launches on Oracle Cloud (an upgrade only needs SSH)."""
-        if answers.cloud.provider != self.name or options.mode != "install":
+        """The OCI profile, for a run that launches on Oracle Cloud (an install, or a restore onto a
+        new VM; an upgrade only needs SSH)."""
+        if answers.cloud.provider != self.name or options.mode not in ("install", "restore"):
             return []
         from installer.cloud.config import check_oci_config
 
