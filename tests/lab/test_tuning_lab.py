@@ -103,8 +103,8 @@ def test_state_compression_runs_from_the_nightly_timer_and_check_reports_the_ser
                           timeout=300, cwd=ROOT, stdin=subprocess.DEVNULL)
     out = done.stdout
     assert "Synapse memory:" in out and "of its 1.0 GiB limit" in out, out[-3000:]
-    assert "disk:" in out and "database (postgres):" in out and "deleted after 90d unseen" in out
-    assert "state compression: last run 0.0 days ago, ok" in out
+    assert "disk:" in out and "database (postgres):" in out and "deleted after 90d unseen" in out, out[-3000:]
+    assert "state compression: last run 0.0 days ago, ok" in out, out[-3000:]
     assert "ACTION: Synapse" not in out and "ACTION: state compression" not in out  # the disk is the runner's
     assert "federation.check" in out and "not run: host.health" not in out
     # The report's check "server-health" holds the same, read over the one connection --check makes.

@@ -83,6 +83,9 @@ def test_health_flags_what_needs_action():
     assert any("lives in swap" in f for f in flagged) and any("free some space" in f for f in flagged)
     assert any("a backup's dump would not fit" in f for f in flagged) and any("FAILED" in f for f in flagged)
     assert any("kept forever: no media_retention" in line for line, _ in health.findings(bad, now=now))
+    fresh = health.Health.parse("media= \nretention=90d\n")  # no media stored yet: du finds no folder
+    assert ("media: 0 MiB uploaded here (kept), 0 MiB cached from other servers (deleted after 90d unseen)", False) in \
+        health.findings(fresh, now=now)
     untuned = health.Health.parse(f"synapse_rss={200 * 2**20}\nsynapse_limit=0\nsynapse_state=running 0 false\n")
     assert "no container limit" in health.findings(untuned)[0][0]
 

@@ -107,7 +107,7 @@ def findings(health: Health, *, now: float | None = None) -> list[tuple[str, boo
         out.append((f"database ({db[0]}): {_mib(size)}" + (": more than the free disk; a backup's dump would not fit" if act else ""), act))
     media = health.ints("media")
     retention = health.values.get("retention", "")
-    if media:
+    if "media" in health.values:  # a store not made yet (nothing uploaded or fetched) is empty: its du says nothing
         local, remote = (media + [0, 0])[:2]
         out.append((f"media: {_mib(local * 1024)} uploaded here (kept), {_mib(remote * 1024)} cached from other servers ("
                     + (f"deleted after {retention} unseen)" if retention else "kept forever: no media_retention)"), False))
