@@ -16,8 +16,9 @@ msg/s each already queues ours for seconds on this shared machine (see the READM
 
 Printed: p50/p95/p99 delay from send to arrival in another user's sync, messages/s, errors, peak
 and steady RSS of Synapse and Postgres (cgroup memory.stat, every 0.5 s), CPU per message, the
-database's size afterwards and before/after the state compression, and Synapse's own profile of
-the requests. `python -m bench server`.
+database's size afterwards and before/after the state compression, Synapse's own profile of the
+requests, and, from one more round on ours with pg_stat_statements, what Postgres spends per
+message (statements, transactions, time planning and executing). `python -m bench server`.
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def measure(keep: bool = False) -> dict[str, dict]:
                 deployed = dict(zip((c[0] for c in CONFIGS), pool.map(up, CONFIGS)))
             print(f"  both boxes ready and installed in {time.monotonic() - started:.0f} s", flush=True)
             results = asyncio.run(_alternate(deployed))
+            profile = results.pop("postgres_profile")
             for name, d in deployed.items():
                 figures[name] = {"result": L.merge(results[name]), "memory": L.container_memory(d.host, "synapse"),
                                  "db": L.database_size(d)}
+            figures["ours"]["postgres_profile"] = profile
             figures["ours"]["compression"] = compress_once(deployed["ours"])
     finally:
         if not keep:
@@ -93,6 +96,8 @@ async def _alternate(deployed: dict) -> dict[str, list]:
                 r = results[name][-1]
                 print(f"  round {round + 1} {name}: p50 {r.percentile(50):.0f} ms, p95 {r.percentile(95):.0f} ms, "
                       f"errors {r.error_count}", flush=True)
+        # Where ours spends the time the seed's in-process SQLite does not: one more round, profiled.
+        results["postgres_profile"] = await L.postgres_profile(deployed["ours"], prepared["ours"], ROUND)
     finally:
         for p in prepared.values():
             await p.close()
@@ -164,6 +169,13 @@ def print_table(figures: dict[str, dict]) -> None:
         for kind, p in figures[name]["result"].profile.items():
             print(f"    {name} {kind:<4} n={p['n']:<5.0f} wall {p['wall_ms']:6.1f} ms (p95 {p['wall_p95_ms']:6.1f}), "
                   f"CPU {p['cpu_ms']:5.1f} ms, db wait {p['db_wait_ms']:5.1f} ms, db {p['db_ms']:5.1f} ms in {p['db_txns']:.0f} txns")
+    pg = figures["ours"].get("postgres_profile")
+    if pg:
+        print(f"  ours, Postgres per message sent (one more round with pg_stat_statements, not among the figures above): "
+              f"{pg['statements']:.0f} statements in {pg['transactions']:.0f} transactions, "
+              f"{pg['plan_ms']:.1f} ms planning them and {pg['exec_ms']:.1f} ms executing them")
+        for calls, plan, run, query in pg["top"]:
+            print(f"    {calls:>6} calls, per message {plan:4.1f} ms planning + {run:4.1f} ms executing: {query}")
     c = figures["ours"].get("compression")
     if c:
         print(f"  ours, state compression after the load (the nightly timer's service, run now): "

@@ -475,3 +475,49 @@ def request_profile(host: _lab.LabHost, since: float) -> dict[str, dict[str, flo
                          "cpu_ms": statistics.median(columns[1]) * 1000, "db_wait_ms": statistics.median(columns[2]) * 1000,
                          "db_ms": statistics.median(columns[3]) * 1000, "db_txns": statistics.median(columns[4])}
     return out
+
+
+# --- the database's side: what Postgres spends per message (pg_stat_statements) ----------------
+
+def _psql(d: Deployed, sql: str) -> str:
+    return d.host.exec(["docker", "exec", "postgres", "psql", "-U", "synapse", "-d", "synapse", "-AtF", "\t", "-c", sql],
+                       check=True, timeout=120).stdout.strip()
+
+
+def _restart_database(d: Deployed) -> None:
+    d.host.exec("docker restart postgres >/dev/null && docker restart synapse >/dev/null", check=True, timeout=300)
+    deadline = time.monotonic() + 180
+    while d.host.exec("curl -fsS -m 2 http://127.0.0.1:8008/health >/dev/null").returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("Synapse did not come back after the database's restart: "
+                               + d.host.exec("docker logs --tail 30 synapse 2>&1").stdout)
+        time.sleep(1)
+
+
+async def postgres_profile(d: Deployed, prepared: Prepared, load: Load = LOAD) -> dict[str, Any]:
+    """One more round of the load on a Postgres deployment with pg_stat_statements (planning
+    tracked too) loaded for it, then the deployment as it was: per message sent, the statements,
+    transactions, and Postgres's time planning and executing them, and the statements that cost
+    most. Not a measured round: the extension's bookkeeping costs time of its own."""
+    _psql(d, "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+    _psql(d, "ALTER SYSTEM SET pg_stat_statements.track_planning = on")
+    _restart_database(d)
+    try:
+        _psql(d, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        _psql(d, "SELECT pg_stat_statements_reset()")
+        result = await load_round(d, prepared, load)
+        calls, exec_ms, plan_ms, txns = _psql(d, (
+            "SELECT sum(calls), sum(total_exec_time), sum(total_plan_time), "
+            "sum(calls) FILTER (WHERE query ILIKE 'COMMIT%' OR query ILIKE 'ROLLBACK%') FROM pg_stat_statements")).split("\t")
+        top = _psql(d, "SELECT calls, total_plan_time, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) "
+                       "FROM pg_stat_statements ORDER BY total_plan_time + total_exec_time DESC LIMIT 3")
+        _psql(d, "DROP EXTENSION pg_stat_statements")
+    finally:
+        _psql(d, "ALTER SYSTEM RESET shared_preload_libraries")
+        _psql(d, "ALTER SYSTEM RESET pg_stat_statements.track_planning")
+        _restart_database(d)
+    sent = max(result.sent, 1)
+    return {"sent": result.sent, "statements": float(calls or 0) / sent, "transactions": float(txns or 0) / sent,
+            "plan_ms": float(plan_ms or 0) / sent, "exec_ms": float(exec_ms or 0) / sent,
+            "top": [(int(c), float(p) / sent, float(e) / sent, q) for c, p, e, q in
+                    (line.split("\t", 3) for line in top.splitlines() if line.count("\t") >= 3)]}
