@@ -120,9 +120,7 @@ async def test_an_unreachable_host_is_a_note_not_a_failure(tmp_path: Path):
     lines: list[str] = []
     session.listeners.append(lambda e: lines.append(e.line) if isinstance(e, StageLog) else None)
     ctx = StageContext(session, Stage("host.health", "t", health.server_health))
-    started = time.monotonic()
     assert await health.server_health(ctx) is Status.SKIPPED
-    assert time.monotonic() - started < CONNECT_SECONDS + 10
     assert any("server health not checked: ubuntu@127.0.0.1:9 cannot be reached over SSH" in line for line in lines), lines
     assert session.checks == []  # a note, not a failed check
 
@@ -153,6 +151,7 @@ class FakeSsh:
         FakeSsh.made.append(self)
 
     async def wait_until_up(self, *, deadline: float) -> None:
+        self.waits = deadline - time.monotonic()
         await __import__("asyncio").sleep(0.05)  # both stages ask while the first connects
         if FakeSsh.refuse:
             from installer.ssh import Unreachable
@@ -189,6 +188,7 @@ async def test_check_reads_health_and_backups_over_one_connection_from_the_saved
     assert results == [Status.DONE, Status.DONE]
     assert len(FakeSsh.made) == 1 and session.remote is FakeSsh.made[0]  # the engine closes it at the end
     assert FakeSsh.made[0].target.host == "192.0.2.7" and "pinned" in FakeSsh.made[0].target.host_key_source
+    assert FakeSsh.made[0].waits <= CONNECT_SECONDS  # --check waits briefly for SSH, not an install's minutes
     assert len(FakeSsh.made[0].commands) == 2
     checks = {c["name"]: c for c in session.checks}
     assert checks["server-health"]["ok"] is True and "Synapse memory: 300 MiB of its 1.0 GiB limit" in checks["server-health"]["detail"]
