@@ -1,11 +1,11 @@
-"""Run the benchmarks: `python -m bench [startup ssh logs run memory]` (default: all)."""
+"""Run the benchmarks: `python -m bench [startup ssh logs run memory server]` (default: all)."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-ALL = ["startup", "ssh", "logs", "run", "memory"]
+ALL = ["startup", "ssh", "logs", "run", "memory", "server"]
 
 
 def main(names: list[str]) -> None:

@@ -44,12 +44,35 @@ class Deployment:
     facts: Mapping[str, Any] = field(default_factory=dict)
     """What the state knows of the deployment as it is (upgrade mode works on what is deployed,
     which may be older than the answers)."""
+    size: Any = None
+    """The host's size (installer.host.connect.HostSize), learned during the run: the deployment
+    built before the run has none; a stage that renders files takes the HostSize and renders
+    from `sized(size)`, whose services and homeserver settings are sized for the box."""
 
     @classmethod
     def build(cls, answers: Answers, mode: str = "install", facts: Mapping[str, Any] | None = None) -> Deployment:
         facts = dict(facts or {})
         enabled = tuple(c for c in registered() if c.enabled(answers, mode, facts))  # type: ignore[arg-type]
         return cls(answers, mode, provider_for(answers), enabled, facts)  # type: ignore[arg-type]
+
+    def sized(self, size: Any) -> Deployment:
+        """This deployment on a host of `size` (a HostSize): the same components, with what they
+        declare sized for the box (installer.sizing)."""
+        import dataclasses
+
+        return self if size == self.size else dataclasses.replace(self, size=size)
+
+    @functools.cached_property
+    def sizing(self) -> Any:
+        """The settings for the host's size (installer.sizing.Sizing), or None: not sized (the
+        plan before the run) or sizing off (the benchmark's seed deployment)."""
+        if self.size is None or not self.size.tuned:
+            return None
+        from installer.components.homeserver import DatabaseSettings
+        from installer.sizing import sizing_for
+
+        database_server = any(isinstance(s, DatabaseSettings) for s in self.homeserver_settings())
+        return sizing_for(self.size, postgres=database_server)
 
     def has(self, name: str) -> bool:
         return any(c.name == name for c in self.components)

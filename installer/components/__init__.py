@@ -25,6 +25,7 @@ REGISTRY = (
     "installer.components.postgres",
     "installer.components.element",
     "installer.components.calls",
+    "installer.components.tuning",
     "installer.components.backup",
     "installer.components.upgrade",
     "installer.components.federation",

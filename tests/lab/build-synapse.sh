@@ -4,10 +4,10 @@
 # text is part of the image's cache key.
 # Environment: ROOTFS (work dir, wiped), OUT (tar to write), BASE (the base tar made by
 # build-base.sh), SYNAPSE_VERSION, PSYCOPG2_VERSION, START_PY (the entrypoint), PIP_CACHE (a
-# directory to keep pip's downloads in between builds).
+# directory to keep pip's downloads in between builds), SUITE and MIRROR (for libjemalloc2).
 set -eu
 : "${ROOTFS:?}" "${OUT:?}" "${BASE:?}" "${SYNAPSE_VERSION:?}" "${PSYCOPG2_VERSION:?}"
-: "${START_PY:?}" "${PIP_CACHE:?}"
+: "${START_PY:?}" "${PIP_CACHE:?}" "${SUITE:?}" "${MIRROR:?}"
 
 cleanup() {
     for m in root/.cache/pip proc; do
@@ -25,6 +25,17 @@ mkdir -p "$PIP_CACHE" "$ROOTFS/root/.cache/pip"
 mount --bind "$PIP_CACHE" "$ROOTFS/root/.cache/pip"
 [ -s "$ROOTFS/etc/resolv.conf" ] || cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 install -m 0755 "$START_PY" "$ROOTFS/start.py"
+# jemalloc, as the real image has it (its start.py preloads it; so does ours).
+printf '#!/bin/sh\nexit 101\n' > "$ROOTFS/usr/sbin/policy-rc.d"
+chmod 0755 "$ROOTFS/usr/sbin/policy-rc.d"
+cat > "$ROOTFS/etc/apt/sources.list" <<SOURCES
+deb $MIRROR $SUITE main
+deb $MIRROR $SUITE-updates main
+SOURCES
+chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LC_ALL=C.UTF-8 \
+    DEBIAN_FRONTEND=noninteractive /bin/sh -eu -c \
+    'apt-get update -q && apt-get install -y -q --no-install-recommends libjemalloc2 && apt-get clean && rm -rf /var/lib/apt/lists/*'
+rm -f "$ROOTFS/usr/sbin/policy-rc.d"
 # pip in the chroot trusts what the runner trusts (the runner may sit behind a TLS proxy).
 install -m 0644 /etc/ssl/certs/ca-certificates.crt "$ROOTFS/tmp/runner-ca.crt"
 

@@ -499,6 +499,7 @@ def build_synapse_image(
                             "SYNAPSE_VERSION": version, "PSYCOPG2_VERSION": PSYCOPG2_VERSION,
                             "START_PY": str(HERE / "synapse-start.py"),
                             "PIP_CACHE": str(CACHE_DIR / "pip"),
+                            "SUITE": SUITE, "MIRROR": MIRROR,
                         },
                         CACHE_DIR / f"synapse-{version}-{key}.log",
                     )
@@ -551,6 +552,47 @@ def _postgres_key() -> str:
 def postgres_image_tag() -> str:
     """`matrix-installer-lab/postgres:17-<hash>`; the hash covers what the image is built from."""
     return f"{POSTGRES_REPO}:{POSTGRES_MAJOR}-{_postgres_key()}"
+
+
+# -- the state compressor
+
+COMPRESSOR_REPO = "matrix-installer-lab/compress-state"
+COMPRESSOR_VERSION = "0.1.2"
+"""synapse-auto-compressor on the package index: 0.1.2 is the last wheel with the compressor in
+it (0.1.4's x86_64 wheel holds an empty library); there is no aarch64 wheel."""
+
+
+def _compressor_key() -> str:
+    return _hash((HERE / "build-compressor.sh").read_bytes(), (HERE / "compressor-cli.py").read_bytes(),
+                 _base_key(), COMPRESSOR_VERSION)
+
+
+def build_compressor_image() -> str:
+    """Build (or reuse) the lab's stand-in for the state compressor's image (COMPRESSOR_IMAGE in
+    installer.components.tuning): `synapse_auto_compressor` with the real binary's flags. Load it
+    into a lab host under the real name (`scenarios.ready_host(..., compressor_image=...)`)."""
+    key = _compressor_key()
+    lab_tag = f"{COMPRESSOR_REPO}:{COMPRESSOR_VERSION}-{key}"
+    tar = CACHE_DIR / f"compress-state-{key}.tar"
+    _mark_used(lab_tag, tar.name, f"compress-state-{key}.log", f"base-{_base_key()}.tar", f"base-{_base_key()}.log")
+    if not image_exists(lab_tag):
+        built = False
+        with _build_lock():
+            if not image_exists(lab_tag):
+                if not tar.exists():
+                    _run_build(HERE / "build-compressor.sh", {
+                        "ROOTFS": str(CACHE_DIR / "work" / f"compress-state-{key}"), "OUT": str(tar),
+                        "BASE": str(_ensure_base()), "COMPRESSOR_VERSION": COMPRESSOR_VERSION,
+                        "CLI": str(HERE / "compressor-cli.py"), "PIP_CACHE": str(CACHE_DIR / "pip"),
+                    }, CACHE_DIR / f"compress-state-{key}.log")
+                    built = True
+                changes = ["ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                           "ENV LANG=C.UTF-8", 'CMD ["synapse_auto_compressor", "--help"]',
+                           f"LABEL {LABEL}.image=compress-state {LABEL}.build={key}"]
+                docker("import", *_apply_import_changes(changes), str(tar), lab_tag, timeout=600)
+                if built:
+                    prune_unused()
+    return lab_tag
 
 
 def build_postgres_image(tag: str | None = None) -> str:
@@ -674,12 +716,26 @@ class LabHost:
 
     @classmethod
     def start(cls, image: str, private_key_path: Path, *, name: str | None = None,
-              ready_timeout: float = 120, rebootable: bool = False) -> "LabHost":
+              ready_timeout: float = 120, rebootable: bool = False, memory_mib: int | None = None,
+              cores: int | None = None) -> "LabHost":
         """Boot a lab host from `image` (see build_host_image), authorize the key, wait for sshd.
         `rebootable`: fixed published ports and Docker's restart policy, so that a reboot inside
-        (systemd ends the container) comes back on the same ports, as a VM keeps its address."""
+        (systemd ends the container) comes back on the same ports, as a VM keeps its address.
+        `memory_mib`, `cores`: a box of that size as the host's tools see it (/proc/meminfo, as
+        LXCFS gives a container, and the CPUs it may run on, which nproc counts); what limits the
+        containers inside is their own compose limits (their cgroups are not below this one)."""
         name = name or f"matrix-installer-lab-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         publish = ["--restart=always"] if rebootable else []
+        if memory_mib:
+            meminfo = CACHE_DIR / "work" / f"meminfo-{memory_mib}"
+            meminfo.parent.mkdir(parents=True, exist_ok=True)
+            kb = memory_mib * 1024
+            meminfo.write_text(f"MemTotal:       {kb:>9} kB\nMemFree:        {kb * 3 // 4:>9} kB\n"
+                               f"MemAvailable:   {kb * 7 // 8:>9} kB\nSwapTotal:              0 kB\n"
+                               "SwapFree:               0 kB\n")
+            publish += ["-v", f"{meminfo}:/proc/meminfo:ro"]
+        if cores:
+            publish += ["--cpuset-cpus", f"0-{cores - 1}" if cores > 1 else "0"]
         for port in LAB_PORTS.values():
             publish += ["-p", f"127.0.0.1:{_free_port() if rebootable else ''}:{port}"]
         cid = docker(

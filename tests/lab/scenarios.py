@@ -19,17 +19,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextlib.contextmanager
 def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False,
-               postgres_image: str | None = None) -> Iterator[_lab.LabHost]:
+               postgres_image: str | None = None, memory_mib: int | None = None,
+               cores: int | None = None, compressor_image: str | None = None) -> Iterator[_lab.LabHost]:
     """A fresh lab host with Docker in it and the stand-in Synapse image loaded under the real
     image's name (there is no registry here to pull it from); removed afterwards.
     `postgres_image` (the `postgres_image` fixture): also load the stand-in Postgres, as
-    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE)."""
-    host = _lab.LabHost.start(image, key, rebootable=rebootable)
+    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE). `memory_mib`, `cores`: the box's size
+    as the installer will read it (LabHost.start). `compressor_image` (lab.build_compressor_image):
+    the state compressor's stand-in, under the real name the nightly timer runs."""
+    host = _lab.LabHost.start(image, key, rebootable=rebootable, memory_mib=memory_mib, cores=cores)
     try:
         host.preinstall_docker()
         host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
         if postgres_image:
             host.load_image(postgres_image, as_tag=_lab.POSTGRES_IMAGE)
+        if compressor_image:
+            from installer.components.tuning.compress import COMPRESSOR_IMAGE
+
+            host.load_image(compressor_image, as_tag=COMPRESSOR_IMAGE)
         yield host
     finally:
         host.stop()

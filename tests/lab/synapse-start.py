@@ -9,10 +9,13 @@ Same interface as the real image's /start.py, written for the lab:
                 unless ARGS name a config
   anything else refused ("Unknown execution mode", exit 2), as by the real image: run other
                 tools with `--entrypoint` (e.g. `--entrypoint synapse_port_db`) or `docker exec`
-Runs Synapse as UID:GID (default 991:991) when started as root, as the real image does.
+Runs Synapse as UID:GID (default 991:991) when started as root, as the real image does, with
+jemalloc preloaded as the real image's start.py does it (LD_PRELOAD of Debian's libjemalloc2 for
+this machine's architecture, when it is there; `run` only).
 The lab's copy trusts no key server (nothing outside can be reached from the lab).
 """
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -134,6 +137,12 @@ def start(environ, extra):
                 "Generate one first by running this image with `generate`." % (config_path,)
             )
         args += ["--config-path", config_path]
+    # As the real image's start.py: jemalloc for Synapse when the image has it.
+    jemallocpath = "/usr/lib/%s-linux-gnu/libjemalloc.so.2" % (platform.machine(),)
+    if os.path.isfile(jemallocpath):
+        environ["LD_PRELOAD"] = jemallocpath
+    else:
+        log("Could not find %s, will not use" % (jemallocpath,))
     _, drop = ownership_args(environ)
     args = drop + [PYTHON] + args
     log("Starting synapse with args " + " ".join(args))

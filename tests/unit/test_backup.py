@@ -196,7 +196,7 @@ def test_an_upgrade_reads_the_last_backup_beside_its_own_and_check_reads_it_besi
     for step in ("upgrade.preflight", "upgrade.backup", "upgrade.images"):  # a backup problem never blocks an upgrade
         assert not [n for n in upstream(graph, step) if n.startswith("backup.")], step
     assert "backup.age" in upstream(graph, "federation.check")
-    assert names("check", NAMES) == ["backup.age", "federation.check"]
+    assert names("check", NAMES) == ["host.health", "backup.age", "federation.check"]
 
 
 @pytest.mark.parametrize("endpoint, region", [

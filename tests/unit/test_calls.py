@@ -22,6 +22,7 @@ from installer.components.synapse.stages import configure
 from installer.deployment import Deployment
 from installer.engine import Session, Stage, StageContext, StageError
 from installer.events import StageLog, Status
+from installer.host.connect import HostSize
 from installer.options import RunOptions
 from installer.providers.oci import ORACLE_IMAGE_RULES
 from installer.remote import CommandResult
@@ -165,7 +166,9 @@ def context(answers, remote, *, facts=None, dry_run=False):
                       options=RunOptions(dry_run=dry_run), remote=remote)
     lines: list[str] = []
     session.listeners.append(lambda e: lines.append(e.line) if isinstance(e, StageLog) else None)
-    return StageContext(session, Stage("test", "test", lambda ctx: None)), lines
+    ctx = StageContext(session, Stage("test", "test", lambda ctx: None, gives=(HostSize,), takes=(HostSize,)))
+    ctx.give(HostSize(4096, 2))  # synapse.config renders for the host's size
+    return ctx, lines
 
 
 async def test_the_secret_is_made_once_kept_root_only_and_never_said() -> None:

@@ -22,7 +22,7 @@ from installer.deployment import Deployment
 from installer.engine import Engine, RunOptions, Session, Stage, StageContext, StageError
 from installer.events import StageLog, Status
 from installer.host import apt, connect
-from installer.host.connect import HostOS
+from installer.host.connect import HostOS, HostSize
 from installer.plan import install_plan
 from installer.providers.base import os_release
 from installer.providers.oci import ORACLE_IMAGE_RULES
@@ -60,8 +60,10 @@ def context(a, remote=None, *, dry_run: bool = False, facts: dict | None = None)
     session = Session(answers=a, state=state, options=RunOptions(dry_run=dry_run), remote=remote)
     lines: list[tuple[str, str]] = []
     session.listeners.append(lambda e: lines.append((e.line, e.kind)) if isinstance(e, StageLog) else None)
-    kinds = (HostOS, AdminCredentials)
-    return StageContext(session, Stage("test", "test", lambda ctx: None, gives=kinds, takes=kinds)), lines
+    kinds = (HostOS, HostSize, AdminCredentials)
+    ctx = StageContext(session, Stage("test", "test", lambda ctx: None, gives=kinds, takes=kinds))
+    ctx.give(HostSize(4096, 2))  # what host.ssh gives the stages that render files (replaced when a test runs it)
+    return ctx, lines
 
 
 def tcp(*numbers: int) -> list[Port]:
@@ -540,7 +542,11 @@ async def test_the_dry_run_shows_homeserver_yaml_written_private():
     session = Session(answers=answers(), state=RunState(None), options=RunOptions(dry_run=True), remote=RecordingRemote())
     lines: list[str] = []
     session.listeners.append(lambda e: lines.append(e.line) if isinstance(e, StageLog) else None)
-    plan = [dataclasses.replace(s, needs=()) for s in install_plan(answers()) if s.name == "synapse.config"]
+    async def size(ctx) -> None:  # what host.ssh gives, without its connection
+        ctx.give(HostSize(4096, 2))
+
+    plan = [Stage("host.size", "size", size, gives=(HostSize,))] + [
+        dataclasses.replace(s, needs=("host.size",)) for s in install_plan(answers()) if s.name == "synapse.config"]
     await Engine(plan, session).run()
     text = "\n".join(lines)
     assert "write /opt/matrix/synapse/data/homeserver.yaml (owner 991:991, mode 0600" in text

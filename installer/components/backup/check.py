@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from installer.components.backup import RESTORE_TEST_FILE, STATUS_FILE, target_of
@@ -106,50 +105,36 @@ def backup_checks(status: dict[str, Any] | None, restore_test: dict[str, Any] | 
 
 async def state_checks(ctx: StageContext) -> list[Check] | None:
     """For --check: the backup checks of a server this machine's state knows and backs up off the
-    box, read over SSH with the host key pinned there; None when there is nothing to say."""
-    from installer.answers import AnswersError, load_answers
-    from installer.discovery import ANSWERS_FILE
+    box, read over SSH with the host key pinned there (installer.host.saved: the run's one
+    connection to it, shared with the server's health); None when there is nothing to say."""
     from installer.engine import StageError
-    from installer.state import RunState, StateError
+    from installer.host.saved import NotKnown, connect, saved_deployment
 
-    server_name = ctx.answers.domain.server_name
     try:
-        state = RunState.load(ctx.options.state_root, server_name)
-    except StateError:
+        saved = saved_deployment(ctx)
+    except NotKnown as exc:
+        ctx.log(f"its backups are not checked: {exc}")
         return None
-    if state.folder is None or not state.facts:
-        ctx.log(f"no run of this machine's state knows {server_name}: its backups are not checked")
-        return None
-    try:
-        answers = load_answers(state.folder / ANSWERS_FILE)
-    except (AnswersError, OSError):
-        return None
-    if target_of(answers) == "none":
+    if target_of(saved.answers) == "none":
         ctx.log("this server's answers send no backups off the box: backup-age is not checked")
         return None
-    shim = SimpleNamespace(answers=answers, facts=state.facts, log=ctx.log, dry_run=ctx.dry_run)
-    from installer.host.connect import ssh_target
-
     try:
-        target = ssh_target(shim)  # type: ignore[arg-type]
+        target = saved.target(ctx)
     except StageError as exc:
         return [Check("backup-age", False, f"not known: {exc}", exc.hint)]
-    if ctx.dry_run:
-        ctx.log(f"connect to {target.address} (host key pinned in the state) and read {STATUS_FILE}, {RESTORE_TEST_FILE}",
-                "command")
-        return []
-    from installer.ssh import SshRemote
-
-    remote = SshRemote(target, connect_timeout=10.0)
     try:
-        await remote.connect_once()
+        remote = await connect(ctx, target)
+    except StageError as exc:
+        return [Check("backup-age", False, f"the server could not be asked: {exc}", exc.hint)]
+    if ctx.dry_run:
+        ctx.log(f"read {STATUS_FILE}, {RESTORE_TEST_FILE}", "command")
+        return []
+    try:
         result = await remote.run(STATUS_COMMAND, log=lambda line, kind: None, sudo=True, check=False, timeout=60)
     except Exception as exc:  # noqa: BLE001 - any failure to ask is a check that could not pass
         from installer.shown import error_summary
 
         return [Check("backup-age", False, f"the server could not be asked over SSH ({error_summary(exc)})",
                       f"check that {target.address} is up and reachable, then run the check again")]
-    finally:
-        await remote.close()
     status, restore_test, now = parse_status_output(result.stdout)
     return backup_checks(status, restore_test, now)

@@ -22,11 +22,11 @@ class Docker(Component):
             return []
         from installer.components.docker import stages as s
         from installer.engine import Stage
-        from installer.host.connect import HostOS
+        from installer.host.connect import HostOS, HostSize
 
         return [
             Stage("host.docker", "Docker engine and compose", s.install_docker, ("host.ssh",), takes=(HostOS,)),
-            Stage("services.start", "Containers running and ready", s.start_services, ("host.docker",)),
+            Stage("services.start", "Containers running and ready", s.start_services, ("host.docker",), takes=(HostSize,)),
         ]
 
 

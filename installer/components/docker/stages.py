@@ -8,7 +8,7 @@ import shlex
 from installer.engine import StageContext, StageError
 from installer.events import Status
 from installer.host.apt import add_keyring, apt_install, ensure_service, installed, package_known, sources_changed
-from installer.host.connect import HostOS
+from installer.host.connect import HostOS, HostSize
 from installer.host.containers import inspect, show_logs, wait_ready
 from installer.host.layout import COMPOSE, COMPOSE_FILE, PROJECT, compose
 
@@ -87,8 +87,9 @@ async def _changed_since(ctx: StageContext, paths: tuple[str, ...], started_at: 
 
 async def start_services(ctx: StageContext) -> Status:
     """docker-compose.yml from the deployment, `docker compose up -d`; a service whose config
-    changed since it started is restarted; every service ready."""
-    d = ctx.deployment
+    changed since it started is restarted; every service ready. The services are sized for the
+    host (the HostSize this stage takes)."""
+    d = ctx.deployment.sized(ctx.take(HostSize))
     changed = False
     if not await ctx.probe(f"test -d {q(PROJECT)}", sudo=True):
         await ctx.run(f"install -d -m 0755 {q(PROJECT)}", sudo=True)

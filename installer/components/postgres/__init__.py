@@ -96,8 +96,14 @@ class Postgres(Component):
         return [self.settings()]
 
     def services(self, d: Deployment) -> list[Service]:
+        sized: dict[str, Any] = {}
+        if sizing := d.sizing:
+            # Shared buffers and the planner's idea of the page cache sized for the box (Postgres's
+            # defaults assume 128 MB of buffers and 100 connections on any machine).
+            sized["command"] = ["postgres", *sizing.postgres_args()]
         return [Service(SERVICE, d.answers.database.image, {
             "container_name": SERVICE,
+            **sized,
             "restart": "unless-stopped",
             "env_file": [ENV_FILE],
             "environment": {"POSTGRES_USER": USER, "POSTGRES_DB": DATABASE, "POSTGRES_INITDB_ARGS": INITDB_ARGS},
@@ -146,9 +152,10 @@ class Postgres(Component):
         from installer.components.postgres.migrate import move_to_postgres
         from installer.components.upgrade.findings import BackupMade
         from installer.engine import Stage
+        from installer.host.connect import HostSize
 
         return [Stage("database.migrate", "SQLite moved to Postgres", move_to_postgres, ("upgrade.reboot",),
-                      takes=(BackupMade,), before=("upgrade.images",))]
+                      takes=(BackupMade, HostSize), before=("upgrade.images",))]
 
 
 COMPONENT = Postgres()

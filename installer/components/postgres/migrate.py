@@ -51,7 +51,9 @@ async def move_to_postgres(ctx: StageContext) -> Status:
 
     from installer.deployment import Deployment
 
-    target = Deployment.build(ctx.answers, "install", {**ctx.facts, DATABASE_FACT: "postgres"})
+    from installer.host.connect import HostSize
+
+    target = Deployment.build(ctx.answers, "install", {**ctx.facts, DATABASE_FACT: "postgres"}).sized(ctx.take(HostSize))
     compose_before = await ctx.read_file(COMPOSE_FILE)
     config_before = await ctx.read_file(in_project("data/homeserver.yaml"))
     try:

@@ -26,6 +26,9 @@ CONFIG = f"{DATA}/homeserver.yaml"
 PORT = 8008
 UPSTREAM = f"127.0.0.1:{PORT}"
 HEALTH = f"curl -fsS -m 5 http://127.0.0.1:{PORT}/health"
+OOM_SCORE_ADJ = 300
+"""Should the whole box run out of memory anyway, the kernel's choice falls on Synapse (it restarts)
+before Postgres or sshd."""
 BODY_MARGIN = 1024 * 1024
 """Bytes Caddy lets through above Synapse's own upload limit, so that Synapse answers a body
 just over it with its 413 M_TOO_LARGE (Caddy answers larger declared ones itself, in Matrix's words)."""
@@ -68,6 +71,13 @@ class Synapse(Homeserver):
         if db := self.database(d):
             settings["env_file"] = [db.env_file]
             settings["depends_on"] = {db.service: {"condition": "service_healthy"}}
+        if sizing := d.sizing:
+            # The image preloads jemalloc (its start.py sets LD_PRELOAD); PYTHONMALLOC=malloc sends
+            # Python's small objects through it too, so that cache autotuning sees real memory.
+            settings["environment"] = {"PYTHONMALLOC": "malloc"}
+            # A runaway Synapse is stopped at its limit, not the box: SSH and Postgres stay up.
+            settings["mem_limit"] = f"{sizing.synapse_limit_mib}m"
+            settings["oom_score_adj"] = OOM_SCORE_ADJ
         return [Service(CONTAINER, d.answers.synapse.image, settings, config_files=(CONFIG,), probe=HEALTH)]
 
     def _proxy(self, d: Deployment, paths: tuple[str, ...]) -> Proxy:
@@ -102,9 +112,11 @@ class Synapse(Homeserver):
         from installer.components.homeserver import AdminCredentials
         from installer.components.synapse import stages as s
         from installer.engine import Stage
+        from installer.host.connect import HostSize
 
         return [
-            Stage("synapse.config", "Synapse configuration", s.configure, ("host.docker",), before=("services.start",)),
+            Stage("synapse.config", "Synapse configuration", s.configure, ("host.docker",), before=("services.start",),
+                  takes=(HostSize,)),
             Stage("synapse.admin", "Admin account", s.create_admin, ("services.start",), gives=(AdminCredentials,)),
         ]
 

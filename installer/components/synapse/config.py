@@ -4,14 +4,23 @@ file's comments and order kept (ruamel round-trip), so a rerun with the same ans
 from __future__ import annotations
 
 import io
+import re
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
 from installer.answers import Answers
 from installer.components.homeserver import DatabaseSettings, RegistrationPolicy, TurnSettings
+
+if TYPE_CHECKING:
+    from installer.sizing import Sizing
+
+COMMENT_MARK = "# matrix-installer: "
+"""The start of each line of the comments the edit writes above the keys it sizes (replaced, not
+repeated, when the edit runs again)."""
 
 
 class ConfigError(ValueError):
@@ -54,9 +63,11 @@ def database_block(db: DatabaseSettings) -> dict[str, Any]:
     }}
 
 
-def wanted_settings(answers: Answers, settings: Sequence[object] = (), *, open_now: bool = False) -> dict[str, Any]:
-    """Every top-level key the deployment sets: from the [synapse] answers, and from the typed
-    settings other components hand the homeserver (installer.components.homeserver)."""
+def wanted_settings(answers: Answers, settings: Sequence[object] = (), *, open_now: bool = False,
+                    sizing: Sizing | None = None) -> dict[str, Any]:
+    """Every top-level key the deployment sets: from the [synapse] answers, from the typed
+    settings other components hand the homeserver (installer.components.homeserver), and from
+    the host's size (installer.sizing; None: Synapse's own defaults are left alone)."""
     wanted: dict[str, Any] = {
         "public_baseurl": f"https://{answers.domain.matrix_host}/",
         "report_stats": answers.synapse.report_stats,
@@ -69,6 +80,10 @@ def wanted_settings(answers: Answers, settings: Sequence[object] = (), *, open_n
             wanted["database"] = database_block(setting)
         elif isinstance(setting, TurnSettings):
             wanted.update(turn_keys(setting))
+    if sizing is not None:
+        from installer.sizing import synapse_settings
+
+        wanted.update(synapse_settings(sizing))
     return wanted
 
 
@@ -80,6 +95,20 @@ def turn_keys(turn: TurnSettings) -> dict[str, Any]:
     if turn.shared_secret:
         keys["turn_shared_secret"] = turn.shared_secret
     return keys
+
+
+def with_comments(text: str, comments: dict[str, str]) -> str:
+    """`text` with each top-level key of `comments` preceded by its comment (COMMENT_MARK lines,
+    wrapped), in place of the one an earlier edit wrote."""
+    out: list[str] = []
+    for line in text.splitlines():
+        m = re.match(r"([A-Za-z_][A-Za-z0-9_]*):", line)
+        if m and m.group(1) in comments:
+            while out and out[-1].startswith(COMMENT_MARK):
+                out.pop()
+            out += [COMMENT_MARK + part for part in textwrap.wrap(comments[m.group(1)], 96)]
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 def database_engine(text: str) -> str:
@@ -101,10 +130,12 @@ def edit_homeserver_config(
     new_secret: Callable[[], str],
     open_now: bool = False,
     extra: dict[str, Any] | None = None,
+    sizing: Sizing | None = None,
 ) -> ConfigEdit:
     """Apply the deployment's settings to a generated homeserver.yaml. `new_secret` makes a
     registration_shared_secret only when the file has none; `extra` sets further keys
-    (a lab's `trusted_key_servers: []`, for instance)."""
+    (a lab's `trusted_key_servers: []`, for instance); `sizing` sets the keys sized for the
+    host, each with a comment saying why (installer.sizing)."""
     yaml = _yaml()
     try:
         data = yaml.load(text)
@@ -124,7 +155,7 @@ def edit_homeserver_config(
             data[key] = value
             changed.append(key)
 
-    for key, value in {**wanted_settings(answers, settings, open_now=open_now), **(extra or {})}.items():
+    for key, value in {**wanted_settings(answers, settings, open_now=open_now, sizing=sizing), **(extra or {})}.items():
         put(key, value)
     if not data.get("registration_shared_secret"):
         data["registration_shared_secret"] = new_secret()
@@ -137,7 +168,12 @@ def edit_homeserver_config(
         return ConfigEdit(text, [])
     out = io.StringIO()
     yaml.dump(data, out)
-    return ConfigEdit(out.getvalue(), changed)
+    text = out.getvalue()
+    if sizing is not None:
+        from installer.sizing import synapse_comments
+
+        text = with_comments(text, synapse_comments(sizing))
+    return ConfigEdit(text, changed)
 
 
 def read_setting(text: str, key: str) -> Any:

@@ -14,6 +14,7 @@ from installer.components.homeserver import DATABASE_FACT, AdminCredentials, adm
 from installer.components.synapse import CONFIG, CONTAINER, DATA, SYNAPSE
 from installer.engine import StageContext, StageError
 from installer.events import Status
+from installer.host.connect import HostSize
 from installer.host.layout import PROJECT
 
 q = shlex.quote
@@ -115,10 +116,12 @@ async def configure(ctx: StageContext) -> Status:
         changed = True
     text = raw.decode("utf-8")
     register_secrets(ctx, text)
-    settings = [await with_secrets(ctx, s) for s in ctx.deployment.homeserver_settings()]
+    d = ctx.deployment.sized(ctx.take(HostSize))
+    settings = [await with_secrets(ctx, s) for s in d.homeserver_settings()]
     try:
         in_use = database_engine(text)
-        edit = edit_homeserver_config(text, a, settings, new_secret=lambda: ctx.secret(_random.token_urlsafe(36)))
+        edit = edit_homeserver_config(text, a, settings, new_secret=lambda: ctx.secret(_random.token_urlsafe(36)),
+                                      sizing=d.sizing)
     except ConfigError as exc:
         raise StageError(f"{CONFIG}: {exc}", "fix the file on the host (or move it aside to generate a new one), then rerun") from None
     wanted = database_engine(edit.text)
