@@ -77,10 +77,15 @@ async def test_well_known_delegation_passes(well_known_caddy, dns_plain, caddy_l
     seconds = time.monotonic() - started
     print(f"healthy full check: {seconds:.3f} s")
     assert report.ok, report.summary_lines()
-    assert [c.name for c in report.checks] == ["dns", "well-known", "tls", "server-keys", "federation-version",
-                                               "client-well-known", "client-versions", "registration", "admin-login"]
+    at = f"{LOOPBACK}:{well_known_caddy.https_port}"
+    assert [c.name for c in report.checks] == [
+        "well-known", "dns", "tls", "server-keys", "federation-version",
+        f"well-known@{at}", f"tls@{at}", f"server-keys@{at}", f"federation-version@{at}",
+        "certificate-expiry", "clock",
+        "client-well-known", "client-versions", "registration", "admin-login"]
+    assert not report.warnings, report.summary_lines()
     assert report.check("well-known").detail == "m.server = matrix.example.test:443"
-    assert report.summary_lines()[1] == "✓ well-known  m.server = matrix.example.test:443"
+    assert report.summary_lines()[0] == "✓ well-known  m.server = matrix.example.test:443"
     assert "verified" in report.check("server-keys").detail
     assert report.check("federation-version").detail.startswith("Synapse 1.")
     assert "closed" in report.check("registration").detail
@@ -383,7 +388,13 @@ async def test_well_known_redirect_is_followed_and_a_loop_is_reported(caddy_lab,
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=redirect_to_matrix_host)
     report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
     assert report.ok, report.summary_lines()
-    assert report.check("well-known").detail == "m.server = matrix.example.test:443 (after 1 redirect)"
+    # Followed, as the spec allows, but a warning with the fix: not every server follows redirects.
+    well_known = report.check("well-known")
+    assert well_known.warning and well_known.detail == (
+        "m.server = matrix.example.test:443; but reached through 1 redirect (https://example.test/.well-known/matrix/server"
+        " -> https://matrix.example.test/.well-known/matrix/server)")
+    assert "synapse #8098" in well_known.fix and "serve the document at https://example.test" in well_known.fix
+    assert report.summary_lines()[0].startswith("! well-known  ") and "-> fix: serve the document" in report.summary_lines()[0]
 
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
         text, '\t\trespond "/.well-known/matrix/server" `{"m.server": "matrix.example.test:443"}` 200\n',
