@@ -135,7 +135,10 @@ def _address_checks(found: Discovery, reports: list[AddressReport], host: str) -
         tls = Check("tls", False, f"https://{host}: {detail}", fix)
     elif tls_bad:
         first = tls_bad[0]
-        tls = Check("tls", False, first.connection.detail, first.connection.fix)
+        fix = first.connection.fix
+        if first.connection_kind in DEAD and any(not r.connection and r.address.target == first.address.target for r in reports):
+            fix = _dead_address_fix(first.address.target.host, first.address.shown, first.address.target.port)
+        tls = Check("tls", False, first.connection.detail, fix)
     else:
         parts = []
         for r in reports:
@@ -183,34 +186,45 @@ DEAD = ("refused", "timeout", "unreachable")
 def _well_known_at_checks(found: Discovery, host: str) -> list[Check]:
     """`well-known@ADDR`: each address of the server name (A and AAAA) serves the same delegation."""
     wk = found.well_known
-    if wk.status != "found" or not found.well_known_at:
-        return []
-    want_status, want_value = wk.first
-    working = [a for _, a in found.well_known_at if isinstance(a, Fetched)]
+
+    def answered(answer: Fetched) -> tuple[int, str]:
+        if 300 <= answer.status < 400:
+            return answer.status, answer.headers.get("location", "")
+        try:
+            data = answer.json() if answer.status == 200 else None
+        except ValueError:
+            data = None
+        value = data.get("m.server") if isinstance(data, dict) else None
+        return answer.status, value if isinstance(value, str) else ""
+
+    answers = [(shown, a, answered(a) if isinstance(a, Fetched) else None) for shown, a in found.well_known_at]
+    if wk.status == "found":
+        want_status, want_value = wk.first
+    else:  # the address that answered first has none, but another may: servers pick any of them
+        served = [value for _, _, value in answers if value and value[0] == 200 and value[1]]
+        if not served:
+            return []
+        want_status, want_value = served[0]
+    working = [a for _, a, _ in answers if isinstance(a, Fetched)]
     checks = []
-    for shown, answer in found.well_known_at:
+    for shown, answer, got_said in answers:
         name = f"well-known@{shown}"
-        if isinstance(answer, NetError):
+        if isinstance(answer, NetError) or got_said is None:
+            assert isinstance(answer, NetError)
             detail, fix = connection_problem(answer, where=f"{host} at {shown}", port=443)
             if answer.kind in DEAD and working:
                 fix = _dead_address_fix(host, shown, 443)
             checks.append(Check(name, False, detail, fix))
             continue
-        value = answer.headers.get("location", "") if 300 <= answer.status < 400 else ""
-        if answer.status == 200:
-            try:
-                data = answer.json()
-                value = data.get("m.server", "") if isinstance(data, dict) else ""
-            except ValueError:
-                value = ""
+        _, value = got_said
         if (answer.status, value) == (want_status, want_value):
-            said = f"m.server = {value}" if answer.status == 200 else f"redirects to {value}"
-            checks.append(Check(name, True, f"https://{host}/.well-known/matrix/server at {shown}: {said}"))
+            words = f"m.server = {value}" if answer.status == 200 else f"redirects to {value}"
+            checks.append(Check(name, True, f"https://{host}/.well-known/matrix/server at {shown}: {words}"))
         else:
-            said = f"m.server = {value}" if want_status == 200 else f"a redirect to {want_value}"
+            wanted = f"m.server = {want_value}" if want_status == 200 else f"a redirect to {want_value}"
             got = f"{answer.reason}" + (f" with m.server = {value}" if value and answer.status == 200 else "")
             checks.append(Check(name, False, f"https://{host}/.well-known/matrix/server at {shown} answered {got}, where "
-                                             f"the delegation found says {said}",
+                                             f"the delegation found says {wanted}",
                                 f"every address of {host} (its A and AAAA records) must serve the same document: fix "
                                 f"the web server behind {shown}, or remove the record that points there"))
     return checks

@@ -303,11 +303,11 @@ async def discover(net: Net, server_name: str) -> Discovery:
     elif port is not None:
         found.targets = [Target(host, port, host, f"{host}:{port}", "explicit port")]
     else:
-        found.well_known, other = await asyncio.gather(fetch_well_known(net, host),
-                                                        fetch_well_known(net, host, agent=HOMESERVER_AGENT))
+        found.well_known, other, found.well_known_at = await asyncio.gather(
+            fetch_well_known(net, host), fetch_well_known(net, host, agent=HOMESERVER_AGENT),
+            _well_known_at_each_address(net, host))
         found.well_known.by_agent = other
         if found.well_known.status == "found":
-            found.well_known_at = await _well_known_at_each_address(net, host)
             d_host, d_port = split_server_name(found.well_known.m_server)
             if is_ip(d_host):
                 found.targets = [Target(d_host, d_port or DEFAULT_PORT, d_host, found.well_known.m_server, "well-known ip")]

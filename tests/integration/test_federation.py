@@ -496,3 +496,76 @@ def test_matrix_installer_check_fails_naming_the_fault(caddy_lab, dns_plain):
     assert result.returncode == 1
     assert "✗ server-keys" in result.stdout
     assert "Synapse is down behind Caddy (502)" in result.stdout
+
+
+# --- both address families, every address ----------------------------------------------------
+
+
+async def test_a_dead_aaaa_record_fails_on_exactly_that_address(caddy_lab, dns_lab, synapse, well_known_caddy):
+    """matrix.example.test has A 127.0.0.1 (Caddy, reached through --connect-to by address, as a
+    VM's public IP would be) and AAAA 2001:db8::dead, where nothing answers."""
+    dns = dns_lab.start(addresses=((MATRIX_HOST, "2001:db8::dead"),))
+    report = await run_check(SERVER_NAME, connect_to=[(LOOPBACK, 443, LOOPBACK, well_known_caddy.https_port)],
+                             dns_server=dns.address, ca_file=caddy_lab.ca_file, timeout=3)
+    print("\n".join(report.summary_lines()))
+    assert "matrix.example.test -> 127.0.0.1, 2001:db8::dead" in report.check("dns").detail
+    failed = {c.name for c in report.failed}
+    dead = "[2001:db8::dead]:443"
+    assert failed == {"tls", f"tls@{dead}", f"server-keys@{dead}", f"federation-version@{dead}"}, report.summary_lines()
+    assert "2001:db8::dead" in report.check("tls").detail and "AAAA record of matrix.example.test" in report.check("tls").fix
+    for name in ("tls@127.0.0.1:443", "server-keys@127.0.0.1:443", "federation-version@127.0.0.1:443",
+                 "well-known@127.0.0.1:443", "well-known"):
+        assert report.check(name).ok, report.check(name)
+    tls = report.check(f"tls@{dead}")
+    assert "2001:db8::dead" in tls.detail
+    assert tls.fix.startswith("the AAAA record of matrix.example.test points at 2001:db8::dead, where nothing answers on port 443")
+    assert "not fetched: no TLS connection to [2001:db8::dead]:443" in report.check(f"server-keys@{dead}").detail
+
+
+async def test_every_address_of_the_server_name_must_serve_the_delegation(caddy_lab, dns_lab, synapse, well_known_caddy):
+    """example.test has two A records; the second reaches a web server without the .well-known."""
+    other = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        text, '\t\trespond "/.well-known/matrix/server" `{"m.server": "matrix.example.test:443"}` 200\n', ""))
+    dns = dns_lab.start(addresses=((SERVER_NAME, "127.0.0.2"),))
+    report = await run_check(SERVER_NAME, connect_to=[(LOOPBACK, 443, LOOPBACK, well_known_caddy.https_port),
+                                                      ("127.0.0.2", 443, LOOPBACK, other.https_port)],
+                             dns_server=dns.address, ca_file=caddy_lab.ca_file, timeout=3)
+    print("\n".join(report.summary_lines()))
+    bad = failing(report, "well-known@127.0.0.2:443")
+    assert "answered 404 Not Found, where the delegation found says m.server = matrix.example.test:443" in bad.detail
+    assert "every address of example.test (its A and AAAA records) must serve the same document" in bad.fix
+    assert report.check("well-known@127.0.0.1:443").ok
+
+
+# --- what the public tester does not check ----------------------------------------------------
+
+
+async def test_well_known_served_with_the_wrong_content_type_is_a_warning(caddy_lab, dns_plain, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        edit(text, 'header "/.well-known/matrix/server" "Content-Type" "application/json"',
+             'header "/.well-known/matrix/server" "Content-Type" "text/html"'),
+        'header "/.well-known/matrix/client" "Content-Type" "application/json"',
+        'header "/.well-known/matrix/client" "Content-Type" "text/plain"'))
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    assert report.ok, report.summary_lines()
+    server, client = report.check("well-known"), report.check("client-well-known")
+    assert server.warning and "served as text/html, not application/json" in server.detail
+    assert "Content-Type: application/json" in server.fix
+    assert client.warning and "served as text/plain" in client.detail
+    assert [c.name for c in report.warnings] == ["well-known", "client-well-known"]
+
+
+async def test_well_known_blocked_for_a_homeservers_user_agent_fails(caddy_lab, dns_plain, synapse):
+    """A bot filter in front of the server name: our check gets the document, Synapse's user agent a 403."""
+    def block_synapse(text: str) -> str:
+        text = edit(text, f"\n{SERVER_NAME} {{\n", f"\n{SERVER_NAME} {{\n\t@bots header User-Agent Synapse*\n")
+        site = text.index(f"\n{SERVER_NAME} {{\n")
+        at = text.index("\troute {\n", site) + len("\troute {\n")
+        return text[:at] + '\t\trespond @bots "Forbidden" 403\n' + text[at:]
+
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=block_synapse)
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    bad = failing(report, "well-known")
+    assert "answers user agents differently: ours got m.server = matrix.example.test:443; Synapse/1.163.2" in bad.detail
+    assert "403 Forbidden" in bad.detail
+    assert "web firewall or bot filter in front of example.test" in bad.fix
