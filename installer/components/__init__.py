@@ -24,6 +24,7 @@ REGISTRY = (
     "installer.components.synapse",
     "installer.components.postgres",
     "installer.components.upgrade",
+    "installer.components.selftest",
     "installer.components.federation",
 )
 

@@ -416,6 +416,7 @@ async def run_check(
         checks += _timed_out(names, client_limit)
     else:
         checks += client_result[0]
+        report.base_url = client_result[1]
     checks.sort(key=lambda c: order_key(c.name))
     report.checks = checks
     report.tester = {"FederationOK": all(c.ok for c in checks if c.name in FEDERATION_CHECKS), **tester}
@@ -424,7 +425,8 @@ async def run_check(
 
 
 def describe_requests(server_name: str, *, connect_to: Iterable[ConnectTo] = (), dns_server: tuple[str, int] | None = None,
-                      expect_policy: str | None = None, admin: bool = False, matrix_host: str = "") -> list[str]:
+                      expect_policy: str | None = None, admin: bool = False, matrix_host: str = "",
+                      peer: str | None = None, on_host: bool = False) -> list[str]:
     """The requests a check makes, in order, for the dry-run (nothing is contacted)."""
     host, port = split_server_name(server_name)
     resolver = f" (via {join_host_port(*dns_server)})" if dns_server else ""
@@ -445,6 +447,16 @@ def describe_requests(server_name: str, *, connect_to: Iterable[ConnectTo] = (),
     if admin:
         at = f"https://{matrix_host}" if matrix_host else "https://<matrix host>"
         lines.append(f"POST {at}/_matrix/client/v3/login  (the admin's password, only to the Matrix host of the answers), then /logout")
+    if peer:
+        from installer.federation.outbound import probe_path
+
+        where = "Synapse on the host's loopback" if on_host else "<base_url> (or the host, for a server installed from here)"
+        lines += [f"GET {probe_path(peer)} at {where}  (outbound: our server asks {peer} over federation)",
+                  "  if that fails: a look from inside the homeserver's container and from the host (DNS, connect, TLS)"]
+    elif on_host:
+        lines.append("no outbound check (--peer none)")
+    if on_host:
+        lines.append("the self-test's last result and its timer, on the host (server-health)")
     for h1, p1, h2, p2 in connect_to:
         to = join_host_port(h2, p2) if h2 and p2 else f"{h2 or '(the same host)'}:{p2 or '(the same port)'}"
         lines.append(f"--connect-to: {h1 or '*'}:{p1 or '*'} goes to {to}")

@@ -74,6 +74,8 @@ class FederationReport:
     checks: list[Check] = field(default_factory=list)
     tester: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    base_url: str = ""
+    """The client API's base URL the client .well-known named (where a stranger's client goes)."""
 
     @property
     def ok(self) -> bool:
@@ -86,6 +88,12 @@ class FederationReport:
     @property
     def warnings(self) -> list[Check]:
         return [check for check in self.checks if check.ok and check.warning]
+
+    def add(self, *checks: Check | None) -> None:
+        """More checks (made on the host, after the test from outside), kept in report order."""
+        from installer.federation.report import order_key
+
+        self.checks = sorted([*self.checks, *(c for c in checks if c is not None)], key=lambda c: order_key(c.name))
 
     def check(self, name: str) -> Check | None:
         """The check called `name`, if it ran."""

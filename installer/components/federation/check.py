@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+from installer.components.federation.host_side import net_options, open_saved_host, outbound, server_health
 from installer.components.homeserver import AdminCredentials
 from installer.engine import StageContext, StageError
 from installer.events import Status
@@ -19,6 +22,7 @@ async def check(ctx: StageContext) -> Status:
     from installer.federation import AdminLogin, describe_requests, run_check
     from installer.shown import escape
 
+    started = time.monotonic()
     server_name = ctx.answers.domain.server_name
     options = ctx.options
     # --check alone tests any server: its registration policy is not ours to know.
@@ -38,12 +42,24 @@ async def check(ctx: StageContext) -> Status:
     if ctx.dry_run:
         for line in describe_requests(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
                                       expect_policy=expect_policy, admin=admin is not None,
-                                      matrix_host=ctx.answers.domain.matrix_host):
+                                      matrix_host=ctx.answers.domain.matrix_host, peer=options.peer,
+                                      on_host=options.mode != "check"):
             ctx.log(line, "command")
         return Status.PLANNED
+    facts: dict = ctx.facts
+    if options.mode == "check":  # a deployment this machine installed: its host is asked too
+        saved, note = await open_saved_host(ctx)
+        facts = saved or {}
+        if note:
+            ctx.log(note)
     ctx.progress(f"testing {server_name} as other servers and new users see it")
     report = await run_check(server_name, connect_to=options.connect_to, dns_server=options.dns_server,
                              ca_file=options.ca_file, expect_policy=expect_policy, admin=admin)
+    ctx.progress(f"testing that {server_name} reaches {options.peer or 'other servers'} over federation")
+    report.add(await outbound(ctx, base_url=report.base_url, net_options=net_options(ctx)))
+    if ctx.session.remote is not None:
+        report.add(await server_health(ctx, facts))
+    report.seconds = time.monotonic() - started
     for line in report.summary_lines():
         ctx.log(line)
     ctx.log(f"federation test took {report.seconds:.2f} s")
