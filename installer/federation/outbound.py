@@ -236,8 +236,9 @@ def diagnose(peer: str, answer: str, container: Probe | None, host: Probe | None
                      f"run `sudo docker exec {service} python3 -c 'import socket; print(socket.getaddrinfo(\"{peer}\", 443))'` "
                      f"on the host, and see `sudo docker logs --tail 50 {service}`")
     failure = container.first_failure()
-    host_failure = host.first_failure() if host is not None else None
-    host_step = host.step(failure["step"], failure.get("purpose", "federation")) if host is not None and failure else None
+    host_step = None
+    if host is not None and failure is not None:
+        host_step = host.step(failure["step"], failure.get("purpose", "federation")) or host.step(failure["step"])
     if failure is None:
         return Check("outbound", False,
                      f"{answer}, though from inside the {service} container {peer} answers on its federation port",

@@ -569,3 +569,41 @@ async def test_well_known_blocked_for_a_homeservers_user_agent_fails(caddy_lab, 
     assert "answers user agents differently: ours got m.server = matrix.example.test:443; Synapse/1.163.2" in bad.detail
     assert "403 Forbidden" in bad.detail
     assert "web firewall or bot filter in front of example.test" in bad.fix
+
+
+# --- outbound ---------------------------------------------------------------------------------
+
+
+async def test_outbound_through_the_public_client_api_names_a_peer_our_server_cannot_reach(well_known_caddy, dns_plain,
+                                                                                             caddy_lab):
+    """--check of a server not installed from here: our Synapse is asked through its public client
+    API; the peer does not exist, so Synapse's federation client fails (502) and the check says so."""
+    from installer.components.federation.check import check as federation_check
+    from installer.engine import RunOptions, StageError
+
+    options = RunOptions(mode="check", connect_to=well_known_caddy.connect_to(*BOTH), dns_server=dns_plain.address,
+                         ca_file=caddy_lab.ca_file, peer="no-such-peer.invalid", state_dir=caddy_lab.root / "no-state")
+    ctx, session, _ = _stage_context(lab_answers(), options)
+    with pytest.raises(StageError) as raised:
+        await federation_check(ctx)
+    assert str(raised.value).startswith("federation test failed: outbound (our server could not get an answer from "
+                                        "no-such-peer.invalid over federation (HTTP 502")
+    (outbound,) = [c for c in session.federation["checks"] if c["name"] == "outbound"]
+    assert "run the check from the machine that installed this server" in outbound["fix"]
+
+
+async def test_outbound_to_this_server_itself_or_to_nobody(well_known_caddy, dns_plain, caddy_lab):
+    from installer.components.federation.check import check as federation_check
+    from installer.engine import RunOptions, StageError
+
+    base = dict(mode="check", connect_to=well_known_caddy.connect_to(*BOTH), dns_server=dns_plain.address,
+                ca_file=caddy_lab.ca_file, state_dir=caddy_lab.root / "no-state")
+    ctx, session, _ = _stage_context(lab_answers(), RunOptions(**base, peer=SERVER_NAME))
+    with pytest.raises(StageError):
+        await federation_check(ctx)
+    (outbound,) = [c for c in session.federation["checks"] if c["name"] == "outbound"]
+    assert "is this server itself" in outbound["detail"]
+    ctx, session, _ = _stage_context(lab_answers(), RunOptions(**base, peer=None))
+    await federation_check(ctx)
+    (outbound,) = [c for c in session.federation["checks"] if c["name"] == "outbound"]
+    assert outbound["ok"] and outbound["warning"] and outbound["detail"] == "not tested: no peer to reach (--peer none)"
