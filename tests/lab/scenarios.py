@@ -70,10 +70,15 @@ class Command:
     dns_port: int
     connect_to: tuple[str, ...]
     env: dict[str, str]
+    peer: str = "none"
+    """--peer for the outbound check: "none" where no other server is there to reach (a lab of
+    one host); the two-server lab gives the other one."""
 
     def run(self, report: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
         args = [sys.executable, "-m", "installer", "--answers", str(self.answers), "--state-dir", str(self.state_dir),
                 "--report", str(report), "--dns-server", f"127.0.0.1:{self.dns_port}", *extra]
+        if "--peer" not in extra:
+            args += ["--peer", self.peer]
         for mapping in self.connect_to:
             args += ["--connect-to", mapping]
         done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=ROOT, stdin=subprocess.DEVNULL,
