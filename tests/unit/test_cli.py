@@ -75,7 +75,7 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     out = result.stdout
     assert out.startswith("Dry run: nothing will be contacted or changed.")
     stage_order = [
-        "local.ssh_key", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh",
+        "local.ssh_key", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh", "dns.aaaa",
         "host.firewall", "host.caddy", "caddy.config", "host.docker", "postgres.config", "synapse.config",
         "services.start", "synapse.admin", "registration.policy", "postgres.check", "selftest.notices", "selftest.timer",
         "federation.check",
@@ -87,7 +87,7 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     assert "$ sudo " in out
     assert "write /etc/caddy/Caddyfile" in out
     assert '@proxy1 path "/_matrix/*" "/_synapse/client/*"' in out and 'reverse_proxy @proxy1 "127.0.0.1:8008"' in out
-    assert "Dry run: 19 stages planned; nothing was contacted or changed." in out
+    assert "Dry run: 20 stages planned; nothing was contacted or changed." in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ok"] is True and report["dry_run"] is True and report["mode"] == "install"
     assert [s["name"] for s in report["stages"]] == stage_order
