@@ -674,12 +674,20 @@ class LabHost:
 
     @classmethod
     def start(cls, image: str, private_key_path: Path, *, name: str | None = None,
-              ready_timeout: float = 120, rebootable: bool = False) -> "LabHost":
+              ready_timeout: float = 120, rebootable: bool = False, network: str | None = None,
+              aliases: tuple[str, ...] = ()) -> "LabHost":
         """Boot a lab host from `image` (see build_host_image), authorize the key, wait for sshd.
         `rebootable`: fixed published ports and Docker's restart policy, so that a reboot inside
-        (systemd ends the container) comes back on the same ports, as a VM keeps its address."""
+        (systemd ends the container) comes back on the same ports, as a VM keeps its address.
+        `network`: a runner network to join instead of Docker's default bridge (lab hosts on it
+        reach each other), where `aliases` resolve to this host (Docker's DNS, which the host's
+        resolv.conf then names, and which its nested containers' DNS forwards to)."""
         name = name or f"matrix-installer-lab-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         publish = ["--restart=always"] if rebootable else []
+        if network:
+            publish += ["--network", network]
+            for alias in aliases:
+                publish += ["--network-alias", alias]
         for port in LAB_PORTS.values():
             publish += ["-p", f"127.0.0.1:{_free_port() if rebootable else ''}:{port}"]
         cid = docker(

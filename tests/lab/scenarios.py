@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextlib.contextmanager
 def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False,
-               postgres_image: str | None = None) -> Iterator[_lab.LabHost]:
+               postgres_image: str | None = None, network: str | None = None,
+               aliases: tuple[str, ...] = ()) -> Iterator[_lab.LabHost]:
     """A fresh lab host with Docker in it and the stand-in Synapse image loaded under the real
     image's name (there is no registry here to pull it from); removed afterwards.
     `postgres_image` (the `postgres_image` fixture): also load the stand-in Postgres, as
-    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE)."""
-    host = _lab.LabHost.start(image, key, rebootable=rebootable)
+    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE). `network`, `aliases`: see LabHost.start."""
+    host = _lab.LabHost.start(image, key, rebootable=rebootable, network=network, aliases=aliases)
     try:
         host.preinstall_docker()
         host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
