@@ -247,7 +247,7 @@ def _per_address_checks(reports: list[AddressReport]) -> list[Check]:
             continue
         cert = r.cert
         tls = (f"certificate for {r.address.target.sni} from \"{cert.issuer_cn}\", valid until "
-               f"{cert.not_after:%Y-%m-%d %H:%M} UTC, {r.tls_version}" if cert else f"{r.tls_version}, no certificate seen")
+               f"{cert.not_after:%Y-%m-%d %H:%M} UTC, {r.tls_version}" if cert else "no certificate seen")
         checks.append(Check(f"tls@{at}", True, tls))
         if r.keys_problem:
             checks.append(Check(f"server-keys@{at}", False, r.keys_problem.detail, r.keys_problem.fix))
