@@ -228,9 +228,10 @@ def _where(step: dict[str, Any]) -> str:
 
 
 def diagnose(peer: str, answer: str, container: Probe | None, host: Probe | None,
-             rules: list[str] | None = None, *, service: str = "synapse") -> Check:
+             rules: list[str] | None = None, *, service: str = "synapse", said: str = "") -> Check:
     """The failed outbound check with its likely cause, from the two looks. `answer`: what our
-    server said (failed_words); `rules`: the host's own DOCKER-USER rules, if any."""
+    server said (failed_words); `rules`: the host's own DOCKER-USER rules, if any; `said`: the
+    homeserver's own log line about the failed look-up, if it wrote one."""
     if container is None:
         return Check("outbound", False, f"{answer}; the look from inside the {service} container gave no answer",
                      f"run `sudo docker exec {service} python3 -c 'import socket; print(socket.getaddrinfo(\"{peer}\", 443))'` "
@@ -241,7 +242,8 @@ def diagnose(peer: str, answer: str, container: Probe | None, host: Probe | None
         host_step = host.step(failure["step"], failure.get("purpose", "federation")) or host.step(failure["step"])
     if failure is None:
         return Check("outbound", False,
-                     f"{answer}, though from inside the {service} container {peer} answers on its federation port",
+                     f"{answer}, though from inside the {service} container {peer} answers on its federation port"
+                     + (f"; its log says: {said}" if said else ""),
                      f"{peer} may have refused our request (it could not fetch our keys to check our signature: see our "
                      "own federation test above), or the homeserver's settings forbid it (federation_domain_whitelist, "
                      f"ip_range_blacklist): see `sudo docker logs --tail 50 {service}`")
@@ -294,3 +296,13 @@ def docker_user_rules(text: str) -> list[str]:
             continue
         found.append(line)
     return found
+
+
+def homeserver_said(log_text: str, peer: str) -> str:
+    """The homeserver's last log line about the look-up (Synapse: "Error retrieving alias ...")."""
+    lines = [line.strip() for line in log_text.splitlines() if PROBE_LOCALPART in line and peer in line]
+    if not lines:
+        return ""
+    line = lines[-1]
+    cut = line.find("Error retrieving alias")
+    return (line[cut:] if cut >= 0 else line)[-300:]

@@ -223,6 +223,9 @@ def test_a_fresh_install_ends_with_the_outbound_check_and_federates_both_ways(pa
     assert {s["status"] for s in other_report["stages"] if s["name"] != "federation.check"} <= {"done", "unchanged", "skipped"}
 
     done, report = pair.install
+    if done.returncode != 0:
+        for host in (pair.ours, pair.other):
+            print(host.exec("docker logs --tail 80 synapse 2>&1").stdout[-8000:])
     assert done.returncode == 0, done.stdout[-6000:]
     statuses = {s["name"]: s["status"] for s in report["stages"]}
     assert statuses["selftest.notices"] == "done" and statuses["selftest.timer"] == "done"

@@ -11,11 +11,13 @@ from typing import Any
 
 from installer.engine import StageContext, StageError
 from installer.federation.outbound import (
+    PROBE_LOCALPART,
     PROBE_SCRIPT,
     Probe,
     diagnose,
     docker_user_rules,
     failed_words,
+    homeserver_said,
     judge_answer,
     not_tested,
     probe_path,
@@ -126,8 +128,10 @@ async def _explain(ctx: StageContext, peer: str, words: str) -> Check:
                            input=PROBE_SCRIPT)
     on_host = await ctx.run(f"python3 - {q(peer)}", check=False, timeout=90, input=PROBE_SCRIPT)
     rules = await ctx.run("iptables -S DOCKER-USER", sudo=True, check=False)
+    logged = await ctx.run(f"docker logs --since 10m {q(service)} 2>&1 | grep -F {q(PROBE_LOCALPART)} | tail -n 3",
+                           sudo=True, check=False)
     return diagnose(peer, words, Probe.parse(inside.stdout), Probe.parse(on_host.stdout),
-                    docker_user_rules(rules.stdout), service=service)
+                    docker_user_rules(rules.stdout), service=service, said=homeserver_said(logged.stdout, peer))
 
 
 # --- the self-test's last result ------------------------------------------------------------------
