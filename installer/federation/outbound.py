@@ -241,9 +241,15 @@ def diagnose(peer: str, answer: str, container: Probe | None, host: Probe | None
     if host is not None and failure is not None:
         host_step = host.step(failure["step"], failure.get("purpose", "federation")) or host.step(failure["step"])
     if failure is None:
-        return Check("outbound", False,
-                     f"{answer}, though from inside the {service} container {peer} answers on its federation port"
-                     + (f"; its log says: {said}" if said else ""),
+        detail = (f"{answer}, though from inside the {service} container {peer} answers on its federation port"
+                  + (f"; its log says: {said}" if said else ""))
+        if "401" in said:
+            return Check("outbound", False, detail,
+                         f"{peer} refused our signed request: it could not fetch our server's keys to check it. See our "
+                         "own federation test above; if it passes, run this again later: servers remember a failed "
+                         ".well-known look-up for a while (Synapse: 2 minutes when the server was down, an hour when "
+                         "the document was missing or invalid)")
+        return Check("outbound", False, detail,
                      f"{peer} may have refused our request (it could not fetch our keys to check our signature: see our "
                      "own federation test above), or the homeserver's settings forbid it (federation_domain_whitelist, "
                      f"ip_range_blacklist): see `sudo docker logs --tail 50 {service}`")

@@ -121,7 +121,10 @@ def pair(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_pat
         env = {"MI_FED_ADMIN_PASSWORD": PASSWORD}
         registration = 'admin_password_env = "MI_FED_ADMIN_PASSWORD"'
         commands = {}
-        for host, name, matrix_host, peer in ((ours, OURS, OURS_HOST, OTHER), (other, OTHER, OTHER_HOST, OURS)):
+        # other.test is installed first with no outbound check: asked to reach example.test before it
+        # exists, its Synapse would remember for a while that example.test has no .well-known (and
+        # then refuse our requests: it could not fetch our keys), as a real server would.
+        for host, name, matrix_host, peer in ((ours, OURS, OURS_HOST, OTHER), (other, OTHER, OTHER_HOST, "none")):
             answers = work / f"{name}.toml"
             answers.write_text(existing_server_answers(host, server_name=name, matrix_host=matrix_host,
                                                        registration=registration))
@@ -215,12 +218,8 @@ async def federate(pair: Pair, tag: str) -> dict[str, float]:
 
 def test_a_fresh_install_ends_with_the_outbound_check_and_federates_both_ways(pair):
     other_done, other_report = pair.other_install
-    # other.test's own install: everything done; its outbound check found nothing at example.test yet.
-    failed = {name: c for name, c in checks(other_report).items() if not c["ok"]}
-    assert set(failed) == {"outbound"}, (failed, other_done.stdout[-4000:])
-    assert "example.test" in failed["outbound"]["detail"]
-    print(f"[two servers] other.test's outbound check before example.test existed: {failed['outbound']}")
-    assert {s["status"] for s in other_report["stages"] if s["name"] != "federation.check"} <= {"done", "unchanged", "skipped"}
+    assert other_done.returncode == 0, other_done.stdout[-4000:]
+    assert checks(other_report)["outbound"]["warning"]  # --peer none
 
     done, report = pair.install
     if done.returncode != 0:

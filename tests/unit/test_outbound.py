@@ -124,3 +124,16 @@ def test_no_look_from_inside():
 @pytest.mark.parametrize("text", ["", "not json", json.dumps({"steps": "x"})])
 def test_a_probe_without_its_json_line_is_none(text):
     assert Probe.parse(text) is None
+
+
+def test_a_peer_that_refused_our_signature_is_told_apart():
+    from installer.federation.outbound import homeserver_said
+
+    log = ("2026-11-30 18:46:29,372 - synapse.handlers.directory - 289 - WARNING - GET-17 - Error retrieving alias "
+           "#matrix-installer-outbound-check:other.test -> 401 Unauthorized\n")
+    said = homeserver_said(log, PEER)
+    assert said == "Error retrieving alias #matrix-installer-outbound-check:other.test -> 401 Unauthorized"
+    check = diagnose(PEER, WORDS, REACHED, REACHED, said=said)
+    assert check.detail.endswith("; its log says: " + said)
+    assert check.fix.startswith("other.test refused our signed request: it could not fetch our server's keys")
+    assert homeserver_said("nothing about it", PEER) == ""
