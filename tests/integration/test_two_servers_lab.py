@@ -184,8 +184,7 @@ async def federate(pair: Pair, tag: str) -> dict[str, float]:
         # 1. A user on our server creates a room; 2. a user on other.test is invited and joins over federation.
         made = await alice.room_create(name=f"lab {tag} on {OURS}", invite=[BOB])
         assert isinstance(made, nio.RoomCreateResponse), made
-        room = made.room_id
-        assert room.endswith(f":{OURS}")
+        room = made.room_id  # room version 12: the ID names no server; alice's server made it
         await _wait(bob, lambda: room in bob.invited_rooms, "the invitation over federation")
         joined = await bob.join(room)
         assert isinstance(joined, nio.JoinResponse), joined
@@ -197,7 +196,6 @@ async def federate(pair: Pair, tag: str) -> dict[str, float]:
         made = await bob.room_create(name=f"lab {tag} on {OTHER}", invite=[ALICE])
         assert isinstance(made, nio.RoomCreateResponse), made
         theirs = made.room_id
-        assert theirs.endswith(f":{OTHER}")
         await _wait(alice, lambda: theirs in alice.invited_rooms, "the invitation from other.test")
         joined = await alice.join(theirs)
         assert isinstance(joined, nio.JoinResponse), joined
