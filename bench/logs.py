@@ -46,8 +46,8 @@ async def _measure(server) -> tuple[float, float, float]:
         return [Stage("host.stream", "Stream output", stream)]
 
     answers = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
-    app = InstallerApp(answers, RunOptions(dry_run=True), plan=plan, oci_check=lambda config, profile: [],
-                       env=lambda name: True, found=None)
+    app = InstallerApp(answers, RunOptions(dry_run=True), plan=plan, provider_check=lambda a, o: [],
+                       env=lambda name: "bench-admin-password", found=None)
     gaps: list[tuple[float, float]] = []
     done = asyncio.Event()
 

@@ -19,7 +19,7 @@ GUIDED_RUN = textwrap.dedent(
         answers = (Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
                    .replace("cloud", provider="existing")
                    .replace("ssh", host="203.0.113.7", host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"))
-        app = InstallerApp(answers, RunOptions(dry_run=True), oci_check=lambda c, p: [], env=lambda n: True)
+        app = InstallerApp(answers, RunOptions(dry_run=True), provider_check=lambda a, o: [], env=lambda n: "bench-admin-password")
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.press("enter")
             for _ in range(5):

@@ -187,6 +187,32 @@ def parse_field_text(path: str, text: str) -> tuple[Any, str | None]:
     return text, None
 
 
+_MENTION = re.compile(r"\{\{([a-z_]+\.[a-z_]+)(?:=([^{}]*))?\}\}")
+
+
+def in_words(text: str, *, form: bool = False) -> str:
+    """A message with the keys it mentions (installer.sections.mention) worded for where it is
+    shown: as the answers file writes them, or (`form`) as the guided setup's fields name them."""
+
+    def say(match: re.Match[str]) -> str:
+        path, value = match.group(1), match.group(2)
+        spec = FIELDS_BY_PATH.get(path)
+        if spec is None:
+            return path if value is None else f"{path} = {value}"
+        if not form:
+            if value is None:
+                return path
+            return f"{spec.key} = {value}" if isinstance(spec.default, bool | int) else f'{spec.key} = "{value}"'
+        if value is None:
+            return spec.label
+        if isinstance(spec.default, bool):
+            return f'"{spec.label}" {"ticked" if value == "true" else "not ticked"}'
+        words = dict(spec.declared.options).get(value, value)
+        return f'"{words}"'
+
+    return _MENTION.sub(say, text) if "{{" in text else text
+
+
 def cross_problems(answers: Answers) -> list[tuple[str, str]]:
     """Problems that involve more than one key, as the providers and components declare them:
     (path, message) pairs."""
@@ -369,7 +395,7 @@ def parse_answers(text: str, source: str = "answers") -> Answers:
     bad = {path for _, path, _ in found}
     for path, message in cross_problems(answers):
         if path not in bad:
-            problem(path, message)
+            problem(path, in_words(message))
     if found:
         found.sort(key=lambda item: item[0])
         # A key's name comes from the file: shown escaped, like any value.

@@ -51,6 +51,10 @@ def hostname(value: object, *, fqdn: bool = True) -> str | None:
         except UnicodeError:
             return _bad_char(value)
         return f"must be written in ASCII: write {shown.quoted(ascii_form, 253)} (its IDNA form)"
+    if "://" in value or value.lower().startswith(("http:", "https:", "www.")) and "/" in value:
+        host = urlsplit(value if "://" in value else "//" + value).hostname or ""
+        example = host if host and hostname(host, fqdn=fqdn) is None else "example.org"
+        return f'is a web address: type just the domain, e.g. "{example}"'
     if ":" in value and value.rpartition(":")[2].isdigit():
         return "has a port: give the name alone (federation's port follows from the delegation)"
     if bad := _bad_char(value):
@@ -209,6 +213,25 @@ def one_of(*choices: str) -> Check:
     return check
 
 
+def name(regex: str, what: str) -> Check:
+    """A lowercase ASCII name (a user name): a letter outside ASCII is named as such, and a name
+    that is right but for capitals is told its lowercase form."""
+
+    def check(value: object) -> str | None:
+        if not isinstance(value, str) or not value:
+            return "is required"
+        if re.fullmatch(regex, value):
+            return None
+        if not value.isascii():
+            other = next(ch for ch in value if not ch.isascii())
+            return f"must be ASCII: {_char_words(other)} is not ASCII; it must be {what}"
+        if value != value.lower() and re.fullmatch(regex, value.lower()):
+            return f'must be lowercase: write "{value.lower()}"'
+        return f"must be {what}"
+
+    return check
+
+
 def pattern(regex: str, what: str, *, optional: bool = False) -> Check:
     """Compiled on first use: the answers model is imported on the way to the first frame."""
 
@@ -241,9 +264,12 @@ def image_ref(value: object) -> str | None:
 
 
 def path(value: object) -> str | None:
-    """A local file path: printable, no newline, no shell metacharacters."""
+    """A local file path: printable, no newline, no shell metacharacters, and not starting with
+    "-" (it is shown in commands to copy, such as ssh-copy-id's, where it would read as an option)."""
     if not isinstance(value, str) or not value:
         return "is required"
+    if value.startswith("-"):
+        return f'must not start with "-" (it would be read as an option): write "./{shown.value(value, 60)}" for a file of that name here'
     for ch in value:
         if not ch.isprintable() or ch in "\"'`$;|&<>\\":
             return f"contains {_char_words(ch)}, which is not allowed in a path here"

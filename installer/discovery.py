@@ -10,7 +10,6 @@ import base64
 import configparser
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -213,11 +212,6 @@ def run_answers(run: PreviousRun) -> Answers | None:
         return load_answers(run.answers_path)
     except AnswersError:
         return None
-
-
-def env_is_set(name: str) -> bool:
-    """Whether an environment variable (a secret's source) is set and not empty."""
-    return bool(os.environ.get(name))
 
 
 def discover(home: Path | None = None, state_dir: Path | None = None, oci_config: str = "~/.oci/config") -> Found:

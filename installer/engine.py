@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from installer.answers import Answers
+from installer.answers import Answers, in_words
 from installer.interaction import Decision, Headless, Interaction, SkippableWait
 from installer.events import (
     Listener,
@@ -85,6 +85,10 @@ class Session:
     remote: Remote | None = None
     federation: dict[str, Any] | None = None
     shown_once: list[tuple[str, str]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    """The checks stages made besides the federation test (name, ok, detail, fix), for the report."""
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """(what, URL) the person should open once the run is done."""
     outputs: dict[type, Any] = field(default_factory=dict)
     """What stages gave (by type), for the stages after them."""
     resources: dict[type, Any] = field(default_factory=dict)
@@ -142,7 +146,7 @@ class StageContext:
     # --- telling the user -------------------------------------------------------------
     def log(self, line: str, kind: str = "log") -> None:
         """One log line per line of `line`, every secret masked (also one the line breaks in two)."""
-        text = line if type(line) is str else str(line)
+        text = in_words(line if type(line) is str else str(line))
         parts = text.splitlines()
         if len(parts) != 1:  # a secret holding a line break, or broken at one
             parts = self.session.secrets.redact(text).splitlines() if parts else [""]
@@ -159,6 +163,11 @@ class StageContext:
     def progress(self, text: str, fraction: float | None = None) -> None:
         self.session.emit(StageProgress(self.stage.name, escape(self.session.secrets.redact(text), keep="\t"), fraction))
 
+    def found(self, text: str) -> None:
+        """Log what was found on the host or in the cloud. A dry run looks at nothing: what it
+        "finds" is made up to show the plan, and the line says it was assumed."""
+        self.log(f"assumed (dry run): {text}" if self.dry_run else text)
+
     def cloud_call(self, description: str) -> None:
         """Log a cloud API call (the dry-run plan lists these in order)."""
         self.log(description, "cloud")
@@ -171,6 +180,25 @@ class StageContext:
         """A secret the user must see once (a generated password): shown at the end, never logged."""
         self.secret(value)
         self.session.shown_once.append((label, value))
+
+    def report_check(self, name: str, ok: bool, detail: str, fix: str | None = None, *, warning: bool = False) -> None:
+        """A check's result for the report's "checks" (secrets masked, escaped: details may hold
+        what the network sent). A stage whose check fails also raises, so the run exits 1. A
+        warning is a check that passed with something to look at ("warning": true, and the fix)."""
+        def said(text: str) -> str:
+            return escape(self.session.secrets.redact(text), keep="\t")
+
+        self.session.checks[:] = [c for c in self.session.checks if c["name"] != name]
+        check = {"name": name, "ok": ok, "detail": said(detail), "fix": said(fix) if fix else None}
+        if warning and ok:
+            check["warning"] = True
+        self.session.checks.append(check)
+
+    def link(self, label: str, url: str) -> None:
+        """Something to open once the run is done (the web client's address): shown at the end and
+        in the report."""
+        if (label, url) not in self.session.links:
+            self.session.links.append((label, url))
 
     # --- state ------------------------------------------------------------------------
     def remember(self, key: str, value: Any) -> None:
@@ -219,9 +247,10 @@ class StageContext:
         """Whether someone is there to answer `confirm` (not in a headless run)."""
         return self.session.interaction.asks
 
-    async def confirm(self, question: str) -> bool | None:
-        """Yes or no from the person running this; None when nobody can answer (headless)."""
-        return await self.session.interaction.confirm(self.session.secrets.redact(question))
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
+        """Yes or no from the person running this (`yes` and `no`: the answers' words); None when
+        nobody can answer (headless)."""
+        return await self.session.interaction.confirm(self.session.secrets.redact(question), yes=yes, no=no)
 
     async def consents(self, choice: str, question: str, *, setting: str, otherwise: str) -> bool:
         """Whether to go ahead, by an answer "yes" | "no" | "ask" (`setting` names it): "ask" asks
@@ -329,8 +358,8 @@ class Engine:
                     outcome = Status.PLANNED
                 self._finish(stage, outcome, time.monotonic() - started)
                 return
-            except StageError as exc:
-                error, hint = str(exc), exc.hint
+            except StageError as exc:  # keys its message mentions, as the answers file writes them
+                error, hint = in_words(str(exc)), in_words(exc.hint) if exc.hint else None
             except RemoteCommandError as exc:
                 error = str(exc)
             except ConnectionLost as exc:
@@ -411,6 +440,8 @@ class Engine:
             federation=self.session.federation,
             shown_once=list(self.session.shown_once),
             interrupted=interrupted,
+            checks=list(self.session.checks),
+            links=list(self.session.links),
         )
         self.session.emit(RunFinished(result))
         if interrupted:

@@ -25,8 +25,8 @@ class Interaction(Protocol):
         """What to do about a failed stage."""
         ...
 
-    async def confirm(self, question: str) -> bool | None:
-        """Yes or no; None when there is nobody to ask."""
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
+        """Yes or no (worded `yes` and `no`); None when there is nobody to ask."""
         ...
 
     def offer_skip(self, stage: str, what: str) -> asyncio.Event | None:
@@ -47,7 +47,7 @@ class Headless:
     async def decide(self, stage: Stage, error: str, hint: str | None) -> Decision:
         return "fail"
 
-    async def confirm(self, question: str) -> bool | None:
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
         return None
 
     def offer_skip(self, stage: str, what: str) -> asyncio.Event | None:

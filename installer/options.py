@@ -23,6 +23,10 @@ class RunOptions:
     peer: str | None = None
     """The server the outbound federation check makes ours reach (--peer; the command line's
     default is matrix.org). None: no outbound check (a run made in code; `--peer none` too)."""
+    snapshot: str | None = None
+    """--restore --snapshot ID: the snapshot to restore (default: the latest)."""
+    replace: bool = False
+    """--restore --replace: a deployment already on the host may be replaced (it is moved aside)."""
 
     @property
     def state_root(self) -> Path:

@@ -7,11 +7,55 @@ Stages never build an SSH connection themselves; they call `ctx.run`, `ctx.probe
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
 LogFn = Callable[[str, str], None]
 """(line, kind): kind is "out", "err", "command" or "file"."""
+
+
+_SHELL_SYNTAX = frozenset(";&|<>()$`*?[~#\n")
+"""Characters that mean something to the shell outside quotes: operators, redirects, expansions."""
+
+
+def needs_shell(command: str) -> bool:
+    """Whether a command line relies on the shell beyond splitting it into words (&&, |, >, $(...),
+    globs): outside quotes, as the shell reads it."""
+    quote, escaped = "", False
+    for ch in command:
+        if escaped:
+            escaped = False
+        elif quote == "'":
+            quote = "" if ch == "'" else quote
+        elif ch == "\\":
+            escaped = True
+        elif quote == '"':
+            if ch in "$`":
+                return True
+            quote = "" if ch == '"' else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in _SHELL_SYNTAX:
+            return True
+    return False
+
+
+def shown_command(command: str, *, sudo: bool) -> str:
+    """A command line as it really runs. Every command runs in `sh -c` (installer.ssh); with sudo,
+    one that relies on the shell is shown as `sudo sh -c '...'`: `sudo a && b` would read as if b
+    ran without sudo."""
+    if not sudo:
+        return command
+    return f"sudo sh -c {shlex.quote(command)}" if needs_shell(command) else f"sudo {command}"
+
+
+def read_command(path: str, *, sudo: bool) -> str:
+    """What reading a file on the host amounts to, as a command a person could type."""
+    return shown_command(f"cat -- {shlex.quote(path)}", sudo=sudo)
+
+
+STDIN_NOTE = "  # input on stdin, not shown"
 
 
 @dataclass(frozen=True)
@@ -73,7 +117,8 @@ class Remote(Protocol):
 
 
 class RecordingRemote:
-    """The dry-run back-end: logs every command and file, and pretends nothing exists yet."""
+    """The dry-run back-end: logs every command and file, and pretends nothing exists yet (each
+    check and read says it assumed so)."""
 
     def __init__(self, host: str = "HOST") -> None:
         self.host = host
@@ -81,22 +126,22 @@ class RecordingRemote:
 
     async def run(self, command: str, *, log: LogFn, sudo: bool = False, check: bool = True, timeout: float = 900,
                   input: str | None = None, quiet: bool = False, dry_output: str = "") -> CommandResult:
-        shown = f"sudo {command}" if sudo else command
+        shown = shown_command(command, sudo=sudo)
         self.commands.append(shown)
-        log(f"$ {shown}" + (" <<< (stdin)" if input else ""), "command")
+        log(f"$ {shown}" + (STDIN_NOTE if input else ""), "command")
         return CommandResult(0, dry_output, "")
 
     async def probe(self, command: str, *, log: LogFn, sudo: bool = False) -> bool:
-        shown = f"sudo {command}" if sudo else command
+        shown = shown_command(command, sudo=sudo)
         self.commands.append(shown)
-        log(f"? {shown}", "command")
+        log(f"? {shown}  # a dry run assumes not", "command")
         return False
 
     async def read_file(self, path: str, *, log: LogFn | None = None, sudo: bool = True) -> bytes | None:
-        shown = f"sudo read {path}" if sudo else f"read {path}"
+        shown = read_command(path, sudo=sudo)
         self.commands.append(shown)
         if log is not None:
-            log(f"? {shown}", "command")
+            log(f"? {shown}  # a dry run assumes no such file yet", "command")
         return None
 
     async def put_file(self, path: str, data: bytes, *, log: LogFn, mode: int = 0o644, owner: str = "root:root",

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from installer import shown
-from installer.answers import Answers, AnswersError, load_answers
+from installer.answers import Answers, AnswersError, in_words, load_answers
 from installer.cli import UsageError, print_problems
 from installer.exit_codes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from installer.engine import Engine, Interrupted, Session, Stage
@@ -71,7 +71,7 @@ def run_headless(args: argparse.Namespace, options: RunOptions) -> int:
     if options.dry_run:
         print("Dry run: nothing will be contacted or changed. The plan, in order:\n")
     for warning in warnings + session.deployment.warnings():
-        print(f"warning: {shown.line(warning)}")
+        print(f"warning: {shown.line(in_words(warning))}")
     for notice in session.state.notices:
         print(f"note: {shown.line(notice)}")
     code, result = run_plan(plan_for(options.mode, answers, session.state.facts), session, reporter)

@@ -41,6 +41,9 @@ class Key:
     """Whether the key matters for these answers: the forms hide it and Review leaves it out when not."""
     guide: str = ""
     """The form's help when it says more than the answers file's comment (`help`) can."""
+    option_guides: tuple[tuple[str, str], ...] = ()
+    """(value, words): the form's help for the choice made, when each choice needs its own (the
+    help for a server of your own says nothing of Oracle Cloud)."""
     placeholder: str = ""
     checkbox: str = ""
     """The words beside a true/false key's checkbox."""
@@ -56,6 +59,13 @@ class Key:
         if mode not in self.modes:
             return False
         return self.applies is None or self.applies(answers)
+
+
+def mention(path: str, value: object = None) -> str:
+    """A key (and a value of it) named in a message, worded by whoever shows the message: the
+    answers file's `ssh.host` and `provider = "existing"` headless, the form's "Server address" and
+    "A server I already have" in the guided setup (installer.answers.in_words)."""
+    return "{{" + path + ("" if value is None else "=" + (str(value).lower() if isinstance(value, bool) else str(value))) + "}}"
 
 
 def key(default: Any, label: str, help: str, *, step: str, check: checks.Check | None = None,

@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncssh
 
 from installer.engine import ConnectionLost, StageError
-from installer.remote import CommandResult, LogFn, RemoteCommandError
+from installer.remote import STDIN_NOTE, CommandResult, LogFn, RemoteCommandError, read_command, shown_command
 from installer.shown import error_words
 
 MAX_CHANNELS = 8
@@ -76,6 +76,39 @@ def parse_host_key(text: str) -> asyncssh.SSHKey:
     except (asyncssh.KeyImportError, ValueError) as exc:
         raise StageError(f"the host key {text[:40]!r}... cannot be read: {exc}",
                          'give it as "ssh-ed25519 AAAA...", as in /etc/ssh/ssh_host_ed25519_key.pub') from None
+
+
+@dataclass(frozen=True)
+class KeyToAuthorize:
+    """A key pair the server does not accept yet, and where it is to log in: what the user does
+    about it is said the same way when the key is made and whenever the server refuses it."""
+
+    public_path: Path
+    public_line: str
+    """The public key as authorized_keys holds it ("ssh-ed25519 AAAA... matrix-installer")."""
+    user: str
+    host: str
+    port: int
+
+    @property
+    def copy_id(self) -> str:
+        port = f" -p {self.port}" if self.port != 22 else ""
+        return f"ssh-copy-id -i {shlex.quote(str(self.public_path))}{port} {self.user}@{self.host}"
+
+    def lines(self) -> list[str]:
+        """The instruction, a step per line, each command whole (to copy)."""
+        return [
+            f"The server does not accept this key yet: add {self.public_path} to it, then continue.",
+            "  From this machine, while the server still takes your password:",
+            f"    {self.copy_id}",
+            f"  Or on the server itself (its console), as {self.user}, add this line to ~/.ssh/authorized_keys:",
+            f"    {self.public_line}",
+        ]
+
+    def hint(self, then: str) -> str:
+        """The same on one line (a stage's hint)."""
+        return (f"add the key to the server: {self.copy_id} (while it still takes your password), or add this line to "
+                f"~{self.user}/.ssh/authorized_keys on the server: {self.public_line}; then {then}")
 
 
 def key_text(key: asyncssh.SSHKey) -> str:
@@ -174,6 +207,11 @@ class SshRemote:
                                  "give ssh.private_key a key without a passphrase (or a new path: one is created)") from None
         return self._client_key
 
+    def key_to_authorize(self, client_key: asyncssh.SSHKey) -> KeyToAuthorize:
+        t = self.target
+        line = client_key.export_public_key("openssh").decode().strip()
+        return KeyToAuthorize(t.key_path.with_name(t.key_path.name + ".pub"), line, t.user, t.host, t.port)
+
     @property
     def server_key(self) -> asyncssh.SSHKey | None:
         """The host key the server presented on the current connection (one of the trusted ones)."""
@@ -208,7 +246,7 @@ class SshRemote:
         except asyncssh.PermissionDenied:
             raise StageError(
                 f"{t.address} refused the key {t.key_path}",
-                f"add {t.key_path}.pub to ~{t.user}/.ssh/authorized_keys on the host, or check ssh.user",
+                f"{self.key_to_authorize(client_key).hint('rerun')} (or check ssh.user)",
             ) from None
         self._conn = conn
         self.connections += 1
@@ -343,9 +381,9 @@ class SshRemote:
 
     async def run(self, command: str, *, log: LogFn, sudo: bool = False, check: bool = True, timeout: float = 900,
                   input: str | None = None, quiet: bool = False, dry_output: str = "") -> CommandResult:
-        shown = f"sudo {command}" if sudo else command
+        shown = shown_command(command, sudo=sudo)
         if not quiet:
-            log(f"$ {shown}" + (" <<< (stdin)" if input else ""), "command")
+            log(f"$ {shown}" + (STDIN_NOTE if input else ""), "command")
         return await self._run(command, shown if not quiet else "(a command kept out of the log)", log=log, sudo=sudo,
                                check=check, timeout=timeout, stdin=input.encode() if input is not None else None)
 
@@ -366,7 +404,7 @@ class SshRemote:
         return result
 
     async def probe(self, command: str, *, log: LogFn, sudo: bool = False) -> bool:
-        shown = f"sudo {command}" if sudo else command
+        shown = shown_command(command, sudo=sudo)
         log(f"? {shown}", "debug")
         result = await self._run(command, shown, log=log, sudo=sudo, check=False, timeout=120, stdin=None,
                                  out_kind="debug", err_kind="debug")
@@ -374,7 +412,7 @@ class SshRemote:
 
     async def read_file(self, path: str, *, log: LogFn | None = None, sudo: bool = True) -> bytes | None:
         if log is not None:
-            log(f"read {path}", "command")
+            log(f"$ {read_command(path, sudo=sudo)}", "command")
         line = self._wrap(f"{_READ_FILE}", sudo=sudo, timeout=120) + f" sh {shlex.quote(path)}"
         status, out, err, tail = await self.execute(line, stdin=None, timeout=120, on_line=None)
         if status == ABSENT_STATUS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,12 +30,6 @@ if TYPE_CHECKING:
 PlanFn = Callable[[str, "Answers", "dict[str, Any]"], Sequence["Stage"]]
 
 
-def _env_is_set(name: str) -> bool:
-    from installer.discovery import env_is_set
-
-    return env_is_set(name)
-
-
 def check_provider(answers: Answers, options: RunOptions) -> list[str]:
     """What the provider needs of this machine (imported late: only the Keys and Review steps ask)."""
     from installer.readiness import provider_problems
@@ -59,7 +54,7 @@ class InstallerApp(App[int]):
         plan: PlanFn | None = None,
         clock: Callable[[], float] = time.monotonic,
         home: Path | None = None,
-        env: Callable[[str], bool] | None = None,
+        env: Callable[[str], str | None] | None = None,
         default_answers_path: Path | None = None,
         provider_check: Callable[[Answers, RunOptions], list[str]] = check_provider,
     ) -> None:
@@ -70,7 +65,8 @@ class InstallerApp(App[int]):
         self.plan = plan
         self.clock = clock
         self.home = home
-        self.env_is_set = env or _env_is_set
+        self.env = env or os.environ.get
+        """An environment variable's value by name (the admin password's source; tests give their own)."""
         self.provider_check = provider_check
         self.default_answers_path = default_answers_path or Path.cwd() / "matrix-answers.toml"
         self.answers_path: Path | None = None
@@ -79,6 +75,9 @@ class InstallerApp(App[int]):
         self.report_path: Path | None = None
         self.state_folder: Path | None = None
         self.running = False
+
+    def env_is_set(self, name: str) -> bool:
+        return bool(self.env(name))
 
     @property
     def answers(self) -> Answers:
@@ -263,25 +262,32 @@ class InstallerApp(App[int]):
         self.request_quit()
 
     # --- the unexpected ---------------------------------------------------------------
+    def keep_crash_details(self, error: BaseException | None) -> tuple[str, Path | None]:
+        """What went wrong in words for the screen (no class names: they mean nothing to a user), and
+        the masked traceback kept in a private crash file for a bug report (None if it cannot be written)."""
+        import traceback
+
+        from installer.files import write_private
+        from installer.shown import error_words
+
+        details = "".join(traceback.format_exception(error)) if error else "unknown error"
+        summary = error_words(error) if error else "unknown error"
+        if self.session is not None:
+            details, summary = self.session.secrets.redact(details), self.session.secrets.redact(summary)
+        crash: Path | None = self.options.state_root / f"crash-{int(time.time())}.log"
+        try:
+            write_private(crash, details.encode())
+        except OSError:
+            crash = None
+        return summary, crash
+
     def _fatal_error(self) -> None:
         """An exception escaped a screen's handler. Textual would print a traceback with local
         variables (secrets among them, possibly) when the app closes; instead, a short message
         and the masked details in a private crash file. (This overrides Textual's own hook on
         purpose; Textual is pinned exactly.)"""
-        import traceback
-
-        from installer.files import write_private
-
         error = self._exception
-        details = "".join(traceback.format_exception(error)) if error else "unknown error"
-        summary = f"{type(error).__name__}: {error}" if error else "unknown error"
-        if self.session is not None:
-            details, summary = self.session.secrets.redact(details), self.session.secrets.redact(summary)
-        crash = self.options.state_root / f"crash-{int(time.time())}.log"
-        try:
-            write_private(crash, details.encode())
-        except OSError:
-            crash = None
+        summary, crash = self.keep_crash_details(error)
         where = f"Details (masked): {crash}\n" if crash else ""
         self._exit_renderables.append(
             f"matrix-installer stopped on an unexpected error: {summary}\n{where}"

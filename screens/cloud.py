@@ -23,7 +23,9 @@ class CloudScreen(FormScreen):
         if path == "cloud.provider" and self.installer.options.mode == "upgrade":
             spec = self._spec(path)
             return {"options": [(value, f"{words.split(':')[0]}: {UPGRADE_CHOICE}" if value == "oci" else words)
-                                for value, words in spec.declared.options]}
+                                for value, words in spec.declared.options],
+                    "option_guides": [("oci", "its address and host key come from the state of the run that made it"),
+                                      ("existing", "give its address and pin its host key below")]}
         if path == "cloud.oci_profile":
             profiles = self.installer.found.oci_profiles if self.installer.found else ()
             names = ", ".join(p.name for p in profiles) or "none"

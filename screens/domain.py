@@ -11,15 +11,17 @@ from textual.markup import escape
 from textual.widgets import Input, Static
 
 from installer.answers import Answers
+from installer.checks import is_ip_address
 from installer.components.dns import well_known_server
 from installer.deployment import Deployment
 from screens.form import FormScreen
 from screens.widgets import FormField
 
 
-def preview_lines(answers: Answers, host_ip: str) -> list[str]:
+def preview_lines(answers: Answers, host_ip: str, *, resolved_from: str = "") -> list[str]:
     """What the user will see on the internet: the .well-known document and the DNS records, as
-    the DNS stage and the Caddyfile will make them."""
+    the DNS stage and the Caddyfile will make them. `host_ip` may be words for an address not
+    known yet; `resolved_from`: the server's name, whose address may be IPv4 or IPv6 (A or AAAA)."""
     d = answers.domain
     answers = answers.replace("domain", server_name=d.server_name or "example.org", matrix_host=d.matrix_host or "matrix.example.org")
     server, host, port = escape(answers.domain.server_name), escape(answers.domain.matrix_host), answers.federation_port
@@ -35,18 +37,9 @@ def preview_lines(answers: Answers, host_ip: str) -> list[str]:
     else:
         lines += ["[b]No delegation[/]", f"  other servers connect to {host}:{port}"]
     lines.append("[b]DNS records[/]")
-    lines += [f"  {escape(r.name)}.  {r.rtype}  {escape(r.value)}" for r in records if r.rtype in ("A", "AAAA")]
+    lines += [f"  {escape(r.name)}.  {'A or AAAA' if resolved_from else r.rtype}  {escape(r.value)}"
+              for r in records if r.rtype in ("A", "AAAA")]
     return lines
-
-
-def _is_ip(text: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
 
 
 class DomainScreen(FormScreen):
@@ -54,6 +47,9 @@ class DomainScreen(FormScreen):
 
     STEP = "Domain"
     HEADING = "Which names will your server use?"
+
+    def heading(self) -> str:
+        return "Which names does your server use?" if self.installer.options.mode == "upgrade" else self.HEADING
 
     def compose_aside(self) -> ComposeResult:
         with VerticalScroll(id="aside", can_focus=False) as aside:
@@ -65,8 +61,11 @@ class DomainScreen(FormScreen):
     def on_mount(self) -> None:
         # Back on this step: a Matrix host that is still the offered one keeps following.
         server = self.query_one("#field-domain-server_name", FormField).value
-        if server and self.query_one("#field-domain-matrix_host", FormField).value == f"matrix.{server.lower()}":
+        host = self.query_one("#field-domain-matrix_host", FormField)
+        if server and host.value == f"matrix.{server.lower()}":
             self._suggested = f"matrix.{server.lower()}"
+            with host.control.prevent(Input.Changed):
+                host.set_text(self._suggested)  # still the program's: typing there replaces it
 
     @on(FormField.Changed, "#field-domain-server_name")
     def _suggest_host(self, event: FormField.Changed) -> None:
@@ -87,8 +86,11 @@ class DomainScreen(FormScreen):
         self.query_one("#field-domain-server_name", FormField).set_help(f"user IDs will be @alice:{server}; it can never change later")
         host = answers.domain.matrix_host or "matrix.example.org"
         self.query_one("#field-domain-matrix_host", FormField).set_help(f"where clients and servers connect: https://{host}")
+        name = ""
         if answers.cloud.provider == "existing" and answers.ssh.host:
-            ip = answers.ssh.host if _is_ip(answers.ssh.host) else f"(the address of {answers.ssh.host})"
+            ip = answers.ssh.host
+            if not is_ip_address(ip):
+                name, ip = ip, f"(the address {ip} resolves to)"
         else:
             ip = "(the VM's public IP)"
-        self.query_one("#preview", Static).update("\n".join(preview_lines(answers, ip)))
+        self.query_one("#preview", Static).update("\n".join(preview_lines(answers, ip, resolved_from=name)))

@@ -61,17 +61,29 @@ class DoneScreen(StepScreen):
 
     def _login(self) -> str:
         d, r = self.answers.domain, self.answers.registration
+        how = "sign in with any Matrix client (Element: app.element.io) using the homeserver URL above."
+        if self.result.dry_run:
+            then = f"After a real run, {how}"
+        elif self._failed_stages():  # the server, the admin or the proxy may not be there: no promise of a login
+            then = "[$text-warning]Not ready to sign in:[/] the stages below did not finish. Once a rerun finishes them, " + how
+        else:
+            then = how[:1].upper() + how[1:]
         return "\n".join([
             f"Homeserver URL   [b]https://{escape(d.matrix_host)}[/]",
             f"Admin user       [b]@{escape(r.admin_user)}:{escape(d.server_name)}[/]",
-            "Sign in with any Matrix client (Element: app.element.io) using the homeserver URL above.",
+            # What the run says to open (the web client it installed), drawn as it comes.
+            *(f"{escape(label):<17}[b]{escape(url)}[/]" for label, url in self.result.links),
+            then,
         ])
+
+    def _failed_stages(self) -> list:
+        return [s for s in self.result.stages if s.status is Status.FAILED or (s.status is Status.SKIPPED and s.error)]
 
     def _secrets(self) -> str:
         return "\n".join(f"{escape(label)}: [b]{escape(value)}[/]" for label, value in self.result.shown_once or [])
 
     def _failures(self) -> str:
-        failed = [s for s in self.result.stages if s.status is Status.FAILED or (s.status is Status.SKIPPED and s.error)]
+        failed = self._failed_stages()
         if not failed:
             return ""
         lines = ["[b $text-error]Stages that did not finish[/]"]

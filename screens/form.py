@@ -110,7 +110,7 @@ class FormScreen(StepScreen):
         """Show problems involving several keys on the fields here; return them."""
         fields = {f.path: f for f in self.shown_fields()}
         found: dict[str, str] = {}
-        for path, message in cross_problems(answers):
+        for path, message in [*cross_problems(answers), *self.step_problems(answers)]:
             if path in fields and path not in found:
                 found[path] = message
         shown = []
@@ -122,6 +122,12 @@ class FormScreen(StepScreen):
             if problem:
                 shown.append(problem)
         return shown
+
+    def step_problems(self, answers: Answers) -> list[tuple[str, str]]:
+        """(path, message) for what this step finds wrong beyond the answers file's own checks
+        (an admin password in the environment that the server would refuse): shown on the field,
+        and Next refuses, as for any other problem."""
+        return []
 
     def update_visibility(self) -> None:
         """Show only the fields that apply to the answers as they stand (their declarations say

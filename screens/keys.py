@@ -10,6 +10,7 @@ from textual.markup import escape
 from textual.widgets import Select, Static
 
 from installer import discovery
+from installer.answers import Answers, in_words
 from screens.form import FormScreen
 from screens.widgets import FormField
 
@@ -56,24 +57,44 @@ class KeysScreen(FormScreen):
     def update_aside(self) -> None:
         answers = self.draft()
         key_path = discovery.expand(answers.ssh.private_key, self.installer.home)
-        found = self.installer.found
-        known = {k.private_path: k for k in found.ssh_keys} if found else {}
-        pair = known.get(key_path) or discovery.key_pair(key_path)
+        pair = self.key_pair(answers)
         if pair is not None:
             status = f"[$text-success]✓[/] {escape(pair.key_type)} {escape(pair.fingerprint)}"
+        elif self.step_problems(answers):
+            status = ""  # the field itself says it (set on mount, and as the path changes)
         elif key_path.exists():
             status = f"[$text-warning]![/] {escape(str(key_path))} exists but its .pub is missing or unreadable"
         elif answers.cloud.provider == "existing":
             target = f"{answers.ssh.user}@{answers.ssh.host or 'your-server'}"
-            status = ("[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600); your server must "
-                      f"then accept it: ssh-copy-id -i {escape(discovery.home_relative(key_path, self.installer.home))}.pub {escape(target)}")
+            status = ("[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600); the run then "
+                      "waits while you add it to your server: "
+                      f"ssh-copy-id -i {escape(discovery.home_relative(key_path, self.installer.home))}.pub {escape(target)}")
         else:
             status = "[$text-primary]+[/] not found: a new ed25519 pair will be created here (mode 0600)"
         self.query_one("#key-status", Static).update(status)
 
+    def step_problems(self, answers: Answers) -> list[tuple[str, str]]:
+        """An upgrade makes no key pair: the server accepts only the one that installed it."""
+        from installer.readiness import NO_KEY_TO_UPGRADE_WITH
+
+        key_path = discovery.expand(answers.ssh.private_key, self.installer.home)
+        missing = self.key_pair(answers) is None and not key_path.exists()
+        if self.installer.options.mode == "upgrade" and answers.ssh.private_key and missing:
+            return [("ssh.private_key", NO_KEY_TO_UPGRADE_WITH)]
+        return []
+
+    def key_pair(self, answers: Answers) -> discovery.SshKey | None:
+        """The key pair at ssh.private_key: one found on this machine, or read now."""
+        key_path = discovery.expand(answers.ssh.private_key, self.installer.home)
+        found = self.installer.found
+        known = {k.private_path: k for k in found.ssh_keys} if found else {}
+        return known.get(key_path) or discovery.key_pair(key_path)
+
     def on_mount(self) -> None:
         super().on_mount()
         self.show_oci_status()
+        for path, problem in self.step_problems(self.draft()):  # said at once, as the key status would be
+            self.query_one(f"#field-{path.replace('.', '-')}", FormField).set_cross_problem(problem)
 
     def show_oci_status(self) -> None:
         """The OCI profile's state, checked once (the Cloud step, not this one, names the profile)."""
@@ -82,7 +103,7 @@ class KeysScreen(FormScreen):
             return
         problems = self.installer.provider_check(self.installer.answers, self.installer.options)
         if problems:
-            text = "\n".join(f"[$text-error]✗[/] {escape(p)}" for p in problems)
+            text = "\n".join(f"[$text-error]✗[/] {escape(in_words(p, form=True))}" for p in problems)
         else:
             text = f"[$text-success]✓[/] profile {escape(cloud.oci_profile)} in {escape(cloud.oci_config)}: user, tenancy, region and API key check out"
         self.query_one("#oci-key-status", Static).update(text)

@@ -31,7 +31,8 @@ HISTORY = 5000
 FLUSH_SECONDS = 0.1
 TAIL_LINES = 12
 MARKS_TEXT = {Status.DONE: "✓", Status.UNCHANGED: "=", Status.PLANNED: "✓", Status.SKIPPED: "»", Status.FAILED: "✗"}
-PREFIX = {"command": "$ ", "cloud": "☁ ", "file": "✎ ", "out": "  ", "err": "! "}
+PREFIX = {"cloud": "☁ ", "file": "✎ ", "out": "  ", "err": "! "}
+"""Marks for kinds of line; a command line carries its own ("$ " run, "? " checked), as the headless log shows it."""
 
 
 def format_line(event: StageLog) -> str | None:
@@ -169,13 +170,13 @@ class ProvisionScreen(StepScreen):
         self.query_one("#nav-status", Static).update(f"{'Retrying' if choice == 'retry' else 'Continuing after'} {stage.name}…")
         return choice  # type: ignore[return-value]
 
-    async def confirm(self, question: str) -> bool | None:
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
         """A yes/no question from a stage, answered in a dialog (the engine waits meanwhile)."""
         from screens.dialogs import ConfirmDialog
 
         self.flush()
         answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.app.push_screen(ConfirmDialog("A question from the installer", question, "Yes", "No"),
+        self.app.push_screen(ConfirmDialog("A question from the installer", question, yes, no),
                              lambda choice: answer.done() or answer.set_result(bool(choice)))
         return await answer
 
@@ -339,10 +340,11 @@ class ProvisionScreen(StepScreen):
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         worker = event.worker
         if worker.name == "engine" and worker.state is WorkerState.ERROR:
-            error = worker.error
+            summary, crash = self.installer.keep_crash_details(worker.error)
+            report = f"report it with {crash} (masked)" if crash else "report it with the log"
             self.app.push_screen(
-                ErrorDialog("The run stopped unexpectedly", f"{type(error).__name__}: {error}",
-                            "the state of finished stages is saved: rerun matrix-installer to resume; if it happens again, report it with the log"),
+                ErrorDialog("The run stopped unexpectedly", summary,
+                            f"the state of finished stages is saved: rerun matrix-installer to resume; if it happens again, {report}"),
                 lambda _: self.installer.finish(1),
             )
 

@@ -33,7 +33,9 @@ class WelcomeScreen(StepScreen):
     STEP = "Welcome"
     HORIZONTAL_BREAKPOINTS = []  # one layout at every width: no restyle before the first frame
     BINDINGS = [
-        Binding("ctrl+n", "start", "Start"),
+        # One key, worded as the button of the mode (check_action shows the one that applies).
+        Binding("ctrl+n", "start('install')", "Start"),
+        Binding("ctrl+n", "start('upgrade')", "Upgrade"),
         Binding("r", "resume", "Resume run", show=False),
         Binding("u", "upgrade", "Upgrade run", show=False),
     ]
@@ -77,6 +79,8 @@ class WelcomeScreen(StepScreen):
                 lines.append(f"[$text-success]✓[/] SSH key {escape(k.private_path.name)}  {escape(k.fingerprint)}")
             if len(found.ssh_keys) > 3:
                 lines.append(f"  and {len(found.ssh_keys) - 3} more")
+        elif self.installer.options.mode == "upgrade":
+            lines.append("[$text-warning]![/] no SSH key pair in ~/.ssh: an upgrade needs the one that installed the server")
         else:
             lines.append("[$text-muted]·[/] no SSH key pair in ~/.ssh: an ed25519 pair will be created")
         if not found.previous_runs:
@@ -101,7 +105,12 @@ class WelcomeScreen(StepScreen):
             return None
         return runs.first(OptionList).highlighted
 
-    def action_start(self) -> None:
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "start" and parameters:
+            return parameters[0] == self.installer.options.mode
+        return True
+
+    def action_start(self, mode: str = "") -> None:
         self.installer.go_next(self)
 
     def action_resume(self) -> None:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from installer.cloud.config import config_value, endpoint_override
 from installer.cloud.timing import Timing
+from installer.shown import error_words
 
 if TYPE_CHECKING:
     from installer.components.base import Port
@@ -59,7 +60,9 @@ class CloudError(Exception):
         self.message = message or ""
         self.operation = operation
         self.request_id = request_id
-        super().__init__(f"{operation}: {status} {code}: {message}" if operation else f"{status} {code}: {message}")
+        # Status 0 never reached the service: there is no HTTP status or code to show, only what happened.
+        said = message if status == 0 else f"{status} {code}: {message}"
+        super().__init__(f"{operation}: {said}" if operation else said)
 
     @property
     def out_of_capacity(self) -> bool:
@@ -163,7 +166,8 @@ class OciCloud:
         try:
             return await asyncio.to_thread(cls, oci, path, profile, log_call, timing)
         except oci.exceptions.ClientError as exc:
-            raise CloudError(0, type(exc).__name__, str(exc), "config") from None
+            # The SDK's class names (ProfileNotFound, InvalidConfig) are no words for a user: its message is.
+            raise CloudError(0, "", _config_problem(exc), "config") from None
 
     @property
     def tenancy(self) -> str:
@@ -197,7 +201,7 @@ class OciCloud:
                 network = (OSError, self._oci.exceptions.RequestException, self._oci.exceptions.ConnectTimeout)
                 if not isinstance(exc, network) and not type(exc).__module__.startswith(("requests", "urllib3", "oci._vendor")):
                     raise
-                error = CloudError(0, "ConnectionError", _connection_problem(exc), operation)
+                error = CloudError(0, "", _connection_problem(exc), operation)
             delay = self._retry_delay(error, attempt) if retry else None
             if delay is None:
                 raise error
@@ -462,6 +466,16 @@ def _seconds(value: float) -> str:
     return f"{value:.0f} s" if value >= 1 else f"{value:.2f} s"
 
 
+def _config_problem(exc: Exception) -> str:
+    """What the SDK found wrong with a config, in words: its InvalidConfig carries a dict of keys
+    and their states ({'region': 'missing'}), its other errors a message."""
+    detail = exc.args[0] if exc.args else None
+    if isinstance(detail, dict):
+        return "the profile has " + ", ".join(f"{error_words(Exception(key))} {error_words(Exception(state))}"
+                                              for key, state in detail.items())
+    return error_words(exc)
+
+
 def _connection_problem(exc: Exception) -> str:
     """The gist of a connection failure (the SDK's own text runs to several hundred characters)."""
     text = str(exc)
@@ -470,7 +484,7 @@ def _connection_problem(exc: Exception) -> str:
                          ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"), ("Connection reset", "connection reset")):
         if needle in text:
             return gist
-    return text[:200]
+    return error_words(exc)  # shortened and escaped; words even when the exception has no message
 
 
 def describe_launch(shape: str, ocpus: int | None, memory_gb: int | None, ad: str, image_id: str, subnet_id: str) -> str:

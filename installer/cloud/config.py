@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from installer.sections import mention
+
 ENDPOINT_ENV = "MATRIX_INSTALLER_OCI_ENDPOINT"
 REQUIRED = ("user", "fingerprint", "key_file", "tenancy", "region")
 
@@ -105,14 +107,14 @@ def check_oci_config(config_path: str, profile: str) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return [f"{path}: not found: create it with `oci setup config` (or the console's API key page), or set cloud.oci_config"]
+        return [f"{path}: not found: create it with `oci setup config` (or the console's API key page), or set {mention('cloud.oci_config')}"]
     except (OSError, UnicodeDecodeError) as exc:
         return [f"{path}: cannot be read ({exc}): fix its permissions (chmod 600)"]
 
     profiles = parse_config(text)
     if profile not in profiles:
         known = ", ".join(p for p in profiles) or "none"
-        return [f"{path}:1: [{profile}]: profile not found (profiles here: {known}): add a [{profile}] section or set cloud.oci_profile"]
+        return [f"{path}:1: [{profile}]: profile not found (profiles here: {known}): add a [{profile}] section or set {mention('cloud.oci_profile')}"]
     section = profiles[profile]
     problems: list[str] = []
 

@@ -5,8 +5,8 @@ subclasses Homeserver; registration, upgrade and the checks only use what is her
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from installer.components.base import Component
@@ -54,6 +54,24 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class TurnSettings:
+    """A homeserver setting: the TURN server it hands clients for calls (the TURN REST API: the
+    homeserver makes short-lived credentials from a secret it shares with the TURN server).
+
+    The secret is not part of the deployment: it lives on the host in `secret_file` (root-only),
+    and the homeserver's config stage reads it into `shared_secret` (registered as a secret)
+    just before it edits its config. Left empty, the homeserver keeps the secret it has."""
+
+    uris: tuple[str, ...]
+    """turn: and turns: URIs, as clients use them."""
+    secret_file: str
+    """Absolute path on the host of the root-only file holding the shared secret."""
+    user_lifetime: str = "1h"
+    allow_guests: bool = False
+    shared_secret: str = field(default="", repr=False, compare=False)
+
+
+@dataclass(frozen=True)
 class Response:
     """An HTTP answer from the homeserver, asked on the host's loopback."""
 
@@ -66,6 +84,18 @@ class Response:
         except ValueError:
             return {}
         return value if isinstance(value, dict) else {}
+
+
+MIN_ADMIN_PASSWORD = 8
+"""Characters an admin password needs (Synapse's register_new_matrix_user asks no less)."""
+
+
+def short_password_problem(variable: str, password: str | None) -> str | None:
+    """What is wrong with an admin password taken from `variable`: too short (None when unset: one is generated)."""
+    if password and len(password) < MIN_ADMIN_PASSWORD:
+        return (f"the admin password in ${variable} is shorter than {MIN_ADMIN_PASSWORD} characters: choose a longer "
+                f"one, or unset {variable} to have one generated and shown once")
+    return None
 
 
 def admin_password_from_env(ctx: StageContext) -> str | None:

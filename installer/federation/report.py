@@ -21,7 +21,6 @@ CHECK_ORDER = (
     "registration",
     "admin-login",
     "outbound",
-    "server-health",
 )
 """The report's order: discovery as the spec (and the public tester's Report()) goes, .well-known
 then DNS then each address; "@" stands for the per-address checks (`tls@ADDR`, ...), which keep

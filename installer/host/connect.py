@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import shlex
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +19,11 @@ from installer.engine import StageContext, StageError
 from installer.events import Status
 
 if TYPE_CHECKING:
+    from installer.answers import Answers
     from installer.ssh import SshTarget
 
 q = shlex.quote
 
-DRY_OS_RELEASE = 'ID=ubuntu\nID_LIKE=debian\nVERSION_ID="24.04"\nVERSION_CODENAME=noble\nPRETTY_NAME="Ubuntu 24.04 LTS"\nARCH=arm64\n'
 CLOUD_INIT_TIMEOUT = 1200.0
 
 
@@ -53,27 +54,32 @@ def parse_os_release(text: str) -> HostOS:
     )
 
 
-def ssh_target(ctx: StageContext):
+def ssh_target(ctx: StageContext) -> SshTarget:
     """Where to connect and which host key to accept; refuses to trust a key it cannot vouch for."""
+    return target_for(ctx.answers, ctx.facts, ctx.log)
+
+
+def target_for(answers: Answers, facts: Mapping[str, Any], log: Callable[[str], Any]) -> SshTarget:
+    """ssh_target for given answers and state facts (a run's own, or a deployment's saved ones)."""
     from pathlib import Path
 
     from installer.ssh import SshTarget
 
-    a = ctx.answers.ssh
-    host = a.host or ctx.facts.get("host.address")
+    a = answers.ssh
+    host = a.host or facts.get("host.address")
     if not host:
         raise StageError("the host's address is not known", 'set ssh.host in the answers (provider "existing"), '
                          "or let the cloud stages finish")
-    pinned, given = a.host_key.strip(), ctx.facts.get("host.host_key")
+    pinned, given = a.host_key.strip(), facts.get("host.host_key")
     if pinned:
         expected, source = pinned, "the pinned key (ssh.host_key in the answers)"
         if given and given.split()[:2] != pinned.split()[:2]:
-            ctx.log("the host key in the state differs from ssh.host_key in the answers: the answers' pin is used")
+            log("the host key in the state differs from ssh.host_key in the answers: the answers' pin is used")
     elif given:
         source = {"cloud-init": "the key this installer gave the VM through cloud-init",
-                  "host": "the key the installer made on the host"}.get(ctx.facts.get(HOST_KEY_FROM), "the key saved in the run state")
+                  "host": "the key the installer made on the host"}.get(facts.get(HOST_KEY_FROM), "the key saved in the run state")
         return SshTarget(host, a.port, a.user, Path(a.private_key).expanduser(), given, source,
-                         next_host_key=ctx.facts.get(NEXT_HOST_KEY) or "")
+                         next_host_key=facts.get(NEXT_HOST_KEY) or "")
     else:
         raise StageError(
             f"the SSH host key of {host} is not known, and the installer does not trust a key on first sight",
@@ -118,13 +124,14 @@ async def connect(ctx: StageContext) -> Status:
         raise StageError(f"`sudo -n true` failed on the host (status {sudo.exit_status}): {sudo.stderr.strip()[-200:]}",
                          "the SSH user needs sudo without a password (Oracle's images set this up for ubuntu)")
     await wait_for_cloud_init(ctx)
-    info = await ctx.run("cat /etc/os-release; echo ARCH=$(dpkg --print-architecture)", dry_output=DRY_OS_RELEASE)
+    info = await ctx.run("cat /etc/os-release; echo ARCH=$(dpkg --print-architecture)",
+                         dry_output=ctx.deployment.provider.assumed_os_release(ctx.answers))
     found = parse_os_release(info.stdout)
     if found.id not in ("ubuntu", "debian") and "debian" not in found.id_like.split():
         raise StageError(f"the host runs {found.pretty or found.id or 'an unknown OS'}; the installer needs Ubuntu or Debian",
                          "use an Ubuntu 22.04/24.04 or Debian 12/13 server")
     ctx.give(found)
-    ctx.log(("a dry run assumes the host OS: " if ctx.dry_run else "host OS: ") + f"{found.pretty} ({found.arch})")
+    ctx.found(f"host OS: {found.pretty} ({found.arch})")
 
     if ctx.facts.get(HOST_KEY_FROM) == "cloud-init" and target is not None and not ctx.answers.ssh.host_key.strip():
         await replace_cloud_init_host_key(ctx, target)
@@ -202,10 +209,11 @@ async def _connect_after_reload(remote: Any, seconds: float = 20.0) -> None:
 
 async def wait_for_cloud_init(ctx: StageContext) -> None:
     """Let cloud-init finish first (it may still be installing packages or writing users)."""
-    if not await ctx.probe("command -v cloud-init >/dev/null"):
-        if not ctx.dry_run:
-            ctx.log("no cloud-init on this host: nothing to wait for")
-            return
+    if ctx.dry_run:  # shown as the condition it is, not as a check whose answer is then ignored
+        ctx.log("where cloud-init is installed (command -v cloud-init), wait for it to finish:")
+    elif not await ctx.probe("command -v cloud-init >/dev/null"):
+        ctx.log("no cloud-init on this host: nothing to wait for")
+        return
     started = time.monotonic()
 
     async def countdown() -> None:

@@ -40,6 +40,8 @@ class Choice:
         step="Cloud", choices=tuple(value for value, _ in _choices()), options=_choices(),
         guide="Oracle Cloud: the installer makes the VM, its network and both firewalls. Your own server: Ubuntu "
               "or Debian, reachable over SSH, with sudo that needs no password",
+        option_guides=(("oci", "the installer makes the VM, its network and both firewalls, in your Oracle Cloud account"),
+                       ("existing", "Ubuntu or Debian, reachable over SSH, with sudo that needs no password")),
     )
 
 

@@ -19,6 +19,13 @@ if TYPE_CHECKING:
     from installer.options import RunOptions
 
 
+def os_release(version: str, arch: str) -> str:
+    """/etc/os-release of an Ubuntu release, with the architecture line connect.py asks for."""
+    codename = {"22.04": "jammy", "24.04": "noble"}.get(version, "")
+    return (f'ID=ubuntu\nID_LIKE=debian\nVERSION_ID="{version}"\nVERSION_CODENAME={codename}\n'
+            f'PRETTY_NAME="Ubuntu {version} LTS"\nARCH={arch}\n')
+
+
 class Provider:
     name: ClassVar[str]
     choice: ClassVar[str]
@@ -48,9 +55,23 @@ class Provider:
     def stages(self, d: Deployment, mode: Mode) -> list[Stage]:
         return []
 
+    def assumed_os_release(self, answers: Answers) -> str:
+        """What a dry run takes /etc/os-release (and the architecture) to say: it reads nothing.
+        A server of the user's own: the commonest, Ubuntu LTS on amd64."""
+        return os_release("24.04", "amd64")
+
+    def assumed_input_rules(self, tool: str) -> str:
+        """What a dry run takes `iptables -S INPUT` (or ip6tables) to list: a host with no firewall rules."""
+        return "-P INPUT ACCEPT\n"
+
     async def host_address(self, ctx: StageContext) -> str:
         """The host's public address, for its DNS records."""
         raise NotImplementedError
+
+    async def private_networks(self, ctx: StageContext) -> list[str]:
+        """The address ranges (CIDR) of the network the host sits in, besides the private ranges
+        every host denies anyway: a TURN relay must never reach them (Oracle: the VCN's)."""
+        return []
 
     async def check_notes(self, server_name: str, options: RunOptions) -> list[tuple[str, str]]:
         """For `--check`: (kind, line) notes on a deployment of this provider's that the state knows

@@ -7,10 +7,14 @@ import ipaddress
 from typing import TYPE_CHECKING
 
 from installer.providers.base import Provider
+from installer.sections import mention
 
 if TYPE_CHECKING:
     from installer.answers import Answers
     from installer.engine import StageContext
+
+
+EXISTING = mention("cloud.provider", "existing")
 
 
 class Existing(Provider):
@@ -22,9 +26,9 @@ class Existing(Provider):
             return []
         found = []
         if not answers.ssh.host:
-            found.append(("ssh.host", 'is required with provider = "existing": the address of your server'))
+            found.append(("ssh.host", f"is required for {EXISTING}: the address of your server"))
         if not answers.ssh.host_key:
-            found.append(("ssh.host_key", 'is required with provider = "existing": a host key is never trusted blindly; '
+            found.append(("ssh.host_key", f"is required for {EXISTING}: a host key is never trusted blindly; "
                           "paste the line from /etc/ssh/ssh_host_ed25519_key.pub, read on the server's console"))
         return found
 

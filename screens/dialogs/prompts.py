@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from textual import on
@@ -19,11 +20,14 @@ class PathDialog(Dialog[Path | None]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, title: str, default: Path, note: str = "") -> None:
+    def __init__(self, title: str, default: Path, note: str = "",
+                 check: Callable[[Path], str | None] | None = None) -> None:
+        """`check`: what stops writing at a path (a folder there, say), said here so another can be typed."""
         super().__init__()
         self.title_text = title
         self.default = default
         self.note = note
+        self.check = check
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog") as box:
@@ -43,7 +47,10 @@ class PathDialog(Dialog[Path | None]):
     @on(Button.Pressed, "#save")
     def _save(self) -> None:
         text = self.query_one("#path", Input).value.strip()
-        if problem := check_path(text):
+        problem = check_path(text)
+        if problem is None and self.check is not None:
+            problem = self.check(Path(text).expanduser())
+        if problem:
             self.query_one("#path-problem", Static).update(f"✗ The path {problem}")
             return
         self.dismiss(Path(text).expanduser())

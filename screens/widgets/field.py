@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, RadioButton, RadioSet, Select, Static
 
-from installer.answers import FIELDS_BY_PATH, check_field, parse_field_text
+from installer.answers import FIELDS_BY_PATH, check_field, in_words, parse_field_text
 
 _PREDICATES = ("is ", "must ", "contains ", "has ", "looks ", "points ", "only ")
 
@@ -20,6 +20,22 @@ def label_for(path: str) -> str:
     """The words a person sees for an answers key (its declaration's label)."""
     spec = FIELDS_BY_PATH.get(path)
     return spec.label if spec else path
+
+
+class MarkedCheckbox(Checkbox):
+    """A checkbox whose mark shows its state by shape (✓ or empty), not by colour alone."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]
+        return "✓" if self.value else " "
+
+
+class MarkedRadioButton(RadioButton):
+    """A radio button whose mark shows its state by shape (● or empty), not by colour alone."""
+
+    @property
+    def BUTTON_INNER(self) -> str:  # type: ignore[override]
+        return "●" if self.value else " "
 
 
 class FormField(Vertical):
@@ -43,6 +59,7 @@ class FormField(Vertical):
         *,
         options: list[tuple[str, str]] | None = None,
         help: str | None = None,
+        option_guides: list[tuple[str, str]] | None = None,
         placeholder: str | None = None,
         id: str | None = None,
     ) -> None:
@@ -52,10 +69,15 @@ class FormField(Vertical):
         declared = self.spec.declared
         self._initial = value
         self._options = options if options is not None else list(declared.options) or None
-        self._help = declared.form_help if help is None else help
+        self._option_guides = dict(option_guides if option_guides is not None else declared.option_guides)
+        self._help = self._help_of(value) if help is None else help
+        self._help_given = help is not None
+        """Help worded by the step itself: it stays as the step words it."""
         self._placeholder = declared.placeholder if placeholder is None else placeholder
         self._cross_problem: str | None = None
         self._own_problem: str | None = None
+        self._filled_in = False
+        """The program wrote the value (set_text), and the user has not typed in it since."""
         self.touched = False
 
     # --- composition ------------------------------------------------------------------
@@ -74,11 +96,11 @@ class FormField(Vertical):
             yield Label(label_for(self.path), classes="field-label")
             control_id = "control"
             if self.kind == "bool":
-                yield Checkbox(self.spec.declared.checkbox or "yes", bool(self._initial), id=control_id, compact=True)
+                yield MarkedCheckbox(self.spec.declared.checkbox or "yes", bool(self._initial), id=control_id, compact=True)
             elif self.kind == "radio":
                 with RadioSet(id=control_id, compact=True):
                     for value, text in self._options or []:
-                        yield RadioButton(text, value == self._initial, name=value)
+                        yield MarkedRadioButton(text, value == self._initial, name=value)
             elif self.kind == "select":
                 yield Select([(c, c) for c in self.spec.choices], value=self._initial, allow_blank=False, id=control_id, compact=True)
             else:
@@ -86,6 +108,10 @@ class FormField(Vertical):
         if self._help:
             yield Static(self._help, classes="field-help", markup=False)
         yield Static("", classes="field-problem", markup=False)
+
+    def _help_of(self, value: object) -> str:
+        """The help with `value` chosen: its own words when the choice has them."""
+        return self._option_guides.get(str(value), self.spec.declared.form_help)
 
     def set_help(self, text: str) -> None:
         """Word the help for what has been typed (user IDs with the server name, say)."""
@@ -120,9 +146,13 @@ class FormField(Vertical):
         return self.raw()[1] is None
 
     def set_text(self, text: str) -> None:
+        """Fill the field in for the user (a suggestion): the cursor goes to its end, and entering
+        the field selects it all, so what the user types replaces it rather than landing inside it."""
         control = self.control
         if isinstance(control, Input):
             control.value = text
+            control.cursor_position = len(text)
+            self._filled_in = True
 
     # --- problems ---------------------------------------------------------------------
     def check(self) -> str | None:
@@ -133,8 +163,8 @@ class FormField(Vertical):
         return self._own_problem
 
     def set_cross_problem(self, problem: str | None) -> None:
-        """A problem involving other keys too (from installer.answers.cross_problems)."""
-        self._cross_problem = problem
+        """A problem involving other keys too (from installer.answers.cross_problems), in the form's words."""
+        self._cross_problem = in_words(problem, form=True) if problem else None
         self._show()
 
     @property
@@ -161,8 +191,18 @@ class FormField(Vertical):
     @on(Input.Changed)
     def _input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        # The Input says its first value changed too, as it mounts: that is not the user's doing.
+        if event.value == str(self._initial) and not self.touched:
+            return
         self.touched = True
+        self._filled_in = False
         self._changed(final=False)
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        control = self.control
+        if self._filled_in and isinstance(control, Input) and control.value:
+            # After the Input's own focus handling, which would otherwise keep the old cursor.
+            self.call_after_refresh(control.select_all)
 
     @on(Input.Blurred)
     def _input_left(self, event: Input.Blurred) -> None:
@@ -175,4 +215,6 @@ class FormField(Vertical):
     def _choice_changed(self, event: Message) -> None:
         event.stop()
         self.touched = True
+        if self._option_guides and not self._help_given:
+            self.set_help(self._help_of(self.value))  # the help of the choice made
         self._changed(final=True)

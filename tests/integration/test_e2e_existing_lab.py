@@ -28,7 +28,7 @@ def test_no_delegation_federates_on_8448_and_the_generated_password_is_shown_onc
     answers = tmp_path / "answers.toml"
     answers.write_text(existing_server_answers(
         host, server_name=SERVER_NAME, matrix_host=SERVER_NAME, domain='delegation = "none"',
-        registration='policy = "open-until-admin"\nadmin_user = "boss"\nadmin_password_env = "MI_E2E_UNSET_PASSWORD"',
+        registration='policy = "open-until-admin"\nadmin_user = "boss"\nadmin_password_env = "MI_E2E_UNSET_ADMIN_PASSWORD"',
     ))
     state_dir = tmp_path / "state"
     command = Command(answers, state_dir, lab_dns, (f"{SERVER_NAME}:443:127.0.0.1:{host.https_port}",

@@ -19,6 +19,7 @@ import pytest
 from installer.answers import parse_answers
 from installer.engine import Engine, RunOptions, Session
 from installer.events import RunResult, StageFinished, StageLog, Status
+from installer.interaction import Headless
 from installer.plan import install_plan
 from installer.report import RunLog, write_report
 from installer.state import RunState
@@ -31,6 +32,8 @@ pytestmark = pytest.mark.lab
 HOST_STAGES = ("local.ssh_key", "host.ssh", "host.firewall", "host.caddy", "host.docker", "postgres.config",
                "synapse.config", "services.start", "caddy.config", "synapse.admin", "registration.policy", "postgres.check")
 SERVER_NAME = "example.test"
+UPLOAD_LIMIT = "2M"
+"""Small, so that uploads just over and far over it take no time (the default is 50M)."""
 MATRIX_HOST = "matrix.example.test"
 CHECKSUMS = (
     "find /opt/matrix/synapse /etc/caddy /etc/iptables /etc/apt/sources.list.d -type f "
@@ -55,10 +58,12 @@ class Run:
         return {s.name: s.error for s in self.result.stages if s.error}
 
 
-def run_install(answers_toml: str, state_dir: Path, *, on_finished=None, stages=HOST_STAGES) -> Run:
+def run_install(answers_toml: str, state_dir: Path, *, on_finished=None, stages=HOST_STAGES, interaction=None) -> Run:
     answers = parse_answers(answers_toml, "lab.toml")
     state = RunState.load(state_dir, answers.domain.server_name)
     session = Session(answers=answers, state=state, options=RunOptions(state_dir=state_dir))
+    if interaction is not None:
+        session.interaction = interaction
     lines: list[str] = []
 
     def listen(event) -> None:
@@ -98,19 +103,30 @@ def install(lab_host_image, lab_session_key, synapse_image, postgres_image, tmp_
         work = tmp_path_factory.mktemp("host-lab")
         key = work / "ssh" / "id_ed25519"  # missing: local.ssh_key creates it
         toml = existing_server_answers(host, key=key, registration='policy = "token"\ntokens = 2\n'
-                                                                     'admin_password_env = "MI_LAB_TEST_UNSET_PASSWORD"')
+                                                                     'admin_password_env = "MI_LAB_TEST_UNSET_ADMIN_PASSWORD"',
+                                       extra=f'[synapse]\nmax_upload_size = "{UPLOAD_LIMIT}"')
         state_dir = work / "state"
 
-        def after(event: StageFinished) -> None:
-            # What cloud-init does on a new VM: authorize the key the installer made. And the lab
-            # has no registry: the stand-in images go into the host's Docker by hand.
-            if event.stage == "local.ssh_key" and event.status is Status.DONE:
+        class AddsTheKey(Headless):
+            """The person at the guided setup: told how, adds the new key to the server, then goes on."""
+
+            asks = True
+            told = ""
+
+            async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
+                self.told = question
                 host.authorize_key(Path(str(key) + ".pub").read_text())
+                return True
+
+        def after(event: StageFinished) -> None:
+            # The lab has no registry: the stand-in images go into the host's Docker by hand.
             if event.stage == "host.docker" and event.status in (Status.DONE, Status.UNCHANGED):
                 host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
                 host.load_image(postgres_image, as_tag=_lab.POSTGRES_IMAGE)
 
-        first = run_install(toml, state_dir, on_finished=after)
+        person = AddsTheKey()
+        first = run_install(toml, state_dir, on_finished=after, interaction=person)
+        assert f"ssh-copy-id -i {key}.pub -p {host.ssh_port} ubuntu@127.0.0.1" in person.told
         yield host, toml, state_dir, first
     finally:
         host.stop()
@@ -209,6 +225,46 @@ def test_secrets_appear_in_no_log_report_or_state_file(install):
             assert secret not in text, f"a secret leaked into {name}"
     # The token file is root's alone.
     assert host.exec("stat -c '%U %a' /opt/matrix/synapse/.admin-access-token").stdout.split() == ["root", "600"]
+
+
+def test_a_client_uploading_over_the_limit_gets_413_m_too_large(install, tmp_path):
+    """What a real client (matrix-nio) sees through Debian's Caddy 2.6.2: one upload just over the
+    limit, answered by Synapse; one far over it, answered by Caddy before the body is read; both
+    413 M_TOO_LARGE (not a 502 with no Matrix error, as when Caddy cut the body). One under it is stored."""
+    import nio
+
+    from installer.components.synapse import upload_bytes
+    from installer.render import TOO_LARGE
+    from tests.lab.matrix_client import client, login
+
+    host, _, _, first = install
+    assert "2.6.2" in host.exec("caddy version", check=True).stdout
+    password = dict(first.result.shown_once)[f"Admin password for @admin:{SERVER_NAME}"]
+    ca = tmp_path / "caddy-root.crt"
+    ca.write_bytes(host.caddy_root_ca())
+    limit = upload_bytes(UPLOAD_LIMIT)
+
+    async def upload(made: nio.AsyncClient, size: int):
+        answer, _ = await made.upload(lambda *_: b"x" * size, content_type="application/octet-stream",
+                                      filename=f"{size}.bin", filesize=size)
+        return answer
+
+    async def go():
+        made = client(MATRIX_HOST, host.https_port, ca, f"@admin:{SERVER_NAME}")
+        try:
+            await login(made, password)
+            return [await upload(made, size) for size in (limit // 2, limit + 1, limit + 4 * 1024 * 1024)]
+        finally:
+            await made.close()
+
+    under, just_over, far_over = asyncio.run(go())
+    assert isinstance(under, nio.UploadResponse) and under.content_uri.startswith("mxc://"), under
+    for answer in (just_over, far_over):
+        assert isinstance(answer, nio.UploadError), answer
+        assert answer.transport_response.status == 413 and answer.status_code == "M_TOO_LARGE", answer
+    # Synapse's own words for the one just over; Caddy's for the one far over.
+    assert TOO_LARGE not in just_over.message and just_over.message
+    assert f'"error": "{far_over.message}"' in TOO_LARGE, far_over.message
 
 
 def test_wrong_pinned_host_key_stops_before_any_command(install, tmp_path):

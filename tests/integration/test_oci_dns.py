@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -171,6 +172,8 @@ async def test_private_address_skips_public_records(oci_emulator: EmulatorHandle
 async def test_existing_host_by_ip_with_a_lab_resolver(tmp_path: Path, stage_runner: Runner, dns_server: DnsServer) -> None:
     existing = make_answers(str(tmp_path / "no-oci-config"), tmp_path / "ssh" / "id_ed25519")
     existing = existing.replace("cloud", provider="existing").replace("ssh", host="127.0.0.1", private_key=str(tmp_path / "k"))
+    # A key the server already accepts (a new one would stop the run until the server is told of it).
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True)
     dns_server.set("matrix.example.org", "A", "127.0.0.1")
     dns_server.set("example.org", "A", "127.0.0.1")
     run = await stage_runner(existing, names=("dns.records",), dns_server=dns_server.address)

@@ -30,6 +30,9 @@ async def test_dry_run_lists_the_cloud_calls_in_order(tmp_path: Path, monkeypatc
     assert "shape=VM.Standard.A1.Flex, ocpus=2, memory_gb=12" in launch
     assert "matrix.example.org. 300 IN A 203.0.113.10" in "\n".join(run.logs("dns.records"))
     assert "PRIVATE KEY" not in run.all_text()
+    # Left out, and said so: the cloud-init user data holds the VM's host private key.
+    assert any(line.startswith("cloud-init user data:") and "not shown: it holds the host's private key" in line
+               for line in run.logs("cloud.instance", kind="file"))
     assert not (tmp_path / "state").exists()
 
 

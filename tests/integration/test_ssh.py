@@ -118,6 +118,11 @@ async def test_refused_client_key_is_reported(sshd_server, tmp_path):
     with pytest.raises(StageError) as caught:
         await SshRemote(t).connect_once()
     assert "refused the key" in str(caught.value)
+    # What to do, said exactly as when the key was made: the command, and the line for authorized_keys.
+    public = (tmp_path / "stranger.pub").read_text().strip()
+    hint = caught.value.hint or ""
+    assert f"ssh-copy-id -i {tmp_path / 'stranger.pub'} -p {sshd_server.port} {sshd_server.user}@{sshd_server.host}" in hint
+    assert f"~{sshd_server.user}/.ssh/authorized_keys on the server: {public}" in hint
 
 
 async def test_wait_for_ssh_counts_down_then_gives_up(sshd_server):

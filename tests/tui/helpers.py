@@ -54,7 +54,7 @@ class Plan:
         async def run(ctx: StageContext) -> Status:
             self.attempts[name] = self.attempts.get(name, 0) + 1
             ctx.log(f"checking {name}")
-            ctx.log(f"sudo systemctl status {name}", "command")
+            ctx.log(f"$ sudo systemctl status {name}", "command")  # as a remote logs a command
             for i in range(self.lines):
                 ctx.log(f"{name}: output line {i}", "out")
             if name in self.fail_once and self.attempts[name] == 1:
@@ -97,8 +97,10 @@ FEDERATION = {
 
 def make_app(answers: Answers | None = VALID, *, plan: Plan | None = None, dry_run: bool = True, mode: str = "install",
              found: discovery.Found = FOUND, state_dir: Path | None = None, answers_path: Path | None = None,
-             env_set: bool = False, provider_check=None) -> InstallerApp:
-    """An app with fixed discovery, a fixed clock and a synthetic plan: deterministic on screen."""
+             env_set: bool = False, env: dict[str, str] | None = None, provider_check=None) -> InstallerApp:
+    """An app with fixed discovery, a fixed clock and a synthetic plan: deterministic on screen
+    (`env_set`: the admin password's variable holds a good password; `env`: these variables instead)."""
+    environ = env if env is not None else {"MATRIX_ADMIN_PASSWORD": "correct-horse-battery"} if env_set else {}
     options = RunOptions(mode=mode, dry_run=dry_run, state_dir=state_dir or Path("/state"))
     return InstallerApp(
         answers,
@@ -107,7 +109,7 @@ def make_app(answers: Answers | None = VALID, *, plan: Plan | None = None, dry_r
         plan=plan or Plan(),
         clock=lambda: 0.0,
         home=HOME,
-        env=lambda name: env_set,
+        env=environ.get,
         default_answers_path=answers_path or Path("/work/answers/matrix-answers.toml"),
         provider_check=provider_check or (lambda answers, options: []),
     )

@@ -193,7 +193,7 @@ async def test_invalid_values_are_flagged_as_typed_and_block_next() -> None:
         assert field(app, "domain.delegation").value == "none"
         await pilot.press("ctrl+n")
         assert screen_name(app) == "DomainScreen"
-        assert '"none" needs matrix_host equal to server_name' in problem_text(app, "domain.delegation")
+        assert 'With no delegation ("none: server name = Matrix host"), Matrix host must be Server name' in problem_text(app, "domain.delegation")
         radio.focus()
         await pilot.press("up", "up", "enter", "ctrl+n")
         await pilot.pause()
@@ -216,7 +216,7 @@ async def test_back_keeps_what_was_typed_and_choices_show_their_fields() -> None
         assert not field(app, "ssh.host").has_class("-na") and not field(app, "ssh.port").has_class("-na")
         await pilot.press("ctrl+n")  # no host yet
         assert screen_name(app) == "CloudScreen"
-        assert 'is required with provider = "existing"' in problem_text(app, "ssh.host")
+        assert 'Server address is required for "A server I already have"' in problem_text(app, "ssh.host")
         await type_into(pilot, "ssh.port", "70000")
         assert "from 1 to 65535" in problem_text(app, "ssh.port")
         await type_into(pilot, "ssh.port", "2222")
@@ -249,12 +249,70 @@ async def test_registration_tokens_only_with_the_token_policy() -> None:
         await pilot.press("down", "enter")
         await pilot.pause()
         assert not field(app, "registration.tokens").has_class("-na")
+        # No error at once for a field nobody touched: one token is offered instead of the default 0.
+        assert problem_text(app, "registration.tokens") == ""
+        assert field(app, "registration.tokens").value == 1
+        await type_into(pilot, "registration.tokens", "0")
         await pilot.press("ctrl+n")
         assert 'needs at least one token' in problem_text(app, "registration.tokens")
         await type_into(pilot, "registration.tokens", "3")
         await pilot.press("ctrl+n", "ctrl+n")
         assert screen_name(app) == "ReviewScreen"
         assert app.answers.registration.policy == "token" and app.answers.registration.tokens == 3
+
+
+async def test_the_run_log_shows_a_command_as_the_headless_log_does() -> None:
+    """One mark per command line ("$ sudo true", never "$ $ sudo true"); a shell line under sudo
+    as what really runs."""
+    from installer.engine import Stage
+
+    async def commands(ctx) -> Status:
+        await ctx.run("true", sudo=True)
+        await ctx.run("systemctl enable caddy && systemctl restart caddy", sudo=True)
+        await ctx.read_file("/etc/caddy/Caddyfile")
+        return Status.DONE
+
+    app = make_app(plan=lambda mode, answers, facts=None: [Stage("host.caddy", "Caddy", commands)])
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ProvisionScreen) and app.screen.result is not None)
+        lines = list(app.screen.buffers["host.caddy"])
+        assert "$ sudo true" in lines
+        assert "$ sudo sh -c 'systemctl enable caddy && systemctl restart caddy'" in lines
+        assert "? sudo cat -- /etc/caddy/Caddyfile  # a dry run assumes no such file yet" in lines
+        assert not [line for line in lines if line.startswith(("$ $", "$ ?"))], lines
+
+
+async def test_a_short_admin_password_is_found_on_the_accounts_step() -> None:
+    """As the headless run finds it before anything runs: the status line says so, Next refuses."""
+    app = make_app(env={"MATRIX_ADMIN_PASSWORD": "short"})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n", "ctrl+n", "ctrl+n")
+        assert screen_name(app) == "RegistrationScreen"
+        status = str(app.screen.query_one("#password-status", Static).render())
+        assert "✗" in status and "$MATRIX_ADMIN_PASSWORD is shorter than 8 characters" in status
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "RegistrationScreen"
+        assert "shorter than 8 characters" in problem_text(app, "registration.admin_password_env")
+        assert "short" not in status.replace("shorter", "")  # the password itself is never shown
+        # Another variable, with a password long enough: on to the next step.
+        app.env = {"MATRIX_ADMIN_PASSWORD": "short", "MY_ADMIN_PW": "long-enough-pw"}.get
+        await type_into(pilot, "registration.admin_password_env", "MY_ADMIN_PW")
+        assert "MY_ADMIN_PW is set" in str(app.screen.query_one("#password-status", Static).render())
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "ServerScreen"
+
+
+async def test_a_password_variable_kept_for_something_else_is_refused_on_the_accounts_step() -> None:
+    app = make_app(env={"PATH": "/usr/bin:/bin"})
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n", "ctrl+n", "ctrl+n")
+        await type_into(pilot, "registration.admin_password_env", "PATH")
+        assert "MATRIX or ADMIN" in problem_text(app, "registration.admin_password_env")
+        assert str(app.screen.query_one("#password-status", Static).render()) == ""  # "PATH is set" would mislead
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "RegistrationScreen"
 
 
 async def test_review_lists_problems_and_refuses_to_install() -> None:
@@ -265,8 +323,16 @@ async def test_review_lists_problems_and_refuses_to_install() -> None:
         await pilot.pause()
         assert "at least 1 GB per OCPU" in str(app.screen.query_one("#problems", Static).render())
         assert app.screen.query_one("#install", Button).disabled
+        # The footer does not offer what the dimmed button refuses; Ctrl+N says why rather than nothing.
+        assert "Install" not in [str(k.description) for k in app.screen.query("FooterKey")]
         await pilot.press("ctrl+n")
         assert screen_name(app) == "ReviewScreen"
+        assert "Not ready" in str(app.screen.query_one("#nav-status", Static).render())
+        # The box stays in sight however far the answers are scrolled.
+        box = app.screen.query_one("#problems-box")
+        app.screen.query_one("#form").scroll_end(animate=False)
+        await pilot.pause()
+        assert box.display and box.region.height > 0 and box.region.y < app.screen.query_one("#form").region.y
 
 
 async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: Path) -> None:
@@ -282,8 +348,14 @@ async def test_save_answers_writes_0600_and_replays_to_the_same_plan(tmp_path: P
         path_input.value = str(target)
         await pilot.press("enter")
         await pilot.pause()
+        # Its folder is not there yet: made only when the user says so.
+        assert screen_name(app) == "ConfirmDialog" and f"{target.parent} does not exist" in app.screen.question
+        await pilot.click("#yes")
+        await pilot.pause()
         assert screen_name(app) == "ReviewScreen"
-        assert f"✓ saved {target}" in str(app.screen.query_one("#nav-status", Static).render())
+        status = str(app.screen.query_one("#nav-status", Static).render())
+        assert status == f"✓ saved {target.name} (0600) in {target.parent}, new folder {target.parent}"
+        assert not app._notifications  # no toast over the status line
         saved_answers = app.answers
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     text = target.read_text()
@@ -325,8 +397,8 @@ async def test_save_answers_to_an_unwritable_place_shows_what_to_do(tmp_path: Pa
     async with app.run_test(size=SIZE) as pilot:
         await run_to_review(pilot)
         await save_through_the_dialog(pilot, blocker / "answers.toml")
-        assert screen_name(app) == "ErrorDialog"
-        assert "pick another folder" in str(app.screen.query_one(".dialog-hint", Static).render())
+        assert screen_name(app) == "PathDialog"  # said where the path is typed, to type another
+        assert f"cannot be made: {blocker} is a file, not a folder" in str(app.screen.query_one("#path-problem", Static).render())
         await pilot.press("escape")
         assert screen_name(app) == "ReviewScreen"
 
@@ -624,7 +696,7 @@ async def test_welcome_appears_first_then_shows_what_it_found_on_this_machine(tm
     (tmp_path / ".ssh").mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "me@here", "-f", str(tmp_path / ".ssh" / "id_ed25519")], check=True)
     app = InstallerApp(None, Options(dry_run=True, state_dir=tmp_path / "state"), home=tmp_path,
-                       provider_check=lambda answers, options: [], env=lambda name: False)
+                       provider_check=lambda answers, options: [], env=lambda name: None)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.found is not None)
         await pilot.pause()
@@ -650,11 +722,41 @@ async def test_an_error_in_a_screen_shows_no_traceback_and_keeps_details_private
             await pilot.press("enter")
             await pilot.pause()
     shown = " ".join(capsys.readouterr().err.split())  # what the terminal got as the app closed
-    assert "stopped on an unexpected error: RuntimeError: the screen's handler broke" in shown
-    assert "Traceback" not in shown and "locals" not in shown
+    assert "stopped on an unexpected error: the screen's handler broke" in shown
+    assert "Traceback" not in shown and "locals" not in shown and "RuntimeError" not in shown
     (crash,) = tmp_path.glob("crash-*.log")
     assert stat.S_IMODE(crash.stat().st_mode) == 0o600
-    assert "Traceback" in crash.read_text()
+    assert "Traceback" in crash.read_text() and "RuntimeError" in crash.read_text()  # for a bug report
+
+
+async def test_an_engine_that_stops_unexpectedly_is_said_in_words(tmp_path: Path, monkeypatch) -> None:
+    """The run's worker error dialog names no internal class (LifetimeTimeout means nothing to a
+    user); the class and traceback go to the private crash file."""
+    from screens import provision
+    from screens.dialogs import ErrorDialog
+
+    class LifetimeTimeout(Exception):
+        pass
+
+    class Broken:
+        def __init__(self, *args) -> None:
+            pass
+
+        async def run(self):
+            raise LifetimeTimeout("The DNS operation timed out after 5.2 seconds")
+
+    monkeypatch.setattr(provision, "Engine", Broken)
+    app = make_app(state_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, ErrorDialog))
+        dialog = app.screen
+        shown = f"{dialog.message} {dialog.what_to_do}"
+        assert dialog.message == "no answer in time"
+        assert "LifetimeTimeout" not in shown and "crash-" in shown
+    (crash,) = tmp_path.glob("crash-*.log")
+    assert "LifetimeTimeout" in crash.read_text()
 
 
 def test_the_domain_preview_says_what_the_stages_will_make() -> None:
@@ -665,7 +767,8 @@ def test_the_domain_preview_says_what_the_stages_will_make() -> None:
     srv = "\n".join(preview_lines(base.replace("domain", delegation="srv"), "203.0.113.7"))
     assert "_matrix-fed._tcp.example.org.  SRV  0 10 8448 matrix.example.org." in srv
     none = "\n".join(preview_lines(base.replace("domain", delegation="none", matrix_host="example.org"), "203.0.113.7"))
-    assert "other servers connect to example.org:8448" in none and none.count("  A  ") == 1
+    assert "other servers connect to example.org:8448" in none and none.count("  A  ") == 2
+    assert "  element.example.org.  A  203.0.113.7" in none  # Element Web's own name needs its record too
     elsewhere = "\n".join(preview_lines(base.replace("domain", serve_server_name=False), "203.0.113.7"))
     assert "publish it on the site that serves example.org" in elsewhere and "  example.org.  A" not in elsewhere
 
@@ -796,3 +899,107 @@ async def test_review_and_done_say_oracle_stops_idle_free_instances_and_only_on_
         for text in (review, done):
             assert ("Oracle stops idle Always Free instances" in text) is shown
             assert ("under 20% for 7 days" in text and "Pay As You Go" in text and "not deleted" in text) is shown
+
+
+async def test_upgrade_mode_offers_no_new_key_pair(tmp_path: Path) -> None:
+    """An upgrade logs in with the key that installed the server: a path with no key is a problem
+    on the Keys step (Next refuses), not a promise to create one and connect with it."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    answers = (VALID.replace("cloud", provider="existing").replace("ssh", host="203.0.113.7", host_key=key,
+                                                                     private_key=str(tmp_path / "gone")))
+    app = make_app(answers, mode="upgrade", state_dir=tmp_path, found=NOTHING_FOUND)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert "Upgrade" in [str(k.description) for k in app.screen.query("FooterKey")]  # as its button says
+        assert "Start" not in [str(k.description) for k in app.screen.query("FooterKey")]
+        await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+        assert screen_name(app) == "KeysScreen"
+        assert "an upgrade logs in with the key the server already accepts" in problem_text(app, "ssh.private_key")
+        assert "created" not in str(app.screen.query_one("#key-status", Static).render())
+        await pilot.press("ctrl+n")
+        assert screen_name(app) == "KeysScreen"
+        assert "already accepts" in problem_text(app, "ssh.private_key")
+
+
+async def type_slowly(pilot: Pilot, text: str, *, seconds_per_key: float = 0.04) -> None:
+    """Key by key at a person's pace: each key's change is handled before the next arrives."""
+    for key in text:
+        await pilot.press(key)
+        await pilot.pause(seconds_per_key)
+
+
+async def test_a_matrix_host_filled_in_for_you_is_replaced_by_what_you_type() -> None:
+    """Typing the server name fills in the Matrix host; Tab, then typing a host, must give that host
+    (not "matrix.ematrix.example.orgxample.org", with the cursor left where the filling began)."""
+    app = make_app(Answers())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("enter", "ctrl+n")
+        assert screen_name(app) == "DomainScreen"
+        await type_slowly(pilot, "example.org")
+        assert field(app, "domain.matrix_host").value == "matrix.example.org"
+        await pilot.press("tab")
+        await pilot.pause(0.1)
+        assert app.focused is field(app, "domain.matrix_host").control
+        await type_slowly(pilot, "chat.example.org")
+        assert field(app, "domain.matrix_host").value == "chat.example.org"
+        # Typed by the person, it is theirs: leaving and coming back keeps the cursor, selects nothing.
+        await pilot.press("shift+tab")
+        await pilot.press("tab")
+        await pilot.pause(0.1)
+        await type_slowly(pilot, "x")
+        assert field(app, "domain.matrix_host").value != "x"
+
+
+async def test_save_answers_refuses_a_folder_in_the_dialog_itself(tmp_path: Path) -> None:
+    """Not "Replace it?" then Errno 21: the dialog says it is a folder and stays open for another name."""
+    folder = tmp_path / "answers"
+    folder.mkdir()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await save_through_the_dialog(pilot, folder)
+        assert isinstance(app.screen, PathDialog)
+        assert "is a folder: give the name of a file" in str(app.screen.query_one("#path-problem", Static).render())
+        app.screen.query_one("#path", Input).value = str(folder / "mine.toml")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen" and (folder / "mine.toml").exists()
+
+
+async def test_done_promises_no_sign_in_when_the_admin_was_not_made(tmp_path: Path) -> None:
+    plan = Plan(("synapse.admin", "registration.policy"), fail_once=["synapse.admin"])
+    app = make_app(plan=plan, dry_run=False, state_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await run_to_review(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: screen_name(app) == "ConfirmDialog")
+        await pilot.click("#yes")  # Install, for real (a synthetic plan)
+        await wait_for(pilot, lambda: isinstance(app.screen, FailureDialog))
+        await pilot.press("g")
+        provision = app.screen
+        await wait_for(pilot, lambda: provision.result is not None and not provision.query_one("#continue", Button).disabled)
+        await pilot.press("enter", "enter")
+        assert screen_name(app) == "DoneScreen"
+        login = str(app.screen.query_one("#login", Static).render())
+        assert "Not ready to sign in" in login and "\nSign in" not in login
+
+
+async def test_upgrade_mode_asks_only_what_an_upgrade_uses(tmp_path: Path) -> None:
+    """What an install decided once (a VM's shape, the registration policy, how the names are
+    served) is not asked again: an upgrade does not redo the VM, Caddy, DNS or the accounts."""
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    answers = VALID.replace("cloud", provider="existing").replace("ssh", host="203.0.113.7", host_key=key)
+    app = make_app(answers, mode="upgrade", state_dir=tmp_path)
+    asked: set[str] = set()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.press("enter")
+        for _ in range(5):
+            await pilot.pause()
+            asked |= {f.path for f in app.screen.query(FormField) if not f.has_class("-na")}
+            await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert screen_name(app) == "ReviewScreen"
+    for never in ("cloud.shape", "cloud.ocpus", "cloud.memory_gb", "registration.policy", "registration.admin_user",
+                  "registration.tokens", "domain.delegation", "domain.serve_server_name", "domain.tls", "packages.source"):
+        assert never not in asked, never
+    assert {"domain.server_name", "domain.matrix_host", "ssh.host", "ssh.private_key", "upgrade.reboot"} <= asked

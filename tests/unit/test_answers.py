@@ -156,14 +156,14 @@ def test_missing_required_keys_and_wrong_version() -> None:
 @pytest.mark.parametrize(
     ("section", "lines", "expected"),
     [
-        ("domain", 'delegation = "none"', '"none" needs matrix_host equal to server_name'),
-        ("cloud", 'provider = "existing"\n[ssh]\nhost_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"', "ssh.host: is required with provider"),
-        ("cloud", 'provider = "existing"\n[ssh]\nhost = "203.0.113.7"', "ssh.host_key: is required with provider"),
-        ("registration", 'policy = "token"', 'policy "token" needs at least one token'),
+        ("domain", 'delegation = "none"', 'with no delegation (delegation = "none"), domain.matrix_host must be domain.server_name'),
+        ("cloud", 'provider = "existing"\n[ssh]\nhost_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"', 'ssh.host: is required for provider = "existing"'),
+        ("cloud", 'provider = "existing"\n[ssh]\nhost = "203.0.113.7"', 'ssh.host_key: is required for provider = "existing"'),
+        ("registration", 'policy = "token"', 'registration policy = "token" needs at least one token'),
         ("registration", "tokens = 3", 'only created with policy = "token"'),
         ("domain", 'redirect_to = "https://example.org/blog"', "would loop"),
         ("cloud", "ocpus = 4\nmemory_gb = 2", "at least 1 GB per OCPU"),
-        ("domain", 'delegation = "srv"\nserve_server_name = false', '"srv" delegation needs a certificate for example.org'),
+        ("domain", 'delegation = "srv"\nserve_server_name = false', 'delegation = "srv" needs a certificate for example.org'),
     ],
 )
 def test_keys_that_contradict_each_other(section: str, lines: str, expected: str) -> None:
@@ -184,9 +184,9 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_saved_file_holds_no_secrets_and_annotates_each_key(tmp_path: Path) -> None:
-    answers = parse_answers(MINIMAL).replace("registration", admin_password_env="MY_PASS")
+    answers = parse_answers(MINIMAL).replace("registration", admin_password_env="MY_MATRIX_PASS")
     text = dump_answers(answers)
-    assert 'admin_password_env = "MY_PASS"' in text
+    assert 'admin_password_env = "MY_MATRIX_PASS"' in text
     assert "password =" not in text
     assert text.count("#") >= 30  # each key carries its help
 
@@ -212,7 +212,7 @@ def test_dotted_keys_are_pointed_at_on_their_own_line_and_cross_checks_come_with
         "a.toml:2: domain.server_name: contains a space, which is not allowed here",
         "a.toml:4: domain.colour: unknown key; [domain] has server_name, matrix_host, delegation, serve_server_name, "
         "redirect_to, acme_email, tls, ipv6",
-        'a.toml:8: registration.tokens: tokens are only created with policy = "token" (policy is "closed")',
+        'a.toml:8: registration.tokens: tokens are only created with policy = "token" (it is policy = "closed")',
         "a.toml:10: ssh.port: must be a port number from 1 to 65535",
     ]
 

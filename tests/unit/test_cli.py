@@ -75,10 +75,11 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     out = result.stdout
     assert out.startswith("Dry run: nothing will be contacted or changed.")
     stage_order = [
-        "local.ssh_key", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh", "dns.aaaa",
-        "host.firewall", "host.caddy", "caddy.config", "host.docker", "postgres.config", "synapse.config",
-        "services.start", "synapse.admin", "registration.policy", "postgres.check", "selftest.notices", "selftest.timer",
-        "federation.check",
+        "local.ssh_key", "backup.bucket", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh",
+        "dns.aaaa", "host.firewall", "host.caddy", "caddy.config", "host.docker", "element.files", "element.check",
+        "turn.secret", "turn.server", "backup.setup", "backup.unfinished", "postgres.config", "synapse.config",
+        "services.start", "synapse.admin", "registration.policy", "postgres.check", "turn.check", "backup.first",
+        "selftest.notices", "selftest.timer", "federation.check",
     ]
     starts = [out.index(f"{name:<20} -- ") for name in stage_order]
     assert starts == sorted(starts), "stages are shown one after another in plan order"
@@ -87,7 +88,7 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     assert "$ sudo " in out
     assert "write /etc/caddy/Caddyfile" in out
     assert '@proxy1 path "/_matrix/*" "/_synapse/client/*"' in out and 'reverse_proxy @proxy1 "127.0.0.1:8008"' in out
-    assert "Dry run: 20 stages planned; nothing was contacted or changed." in out
+    assert "Dry run: 29 stages planned; nothing was contacted or changed." in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ok"] is True and report["dry_run"] is True and report["mode"] == "install"
     assert [s["name"] for s in report["stages"]] == stage_order
@@ -110,8 +111,9 @@ def test_upgrade_dry_run_lists_the_upgrade_stages(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["mode"] == "upgrade"
     assert [s["name"] for s in report["stages"]][2:] == [
-        "upgrade.preflight", "upgrade.backup", "upgrade.packages", "upgrade.reboot", "database.migrate",
-        "upgrade.images", "upgrade.prune", "selftest.notices", "selftest.timer", "federation.check",
+        "backup.bucket", "backup.setup", "backup.age", "upgrade.preflight", "upgrade.backup", "upgrade.packages",
+        "upgrade.reboot", "database.migrate", "upgrade.images", "upgrade.prune", "selftest.notices", "selftest.timer",
+        "federation.check",
     ]
 
 
@@ -151,3 +153,48 @@ def test_an_upgrade_with_no_server_to_find_stops_before_anything(tmp_path: Path)
     assert not state_dir.exists()
     dry = run("--answers", str(EXAMPLE), "--upgrade", "--dry-run", "--state-dir", str(state_dir), cwd=tmp_path)
     assert dry.returncode == 0 and "knows the server's address" in dry.stdout and "(a real run stops here)" in dry.stdout
+
+
+def test_an_upgrade_never_plans_to_connect_with_a_new_key(tmp_path: Path) -> None:
+    """The server accepts only the key that installed it: a missing one stops the upgrade before
+    anything runs, instead of a new pair made and then refused."""
+    answers = existing_server_answers(tmp_path)  # its key, ~/.ssh/id_ed25519 under HOME=tmp_path, is not there
+    result = run("--answers", str(answers), "--upgrade", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "ssh.private_key:" in result.stderr and "an upgrade logs in with the key the server already accepts" in result.stderr
+    assert not (tmp_path / ".ssh").exists()
+    dry = run("--answers", str(answers), "--upgrade", "--dry-run", "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "would create" not in dry.stdout and "a real run stops here" in dry.stdout
+
+
+def test_a_new_key_for_a_server_of_yours_exits_with_the_way_to_add_it(tmp_path: Path) -> None:
+    """Headless install on an existing server with no key pair yet: the pair is made, then the run
+    stops (exit 1, nothing connected) with the exact ssh-copy-id command and authorized_keys line."""
+    answers = existing_server_answers(tmp_path)
+    result = run("--answers", str(answers), "--state-dir", str(tmp_path / "state"), cwd=tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    public = (tmp_path / ".ssh" / "id_ed25519.pub").read_text().strip()
+    assert f"ssh-copy-id -i {tmp_path}/.ssh/id_ed25519.pub ubuntu@203.0.113.7" in result.stdout
+    assert public in result.stdout
+    assert "-- SSH to the host" not in result.stdout  # nothing tried to connect
+
+
+def test_output_cut_short_by_its_reader_is_no_traceback(tmp_path: Path) -> None:
+    """`matrix-installer --dry-run ... | head -3`: the reader leaves early; the command stops quietly."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "installer", "--answers", str(existing_server_answers(tmp_path)), "--dry-run",
+               "--state-dir", str(tmp_path / "state")]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
+                          env={**__import__("os").environ, "HOME": str(tmp_path)}) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        import fcntl
+
+        fcntl.fcntl(proc.stdout.fileno(), 1031, 4096)  # F_SETPIPE_SZ: the plan no longer fits in the pipe
+        proc.stdout.readline()
+        proc.stdout.close()  # as head does after its lines
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=60)
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err[-2000:]

@@ -289,7 +289,7 @@ def test_the_report_orders_checks_as_discovery_goes():
     from installer.federation.report import order_key
 
     names = ["registration", "tls@[2001:db8::1]:443", "dns", "outbound", "tls", "well-known", "clock",
-             "server-keys@[2001:db8::1]:443", "server-health", "certificate-expiry"]
+             "server-keys@[2001:db8::1]:443", "certificate-expiry"]
     assert sorted(names, key=order_key) == [
         "well-known", "dns", "tls", "tls@[2001:db8::1]:443", "server-keys@[2001:db8::1]:443", "certificate-expiry",
-        "clock", "registration", "outbound", "server-health"]
+        "clock", "registration", "outbound"]

@@ -24,6 +24,8 @@ from installer.events import StageLog, Status
 from installer.host import apt, connect
 from installer.host.connect import HostOS
 from installer.plan import install_plan
+from installer.providers.base import os_release
+from installer.providers.oci import ORACLE_IMAGE_RULES
 from installer.remote import CommandResult, RecordingRemote
 from installer.state import RunState
 
@@ -47,6 +49,10 @@ host_key = "{HOST_KEY}"
 {policy}
 {extra}
 """).replace("ssh", host_key=host_key)
+
+
+NO_CALLS = "[calls]\nturn = false"
+"""Without TURN, the deployment's ports are Caddy's alone (TCP)."""
 
 
 def context(a, remote=None, *, dry_run: bool = False, facts: dict | None = None) -> tuple[StageContext, list[tuple[str, str]]]:
@@ -99,7 +105,7 @@ class ScriptedRemote(RecordingRemote):
         return changed
 
 
-ORACLE = firewall.DRY_RULES["iptables"]
+ORACLE = ORACLE_IMAGE_RULES["iptables"]
 
 
 def test_reject_position_finds_the_catch_all_wherever_it_is():
@@ -196,7 +202,7 @@ async def test_firewall_with_everything_in_place_is_unchanged():
     remote = ScriptedRemote([
         (r"ufw", False), (r"dpkg-query", True), (r"tables -S INPUT", CommandResult(0, listing, "")),
     ], files={"/etc/iptables/rules.v4": saved, "/etc/iptables/rules.v6": saved})
-    ctx, _ = context(answers(), remote)
+    ctx, _ = context(answers(NO_CALLS), remote)
     assert await firewall.open_firewall(ctx) is Status.UNCHANGED
     assert not any(" -I " in c or "write" in c or "apt-get" in c for c in remote.commands)
 
@@ -218,9 +224,11 @@ provider = "existing"
 [ssh]
 host = "203.0.113.7"
 host_key = "{HOST_KEY}"
+[calls]
+turn = false
 """.replace("{HOST_KEY}", HOST_KEY))
     assert Deployment.build(a).ports == tcp(80, 443, 8448)
-    assert Deployment.build(answers()).ports == tcp(80, 443)
+    assert Deployment.build(answers(NO_CALLS)).ports == tcp(80, 443)
 
 
 def test_unknown_host_key_is_refused_with_a_way_to_find_it():
@@ -256,11 +264,11 @@ async def test_docker_distro_packages_on_ubuntu_and_debian():
                                  (r"id -nG", CommandResult(0, "ubuntu sudo", "")), (r"systemctl is-", True),
                                  (r"docker version", CommandResult(0, "26.1.5\n2.26.1\n", ""))])
         ctx, _ = context(answers('[packages]\nsource = "distro"'), remote)
-        ctx.give(connect.parse_os_release(connect.DRY_OS_RELEASE))
+        ctx.give(connect.parse_os_release(os_release("24.04", "arm64")))
         assert await docker.install_docker(ctx) is Status.DONE
         installs = [c for c in remote.commands if " install " in c]
         assert installs == [f"sudo {apt.APT_GET} install docker.io {package}"]
-        assert "sudo usermod -aG docker ubuntu" in remote.commands
+        assert "sudo usermod -aG docker -- ubuntu" in remote.commands
 
 
 async def test_caddy_from_the_vendor_repo_uses_a_signed_by_keyring():
@@ -314,7 +322,7 @@ def test_curl_config_keeps_secrets_off_the_command_line_and_escapes():
 
 async def test_ensure_ssh_key_creates_a_private_pair_then_keeps_it(tmp_path):
     key = tmp_path / "keys" / "id_ed25519"
-    a = answers().replace("ssh", private_key=str(key))
+    a = answers().replace("ssh", private_key=str(key)).replace("cloud", provider="oci")  # a new VM gets it at boot
     ctx, _ = context(a)
     assert await local.ensure_ssh_key(ctx) is Status.DONE
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
@@ -328,7 +336,7 @@ async def test_ensure_ssh_key_creates_a_private_pair_then_keeps_it(tmp_path):
 
 async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
     monkeypatch.setenv("MATRIX_ADMIN_PASSWORD", "a-very-secret-admin-pw")
-    a = answers(policy='policy = "token"\ntokens = 2')
+    a = answers(NO_CALLS, policy='policy = "token"\ntokens = 2')
     session = Session(answers=a, state=RunState(None), options=RunOptions(dry_run=True), remote=RecordingRemote())
     lines: list[str] = []
     session.listeners.append(lambda e: lines.append(f"{e.stage} [{e.kind}] {e.line}") if isinstance(e, StageLog) else None)
@@ -341,15 +349,17 @@ async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
     text = "\n".join(lines)
     for expected in (
         "host.ssh [command] connect to ubuntu@203.0.113.7:22",
-        "host.firewall [command] $ sudo iptables -I INPUT 7 -p tcp -m state --state NEW -m tcp --dport 443 -j ACCEPT",
-        "host.firewall [command] ? sudo read /etc/iptables/rules.v4",
+        # A server of the user's own: not assumed to be Oracle's image, with its REJECT rule.
+        "host.firewall [command] $ sudo iptables -A INPUT -p tcp -m state --state NEW -m tcp --dport 443 -j ACCEPT",
+        "host.firewall [log] assumed (dry run): iptables: opened TCP 80, 443 (no REJECT rule found: appended)",
+        "host.firewall [command] ? sudo cat -- /etc/iptables/rules.v4  # a dry run assumes no such file yet",
         "host.firewall [command] $ sudo iptables-restore --test",
         "host.firewall [file] write /etc/iptables/rules.v4 ",
         f"host.caddy [command] $ sudo {apt.APT_GET} install caddy",
         f"host.docker [command] $ sudo {apt.APT_GET} install docker-ce",
         "services.start [file] write /opt/matrix/synapse/docker-compose.yml",
         'ports: ["127.0.0.1:8008:8008"]',
-        "SYNAPSE_SERVER_NAME=example.org -e SYNAPSE_REPORT_STATS=no -v /opt/matrix/synapse/data:/data matrixdotorg/synapse:latest generate",
+        "SYNAPSE_SERVER_NAME=example.org -e SYNAPSE_REPORT_STATS=no -v /opt/matrix/synapse/data:/data -- matrixdotorg/synapse:latest generate",
         "services.start [command] $ sudo docker compose -f /opt/matrix/synapse/docker-compose.yml up -d --remove-orphans",
         "caddy.config [command] $ sudo runuser -u caddy -- env HOME=/var/lib/caddy caddy validate",
         "caddy.config [file] write /etc/caddy/Caddyfile ",
@@ -359,6 +369,7 @@ async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
     ):
         assert expected in text, expected
     assert text.index("caddy validate") < text.index("write /etc/caddy/Caddyfile ")
+    assert "read /etc" not in text  # reading a file is shown as the command it is
     assert "a-very-secret-admin-pw" not in text
     assert not session.shown_once  # a dry run reveals nothing: nothing was made
 
@@ -489,3 +500,139 @@ async def test_caddy_is_not_installed_while_another_web_server_holds_the_ports()
     assert "port 80: nginx (pid 813), nginx (pid 812); port 443: nginx (pid 812)" in str(caught.value)
     assert "sudo systemctl disable --now nginx" in caught.value.hint
     assert remote.commands == ["sudo ss -Htlnp"]  # nothing installed
+
+
+class ModeRecordingRemote(ScriptedRemote):
+    """Also keeps the owner and mode each file was written with."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.modes: dict[str, tuple[str, int]] = {}
+
+    async def put_file(self, path, data, *, log, mode=0o644, owner="root:root", backup=True, secret=False):
+        self.modes[path] = (owner, mode)
+        return await super().put_file(path, data, log=log, mode=mode, owner=owner, backup=backup, secret=secret)
+
+
+async def test_homeserver_yaml_and_the_signing_key_are_private_to_synapses_user():
+    """The config holds the registration shared secret (whoever reads it can make an admin), the
+    signing key is the server's identity: 0600, Synapse's own uid, even when the image left them 0644."""
+    from installer.components.synapse import CONFIG, DATA
+    from installer.components.synapse import stages as synapse
+
+    key_file = f"{DATA}/example.org.signing.key"
+    generated = synapse.DRY_HOMESERVER.format(server_name="example.org").encode()
+    remote = ModeRecordingRemote([(r"test -d", True), (r"stat -c", CommandResult(0, "991:991 644\n", "")),
+                                  (r"-perm /077", CommandResult(0, key_file + "\n", ""))], files={CONFIG: generated})
+    ctx, _ = context(answers(NO_CALLS), remote)
+    assert await synapse.configure(ctx) is Status.DONE
+    assert remote.modes[CONFIG] == ("991:991", 0o600)
+    assert f"sudo chmod 0600 {key_file}" in remote.commands
+    # Already private and as the answers want it: left alone.
+    remote.answers = [(re.compile(r"test -d"), True), (re.compile(r"stat -c"), CommandResult(0, "991:991 600\n", "")),
+                      (re.compile(r"-perm /077"), CommandResult(0, "", ""))]
+    remote.modes.clear()
+    assert await synapse.configure(ctx) is Status.UNCHANGED
+    assert not remote.modes
+
+
+async def test_the_dry_run_shows_homeserver_yaml_written_private():
+    session = Session(answers=answers(), state=RunState(None), options=RunOptions(dry_run=True), remote=RecordingRemote())
+    lines: list[str] = []
+    session.listeners.append(lambda e: lines.append(e.line) if isinstance(e, StageLog) else None)
+    plan = [dataclasses.replace(s, needs=()) for s in install_plan(answers()) if s.name == "synapse.config"]
+    await Engine(plan, session).run()
+    text = "\n".join(lines)
+    assert "write /opt/matrix/synapse/data/homeserver.yaml (owner 991:991, mode 0600" in text
+    assert "-name '*.signing.key' -perm /077" in text
+
+
+async def _dry_run_lines(a, names: set[str]) -> list[str]:
+    session = Session(answers=a, state=RunState(None), options=RunOptions(dry_run=True), remote=RecordingRemote())
+    lines: list[str] = []
+    session.listeners.append(lambda e: lines.append(f"{e.stage} {e.line}") if isinstance(e, StageLog) else None)
+    plan = [dataclasses.replace(s, needs=tuple(n for n in s.needs if n in names)) for s in install_plan(a) if s.name in names]
+    await Engine(plan, session).run()
+    return lines
+
+
+async def test_the_dry_run_shows_what_really_runs_and_marks_what_it_assumed():
+    """sudo covers a whole shell line only through `sudo sh -c '...'`; every value a dry run makes
+    up (the OS, Docker's version, a ready service) says it was assumed."""
+    lines = await _dry_run_lines(answers(), {"host.ssh", "host.firewall", "host.caddy", "host.docker", "caddy.config",
+                                             "services.start", "postgres.check", "synapse.admin", "registration.policy"})
+    text = "\n".join(lines)
+    assert "caddy.config $ sudo sh -c 'systemctl enable caddy && systemctl restart caddy'" in text
+    assert "host.firewall ? sudo sh -c 'command -v ufw >/dev/null && ufw status | grep -q " in text
+    assert "$ sudo iptables -S INPUT" in text  # no shell syntax: shown as it is
+    for assumed in ("host.ssh assumed (dry run): host OS: Ubuntu 24.04 LTS (amd64)",
+                    "host.docker assumed (dry run): Docker 27.0.3, compose 2.29.1",
+                    "services.start assumed (dry run): synapse is ready",
+                    "postgres.check assumed (dry run): Synapse's database is UTF8 with C collation",
+                    "registration.policy a real run verifies on the running server that registration is closed"):
+        assert assumed in text, assumed
+    for stated_as_fact in ("sudo read", "<<<", "\nhost.docker Docker 27", "verified on the running server", "REJECT rule (was"):
+        assert stated_as_fact not in text, stated_as_fact
+
+
+async def test_an_oracle_vm_is_assumed_to_be_oracles_image_and_a_server_of_yours_is_not():
+    oracle = answers(NO_CALLS).replace("cloud", provider="oci", shape="VM.Standard.E2.1.Micro", ubuntu_version="22.04")
+    text = "\n".join(await _dry_run_lines(oracle, {"host.ssh", "host.firewall"}))
+    assert "assumed (dry run): host OS: Ubuntu 22.04 LTS (amd64)" in text
+    assert "assumed (dry run): iptables: opened TCP 80, 443 above the REJECT rule (was rule 6)" in text
+    assert "(arm64)" in "\n".join(await _dry_run_lines(oracle.replace("cloud", shape="VM.Standard.A1.Flex"), {"host.ssh"}))
+
+
+class Answering:
+    """The guided setup's side of a question: records it, answers as told."""
+
+    asks = True
+
+    def __init__(self, answer: bool) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, str, str]] = []
+
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
+        self.asked.append((question, yes, no))
+        return self.answer
+
+
+async def test_a_new_key_for_a_server_of_yours_stops_with_the_way_to_add_it(tmp_path):
+    """Headless: the pair is made, then the run stops saying exactly how the server learns it (it
+    was never told, and would refuse the connection); the rerun goes on with the same key."""
+    key = tmp_path / "keys" / "id_ed25519"
+    ctx, lines = context(answers().replace("ssh", private_key=str(key), port=2222))
+    with pytest.raises(StageError) as caught:
+        await local.ensure_ssh_key(ctx)
+    public = Path(f"{key}.pub").read_text().strip()
+    hint = caught.value.hint or ""
+    assert f"ssh-copy-id -i {key}.pub -p 2222 ubuntu@203.0.113.7" in hint
+    assert f"~ubuntu/.ssh/authorized_keys on the server: {public}" in hint
+    logged = [line for line, _ in lines]
+    assert f"    ssh-copy-id -i {key}.pub -p 2222 ubuntu@203.0.113.7" in logged and f"    {public}" in logged
+    assert await local.ensure_ssh_key(ctx) is Status.UNCHANGED  # the rerun: the key is kept, the run goes on
+
+
+@pytest.mark.parametrize("added", [True, False])
+async def test_a_new_key_for_a_server_of_yours_waits_for_the_person_in_the_guided_setup(tmp_path, added: bool):
+    key = tmp_path / "id_ed25519"
+    ctx, _ = context(answers().replace("ssh", private_key=str(key)))
+    ctx.session.interaction = person = Answering(added)
+    if added:
+        assert await local.ensure_ssh_key(ctx) is Status.DONE
+    else:
+        with pytest.raises(StageError, match="does not accept the new key yet"):
+            await local.ensure_ssh_key(ctx)
+    ((question, yes, no),) = person.asked
+    assert f"ssh-copy-id -i {key}.pub ubuntu@203.0.113.7" in question
+    assert Path(f"{key}.pub").read_text().strip() in question
+    assert (yes, no) == ("Added: continue", "Stop here")
+
+
+async def test_an_upgrade_never_makes_a_key_pair(tmp_path):
+    key = tmp_path / "id_ed25519"
+    ctx, _ = context(answers().replace("ssh", private_key=str(key)))
+    ctx.session.options.mode = "upgrade"
+    with pytest.raises(StageError, match="an upgrade logs in with the key the server already accepts"):
+        await local.ensure_ssh_key(ctx)
+    assert not key.exists()

@@ -22,8 +22,8 @@ def answers_with(tmp_path: Path, old: str, new: str, *, source: Path = EXAMPLE) 
     return path
 
 
-def dry_run(answers: Path, tmp_path: Path, *extra: str):
-    return run("--answers", str(answers), "--dry-run", "--state-dir", str(tmp_path / "state"), *extra, cwd=tmp_path)
+def dry_run(answers: Path, tmp_path: Path, *extra: str, env: dict[str, str] | None = None):
+    return run("--answers", str(answers), "--dry-run", "--state-dir", str(tmp_path / "state"), *extra, cwd=tmp_path, env=env)
 
 
 # --- the answers file itself -------------------------------------------------------------------
@@ -130,6 +130,34 @@ def test_an_ssh_host_with_an_interface_zone_is_fine(tmp_path: Path) -> None:
     path = existing_server_answers(tmp_path, host="fe80::1%eth0")
     result = dry_run(path, tmp_path)
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["PATH", "AWS_SECRET_ACCESS_KEY", "HOME"])
+def test_a_password_variable_kept_for_something_else_is_refused(tmp_path: Path, name: str) -> None:
+    """Its value would become the admin's password on the server the answers name."""
+    answers = answers_with(tmp_path, 'admin_password_env = "MATRIX_ADMIN_PASSWORD"', f'admin_password_env = "{name}"')
+    result = dry_run(answers, tmp_path)
+    assert_refused_up_front(result, "registration.admin_password_env", "MATRIX or ADMIN")
+
+
+def test_a_password_variable_that_says_what_it_is_for_is_fine(tmp_path: Path) -> None:
+    answers = answers_with(tmp_path, 'admin_password_env = "MATRIX_ADMIN_PASSWORD"', 'admin_password_env = "MY_ADMIN_PW"')
+    assert dry_run(answers, tmp_path).returncode == 0
+
+
+def test_a_short_admin_password_is_found_before_anything_runs(tmp_path: Path) -> None:
+    """Not at the admin's stage, after the VM, Docker and Synapse exist: exit 2, the variable named."""
+    text = existing_server_answers(tmp_path).read_text().replace('"MATRIX_ADMIN_PASSWORD"', '"MY_ADMIN_PW"')
+    path = tmp_path / "answers.toml"
+    path.write_text(text)
+    result = run("--answers", str(path), "--state-dir", str(tmp_path / "state"), cwd=tmp_path, env={"MY_ADMIN_PW": "s3cr"})
+    assert_refused_up_front(result, "registration.admin_password_env", "$MY_ADMIN_PW", "shorter than 8 characters")
+    assert "s3cr" not in result.stderr
+    assert not (tmp_path / "state").exists()  # nothing ran: not even the state folder was made
+    # A dry run says a real run stops there, and goes on.
+    planned = dry_run(path, tmp_path, env={"MY_ADMIN_PW": "s3cr"})
+    assert planned.returncode == 0, planned.stderr
+    assert "warning: registration.admin_password_env: the admin password in $MY_ADMIN_PW is shorter" in planned.stdout
 
 
 # --- flags ------------------------------------------------------------------------------------

@@ -111,3 +111,17 @@ def test_endpoint_override(monkeypatch) -> None:
     assert endpoint_override() is None
     monkeypatch.setenv("MATRIX_INSTALLER_OCI_ENDPOINT", "http://127.0.0.1:8080/")
     assert endpoint_override() == "http://127.0.0.1:8080"
+
+
+async def test_an_sdk_config_error_is_said_in_words_not_by_its_class_name(tmp_path: Path, key: ApiKey) -> None:
+    """Where the SDK refuses a config our own check let through, its class name (ProfileNotFound,
+    InvalidConfig) is not the error's code: its message is what is said."""
+    from installer.cloud.api import CloudError, OciCloud
+
+    config = write_config(tmp_path / "config", key, profile="WORK")
+    with pytest.raises(CloudError) as caught:
+        await OciCloud.open(str(config), "DEFAULT", lambda line: None)
+    error = caught.value
+    assert error.code == "" and error.status == 0 and error.message
+    assert "Invalid" not in str(error) and "NotFound" not in str(error) and "0 " not in str(error)
+    assert error.message.startswith("the profile has ") and "region missing" in error.message

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from installer.answers import Answers, load_answers
+from installer.answers import Answers, in_words, load_answers
 from installer.cli import UsageError, _parser, options_from_args
 from installer.files import write_private
 from installer.options import RunOptions
@@ -195,7 +195,7 @@ def test_a_key_pair_path_taken_by_a_link_stops_the_run_before_it_starts(tmp_path
     path.symlink_to(ssh / "missing-target")  # dangling: a key "to be made" there would land elsewhere
     answers = answers_for(tmp_path).replace("ssh", private_key=str(path))
     errors, _ = readiness(answers, RunOptions(state_dir=tmp_path / "state"))
-    assert any(e.startswith("ssh.private_key:") and "symbolic link" in e for e in errors)
+    assert any(in_words(e).startswith("ssh.private_key:") and "symbolic link" in e for e in errors)
     _, warnings = readiness(answers, RunOptions(state_dir=tmp_path / "state", dry_run=True))
     assert any("symbolic link" in w and "(a real run stops here)" in w for w in warnings)
     assert not (ssh / "missing-target").exists()

@@ -130,3 +130,26 @@ async def test_an_invalid_server_name_is_refused_before_anything_is_asked(name):
     report = await run_check(name)
     (check,) = report.checks
     assert check.name == "dns" and not check.ok and report.tester == {"FederationOK": False}
+
+
+def test_every_row_of_the_readmes_parity_table_names_tests_that_exist():
+    """The table in the README: each row names at least one test, and each named test exists (a
+    file, and `::name` a test function in it)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    section = readme.split("### Parity with the public federation tester", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| check ")]
+    assert len(rows) >= 30, rows
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 4, row
+        references = cells[3]
+        assert references.startswith("tests/"), row
+        for reference in references.split("; "):
+            path, _, names = reference.partition("::")
+            text = (root / path).read_text()
+            for name in filter(None, (n.strip().removeprefix("::") for n in names.split(","))):
+                assert re.search(rf"^(async )?def {re.escape(name)}\(", text, re.M), f"{path}::{name} ({cells[0]})"

@@ -341,7 +341,7 @@ class Asks(Headless):
     def __init__(self, answer) -> None:
         self.answer = answer
 
-    async def confirm(self, question: str) -> bool | None:
+    async def confirm(self, question: str, *, yes: str = "Yes", no: str = "No") -> bool | None:
         return await self.answer(question)
 
 
@@ -400,7 +400,7 @@ async def test_dry_run_prints_every_command_in_order_and_changes_nothing() -> No
         assert at is not None, f"{want!r} is missing or out of order in {commands}"
     assert any(c.startswith("sudo env DEBIAN_FRONTEND=noninteractive ") for c in commands)
     # A readable plan: the summary and the old -> new line appear with placeholders.
-    assert "What the upgrade will change:" in logs["upgrade.preflight"]
+    assert "What the upgrade will change, as a dry run assumes it" in logs["upgrade.preflight"]
     assert "Synapse OLD-VERSION -> NEW-VERSION" in logs["upgrade.images"]
     assert 'reboot = "ask" and nobody to ask' in logs["upgrade.reboot"]
 

@@ -24,7 +24,9 @@ def _existing(answers: Answers) -> bool:
 @dataclass(frozen=True)
 class Packages:
     source: str = key("vendor", "Package source", '"vendor" (Caddy\'s and Docker\'s apt repos) | "distro" (the OS\'s own packages)',
-                      step="Cloud", choices=("vendor", "distro"), group="Packages", install_only=True)
+                      step="Cloud", choices=("vendor", "distro"), group="Packages", install_only=True,
+                      guide="where Caddy and Docker are installed from",
+                      options=(("vendor", "Caddy's and Docker's own repositories"), ("distro", "the OS's own packages")))
 
 
 @dataclass(frozen=True)
@@ -34,8 +36,10 @@ class Ssh:
                     placeholder="203.0.113.10")
     port: int = key(22, "SSH port", "SSH port", step="Cloud", check=checks.port, applies=_existing)
     user: str = key("ubuntu", "SSH user", "login user (sudo without a password)", step="Cloud", applies=_existing,
-                    check=checks.pattern(r"[a-z_][a-z0-9_-]{0,31}", "a Unix user name (a-z, 0-9, _ -)"))
-    private_key: str = key("~/.ssh/id_ed25519", "SSH private key", "ed25519 pair created (0600) when missing", step="Keys",
+                    check=checks.name(r"[a-z_][a-z0-9_-]{0,31}", "a Unix user name (a-z, 0-9, _ -)"))
+    private_key: str = key("~/.ssh/id_ed25519", "SSH private key",
+                           "ed25519 pair created (0600) when missing (install only); for \"existing\", the run then stops "
+                           "saying how to add it to the server", step="Keys",
                            check=checks.path, guide="")
     host_key: str = key("", "Host key pin", 'the server\'s SSH host key, "ssh-ed25519 AAAA..." (required for "existing")',
                         step="Keys", check=checks.ssh_public_key)

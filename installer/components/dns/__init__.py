@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from installer import checks
 from installer.components.base import Component, Redirect, Respond, Site, SiteRoutes
-from installer.sections import Part, key
+from installer.sections import Part, key, mention
 
 if TYPE_CHECKING:
     from installer.answers import Answers
@@ -32,25 +32,40 @@ DELEGATIONS = (
 
 @dataclass(frozen=True)
 class Domain:
+    """The names: both are asked in an upgrade too (they find the deployment and its federation
+    test); how they are served is an install's choice (Caddy and DNS are not redone by an upgrade)."""
+
     server_name: str = key("", "Server name", "user IDs are @alice:example.org; can never change later",
                            step="Domain", check=checks.fqdn, placeholder="example.org")
     matrix_host: str = key("", "Matrix host", "where clients and servers connect: public_baseurl https://matrix_host",
-                           step="Domain", check=checks.fqdn, placeholder="matrix.example.org")
+                           step="Domain", check=checks.fqdn, placeholder="matrix.example.org",
+                           guide="where clients and servers connect: https://<Matrix host>")
     delegation: str = key(
         "well-known", "Delegation", '"well-known" | "srv" | "none" (matrix_host == server_name)', step="Domain",
-        choices=tuple(value for value, _ in DELEGATIONS), options=DELEGATIONS,
+        choices=tuple(value for value, _ in DELEGATIONS), options=DELEGATIONS, install_only=True,
         guide="how other servers find the Matrix host from the server name: a small file served at "
-              "https://server_name/.well-known/matrix/server, or a DNS SRV record",
+              "https://<server name>/.well-known/matrix/server, or a DNS SRV record",
+        option_guides=(("well-known", "a small file at https://<server name>/.well-known/matrix/server tells other servers "
+                                      "where the Matrix host is"),
+                       ("srv", "a DNS SRV record tells other servers where the Matrix host is; they connect on port 8448"),
+                       ("none", "the server name is the Matrix host itself: nothing to delegate")),
     )
     serve_server_name: bool = key(True, "Serve server name", "this box's Caddy answers for server_name (.well-known + redirect)",
-                                  step="Domain", checkbox="serve the server name from this box too")
+                                  step="Domain", checkbox="serve the server name from this box too", install_only=True,
+                                  guide="this server also answers for the server name: its .well-known files, and the "
+                                        "redirect below")
     redirect_to: str = key("", "Redirect others to", "optional: where other requests to server_name go", step="Domain",
+                           install_only=True,
+                           guide="optional: where other visitors of the server name are sent",
                            check=checks.url, placeholder="https://www.example.org")
     acme_email: str = key("", "ACME e-mail", "optional: Let's Encrypt account e-mail", step="Domain", check=checks.email,
+                          install_only=True,
                           placeholder="admin@example.org")
     tls: str = key("acme", "Certificates",
                    '"acme" (Let\'s Encrypt) | "internal" (Caddy\'s own CA, for labs: other servers do not trust it)',
-                   step="Domain", choices=("acme", "internal"), group="Certificates")
+                   step="Domain", choices=("acme", "internal"), group="Certificates", guide="who signs the HTTPS certificates",
+                   install_only=True,
+                   options=(("acme", "Let's Encrypt (public)"), ("internal", "Caddy's own CA: labs only, others do not trust it")))
     ipv6: bool = key(True, "IPv6 records", "publish AAAA records too when the host has a public IPv6 address",
                      step="Domain", group="IPv6", install_only=True,
                      checkbox="publish AAAA records when the host has a public IPv6 address",
@@ -121,15 +136,22 @@ class Dns(Component):
         d = answers.domain
         found: list[tuple[str, str]] = []
         if d.delegation == "none" and d.server_name and d.matrix_host and d.server_name != d.matrix_host:
-            found.append(("domain.delegation", '"none" needs matrix_host equal to server_name; use "well-known" to delegate'))
+            found.append(("domain.delegation", f"with no delegation ({mention('domain.delegation', 'none')}), "
+                          f"{mention('domain.matrix_host')} must be {mention('domain.server_name')}; or delegate with "
+                          f"{mention('domain.delegation', 'well-known')}"))
         if d.delegation != "none" and d.server_name and d.server_name == d.matrix_host:
-            found.append(("domain.delegation", 'matrix_host equals server_name, so there is nothing to delegate: set delegation = "none"'))
+            found.append(("domain.delegation", f"{mention('domain.matrix_host')} equals {mention('domain.server_name')}, so there "
+                          f"is nothing to delegate: choose {mention('domain.delegation', 'none')}"))
         if d.delegation == "srv" and not answers.serves_server_name:
-            found.append(("domain.serve_server_name", f'"srv" delegation needs a certificate for {d.server_name} on this box: set serve_server_name = true (its A record must point here too), or use "well-known"'))
+            found.append(("domain.serve_server_name", f"{mention('domain.delegation', 'srv')} needs a certificate for "
+                          f"{d.server_name} on this box: {mention('domain.serve_server_name', True)} (its A record must point "
+                          f"here too), or {mention('domain.delegation', 'well-known')}"))
         if d.redirect_to and urlsplit(d.redirect_to).hostname == d.server_name and answers.serves_server_name:
             found.append(("domain.redirect_to", f"points back at {d.server_name}, which this box serves: requests would loop; use another host"))
         if d.redirect_to and not answers.serves_server_name:
-            found.append(("domain.redirect_to", "only used when this box serves server_name (serve_server_name = true, matrix_host != server_name)"))
+            found.append(("domain.redirect_to", f"only used when this box serves the server name "
+                          f"({mention('domain.serve_server_name', True)}, and {mention('domain.matrix_host')} is not "
+                          f"{mention('domain.server_name')})"))
         return found
 
     def sites(self, d: Deployment) -> list[Site]:

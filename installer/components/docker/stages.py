@@ -64,11 +64,11 @@ async def install_docker(ctx: StageContext) -> Status:
     version = await ctx.run("docker version --format '{{.Server.Version}}' && docker compose version --short",
                             sudo=True, dry_output="27.0.3\n2.29.1\n")
     engine, _, compose = version.stdout.strip().partition("\n")
-    ctx.log(f"Docker {engine}, compose {compose}")
+    ctx.found(f"Docker {engine}, compose {compose}")
     user = ctx.answers.ssh.user
-    groups = await ctx.run(f"id -nG {q(user)}", dry_output=user)
+    groups = await ctx.run(f"id -nG -- {q(user)}", dry_output=user)
     if "docker" not in groups.stdout.split():
-        await ctx.run(f"usermod -aG docker {q(user)}", sudo=True)
+        await ctx.run(f"usermod -aG docker -- {q(user)}", sudo=True)
         ctx.log(f"{user} joined the docker group (it takes effect at the next login)")
         changed = True
     return Status.DONE if changed else Status.UNCHANGED
@@ -110,5 +110,5 @@ async def start_services(ctx: StageContext) -> Status:
             await show_logs(ctx, service.name)
             raise StageError(f"{service.name} is not ready ({why}); its last log lines are above",
                              f"on the host: sudo {COMPOSE} logs {service.name}")
-        ctx.log(f"{service.name} is ready")
+        ctx.found(f"{service.name} is ready")
     return Status.DONE if changed else Status.UNCHANGED

@@ -1,6 +1,6 @@
 """What the federation check asks on the host: the outbound check through our homeserver (and the
-look for its cause), the self-test's last result, and for `--check` the SSH connection to a
-deployment this machine installed (from its saved state and answers)."""
+look for its cause), and the self-test's last result (`--check` reaches the host of a deployment
+this machine installed through installer.host.saved)."""
 
 from __future__ import annotations
 
@@ -25,48 +25,6 @@ from installer.federation.outbound import (
 from installer.federation.report import Check
 
 q = shlex.quote
-
-
-async def open_saved_host(ctx: StageContext) -> tuple[dict[str, Any] | None, str | None]:
-    """`--check SERVER_NAME` of a deployment this machine installed: connect to its host as the
-    install did (the host key pinned in its state, the key pair its saved answers name) and
-    attach that connection to the run. Returns the deployment's state facts (None when there is
-    no such deployment here) and a note when the host cannot be reached."""
-    from pathlib import Path
-
-    from installer.answers import AnswersError, load_answers
-    from installer.discovery import ANSWERS_FILE
-    from installer.ssh import SshRemote, SshTarget
-    from installer.state import RunState, StateError
-
-    server_name = ctx.answers.domain.server_name
-    try:
-        state = RunState.load(ctx.options.state_root, server_name)
-    except StateError as exc:
-        return None, f"this machine's state for {server_name} cannot be read ({exc}): the host is not asked"
-    facts = state.facts
-    address, host_key = facts.get("host.address"), facts.get("host.host_key")
-    if state.folder is None or not (address or host_key):
-        return None, None
-    try:
-        answers = load_answers(state.folder / ANSWERS_FILE)
-    except (AnswersError, OSError):
-        return facts, f"the saved answers for {server_name} cannot be read: the host is not asked"
-    pinned = answers.ssh.host_key.strip() or host_key
-    host = answers.ssh.host or address
-    if not (host and pinned):
-        return facts, None
-    target = SshTarget(host, answers.ssh.port, answers.ssh.user, Path(answers.ssh.private_key).expanduser(), pinned,
-                       "the key pinned for this deployment")
-    remote = SshRemote(target)
-    try:
-        await remote.wait_until_up(deadline=time.monotonic() + 20)
-    except StageError as exc:
-        await remote.close()
-        return facts, f"the host {target.address} of this deployment cannot be reached over SSH ({exc}): the checks made on it are skipped"
-    ctx.attach_remote(remote)
-    ctx.log(f"connected to {target.address} (the host this machine installed {server_name} on)")
-    return facts, None
 
 
 # --- outbound ----------------------------------------------------------------------------------

@@ -14,15 +14,6 @@ from installer.events import Status
 from installer.host.apt import apt_install, installed
 
 
-DRY_RULES = {
-    "iptables": "-P INPUT ACCEPT\n-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p icmp -j ACCEPT\n"
-                "-A INPUT -i lo -j ACCEPT\n-A INPUT -p udp -m udp --sport 123 -j ACCEPT\n"
-                "-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT\n"
-                "-A INPUT -j REJECT --reject-with icmp-host-prohibited\n",
-    "ip6tables": "-P INPUT ACCEPT\n-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p ipv6-icmp -j ACCEPT\n"
-                 "-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT\n"
-                 "-A INPUT -j REJECT --reject-with icmp6-adm-prohibited\n",
-}
 SAVED_RULES = {"iptables": "/etc/iptables/rules.v4", "ip6tables": "/etc/iptables/rules.v6"}
 
 
@@ -120,7 +111,8 @@ async def open_firewall(ctx: StageContext) -> Status:
         changed = True
 
     for tool in ("iptables", "ip6tables"):
-        listing = await ctx.run(f"{tool} -S INPUT", sudo=True, check=False, dry_output=DRY_RULES[tool])
+        listing = await ctx.run(f"{tool} -S INPUT", sudo=True, check=False,
+                                dry_output=ctx.deployment.provider.assumed_input_rules(tool))
         if not listing.ok:
             ctx.log(f"{tool} cannot list the INPUT chain here ({listing.stderr.strip()[-120:]}): skipped")
             continue
@@ -131,10 +123,10 @@ async def open_firewall(ctx: StageContext) -> Status:
             await ctx.run(f"{tool} {where} {accept_rule(port)}", sudo=True)
         if missing:
             changed = True
-            ctx.log(f"{tool}: opened {_listed(missing)}"
-                    + (f" above the REJECT rule (was rule {position})" if position else " (no REJECT rule found: appended)"))
+            ctx.found(f"{tool}: opened {_listed(missing)}"
+                      + (f" above the REJECT rule (was rule {position})" if position else " (no REJECT rule found: appended)"))
         else:
-            ctx.log(f"{tool}: {_listed(ports)} already open")
+            ctx.found(f"{tool}: {_listed(ports)} already open")
         path = SAVED_RULES[tool]
         saved = (await ctx.read_file(path) or b"").decode("utf-8", "replace")
         if (updated := with_saved_ports(saved, ports)) is not None:

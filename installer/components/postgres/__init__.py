@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from installer import checks
 from installer.components.base import BackupDump, BackupFiles, Component, Service
 from installer.components.homeserver import DATABASE_FACT, DatabaseSettings
-from installer.sections import Part, key
+from installer.sections import Part, key, mention
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -49,7 +49,9 @@ class DatabaseKeys:
     engine: str = key("postgres", "Database", '"postgres" | "sqlite" (throwaway test servers only)', step="Server",
                       choices=tuple(value for value, _ in ENGINES), options=ENGINES, install_only=True,
                       guide="Postgres runs beside Synapse in its own container; SQLite is one file, fine for a test "
-                            "server but slow and fragile with real users")
+                            "server but slow and fragile with real users",
+                      option_guides=(("postgres", "Postgres runs beside Synapse in its own container"),
+                                     ("sqlite", "one file: fine for a test server, slow and fragile with real users")))
     image: str = key("postgres:17-alpine", "Postgres image", "major version pinned; minor updates come with --upgrade",
                      step="Server", check=checks.image_ref, applies=_postgres, group="Database")
     migrate: str = key("ask", "Move SQLite to Postgres",
@@ -84,7 +86,7 @@ class Postgres(Component):
     def warnings(self, answers: Answers) -> list[str]:
         if answers.database.engine == "sqlite":
             return ["SQLite is for throwaway test servers: it is slow with more than a few users and Synapse's "
-                    'docs call it unsuitable for production; choose Postgres ([database] engine = "postgres")']
+                    f"docs call it unsuitable for production; choose Postgres ({mention('database.engine', 'postgres')})"]
         return []
 
     def settings(self) -> DatabaseSettings:

@@ -61,7 +61,7 @@ async def move_to_postgres(ctx: StageContext) -> Status:
         await _put_back(ctx, compose_before, config_before, why)
         raise AssertionError("unreachable: _put_back raises") from None
     ctx.remember(DATABASE_FACT, "postgres")
-    ctx.log(f"{homeserver.display_name} runs on Postgres; it was down for {seconds:.0f} s. "
+    ctx.found(f"{homeserver.display_name} runs on Postgres; it was down for {seconds:.0f} s. "
             f"The SQLite file stays in {in_project('data')} as the way back")
     return Status.DONE
 

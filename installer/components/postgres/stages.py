@@ -98,7 +98,7 @@ async def verify(ctx: StageContext) -> Status:
         raise StageError(f"Synapse's database is {encoding} with collation {collate}/{ctype}; Synapse needs UTF8 with C",
                          f"it was made before this installer managed it: recreate it (pg_dump, then a new database made "
                          f"with --encoding=UTF8 --lc-collate=C --lc-ctype=C) or ask: sudo {COMPOSE} logs {SERVICE}")
-    ctx.log(f"Synapse's database is {encoding} with C collation")
+    ctx.found(f"Synapse's database is {encoding} with C collation")
     return ctx.proven()
 
 

@@ -44,7 +44,7 @@ class SelfTest(Component):
     def enabled(self, answers: Answers, mode: Mode = "install", facts: Mapping[str, Any] | None = None) -> bool:
         if mode == "upgrade":  # an older deployment gets it through joining_stages
             return bool((facts or {}).get(DEPLOYED))
-        return mode == "install"
+        return mode in ("install", "restore")  # a restore is an install: the timer and room come back too
 
     def backup(self, d: Deployment) -> list[BackupItem]:
         return [BackupFiles(("selftest",))]

@@ -31,6 +31,10 @@ async def move_data_to(ctx: StageContext, wanted: Sequence[object]) -> float:
     from installer.components.synapse.config import edit_homeserver_config
 
     raw = await ctx.read_file(CONFIG)
+    if raw is None and ctx.dry_run:  # a dry run reads nothing: the plan goes on with the config the image makes
+        from installer.components.synapse.stages import DRY_HOMESERVER
+
+        raw = DRY_HOMESERVER.format(server_name=ctx.answers.domain.server_name).encode()
     if raw is None:
         raise StageError(f"{CONFIG} is gone", "restore the backup made before the move")
     # The config Synapse will run with: synapse_port_db reads the target database from a whole
@@ -107,4 +111,4 @@ async def _port(ctx: StageContext) -> None:
         raise StageError(f"synapse_port_db stopped with status {result.exit_status}" + (f": {tail}" if tail else ""),
                          "see its output above")
     rows = sum(done for done, _ in tables.values())
-    ctx.log(f"copied {len(tables)} tables, {rows} rows")
+    ctx.found(f"copied {len(tables)} tables, {rows} rows")

@@ -10,7 +10,7 @@ import json
 import secrets as _random
 import shlex
 
-from installer.components.homeserver import DATABASE_FACT, AdminCredentials, admin_password_from_env
+from installer.components.homeserver import DATABASE_FACT, AdminCredentials, admin_password_from_env, short_password_problem
 from installer.components.synapse import CONFIG, CONTAINER, DATA, SYNAPSE
 from installer.engine import StageContext, StageError
 from installer.events import Status
@@ -18,7 +18,7 @@ from installer.host.layout import PROJECT
 
 q = shlex.quote
 
-SECRET_SETTINGS = ("registration_shared_secret", "macaroon_secret_key", "form_secret")
+SECRET_SETTINGS = ("registration_shared_secret", "macaroon_secret_key", "form_secret", "turn_shared_secret")
 PRIVATE_MODE = 0o600
 """homeserver.yaml holds the registration shared secret (whoever reads it can make an admin) and
 the signing key is the server's identity: readable by Synapse's own user in the container only."""
@@ -55,7 +55,7 @@ def generate_command(ctx: StageContext) -> str:
     a = ctx.answers
     return (f"docker run --rm -e SYNAPSE_SERVER_NAME={q(a.domain.server_name)} "
             f"-e SYNAPSE_REPORT_STATS={'yes' if a.synapse.report_stats else 'no'} "
-            f"-v {q(DATA)}:/data {q(a.synapse.image)} generate")
+            f"-v {q(DATA)}:/data -- {q(a.synapse.image)} generate")
 
 
 def register_secrets(ctx: StageContext, text: str) -> None:
@@ -69,6 +69,25 @@ def register_secrets(ctx: StageContext, text: str) -> None:
                 ctx.secret(value)
     except Exception:  # an unreadable file is reported by the edit below
         pass
+
+
+async def with_secrets(ctx: StageContext, setting: object) -> object:
+    """A setting with the secret it refers to read from the host (masked from here on): the TURN
+    shared secret, from the root-only file the TURN server's component keeps."""
+    import dataclasses
+
+    from installer.components.homeserver import TurnSettings
+
+    if not isinstance(setting, TurnSettings):
+        return setting
+    raw = await ctx.read_file(setting.secret_file)
+    secret = raw.decode("utf-8", "replace").strip() if raw else ""
+    if not secret:
+        if not ctx.dry_run:
+            raise StageError(f"the TURN shared secret is missing from {setting.secret_file}",
+                             "rerun: the stage that makes it runs before this one")
+        return setting
+    return dataclasses.replace(setting, shared_secret=ctx.secret(secret))
 
 
 async def configure(ctx: StageContext) -> Status:
@@ -96,7 +115,7 @@ async def configure(ctx: StageContext) -> Status:
         changed = True
     text = raw.decode("utf-8")
     register_secrets(ctx, text)
-    settings = ctx.deployment.homeserver_settings()
+    settings = [await with_secrets(ctx, s) for s in ctx.deployment.homeserver_settings()]
     try:
         in_use = database_engine(text)
         edit = edit_homeserver_config(text, a, settings, new_secret=lambda: ctx.secret(_random.token_urlsafe(36)))
@@ -153,9 +172,12 @@ async def create_admin(ctx: StageContext) -> Status:
     generated = password is None
     if password is None:
         password = ctx.secret(_random.token_urlsafe(18))
-    elif len(password) < 8:
-        raise StageError(f"the admin password in ${a.registration.admin_password_env} is shorter than 8 characters",
-                         "choose a longer one (or unset the variable: one is generated and shown once)")
+    elif problem := short_password_problem(a.registration.admin_password_env, password):
+        # Found before the run by installer.readiness (a dry run warned, and goes on); this is the backstop.
+        if not ctx.dry_run:
+            message, _, hint = problem.partition(": ")
+            raise StageError(message, hint)
+        ctx.log(f"a real run stops here: {problem}")
     # The password travels on stdin; the shared secret is read from the config inside the container.
     await ctx.run(
         f"docker exec -i {CONTAINER} register_new_matrix_user --user={q(a.registration.admin_user)} -a "

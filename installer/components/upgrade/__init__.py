@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class UpgradeKeys:
     reboot: str = key("ask", "Reboot when needed", '"ask" | "yes" | "no" when the OS wants a reboot (headless: "ask" means no)',
-                      step="Server", choices=("ask", "yes", "no"), group="Upgrades")
+                      step="Server", choices=("ask", "yes", "no"), group="Upgrades",
+                      guide="when an upgrade leaves the OS asking for a reboot",
+                      options=(("ask", "ask me (with no one to ask: no)"), ("yes", "reboot"), ("no", "never: I reboot it myself")))
     keep_backups: int = key(3, "Backups to keep", "backups kept on the host", step="Server", check=checks.int_range(1, 100),
                             group="Upgrades")
 

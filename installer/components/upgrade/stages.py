@@ -173,7 +173,10 @@ async def preflight(ctx: StageContext) -> Status:
         pulled=pulled,
     )
     ctx.give(found)
-    for line in describe_findings(found, homeserver.display_name):
+    lines = describe_findings(found, homeserver.display_name)
+    if ctx.dry_run:  # every value below is made up: said once, above them
+        lines[0] = "What the upgrade will change, as a dry run assumes it (it looks at nothing; each value below is made up):"
+    for line in lines:
         ctx.log(line)
     ctx.remember("upgrade.synapse_version", version)
     # It changes nothing: what it reports is whether the upgrade has work to do.

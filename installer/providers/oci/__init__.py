@@ -23,6 +23,18 @@ MICRO = "VM.Standard.E2.1.Micro"
 MORE = "More Oracle Cloud settings"
 
 
+ORACLE_IMAGE_RULES = {
+    "iptables": "-P INPUT ACCEPT\n-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p icmp -j ACCEPT\n"
+                "-A INPUT -i lo -j ACCEPT\n-A INPUT -p udp -m udp --sport 123 -j ACCEPT\n"
+                "-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT\n"
+                "-A INPUT -j REJECT --reject-with icmp-host-prohibited\n",
+    "ip6tables": "-P INPUT ACCEPT\n-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -p ipv6-icmp -j ACCEPT\n"
+                 "-A INPUT -i lo -j ACCEPT\n-A INPUT -p tcp -m state --state NEW -m tcp --dport 22 -j ACCEPT\n"
+                 "-A INPUT -j REJECT --reject-with icmp6-adm-prohibited\n",
+}
+"""The INPUT chain of Oracle's Ubuntu images: SSH, then a catch-all REJECT."""
+
+
 def _on_oci(answers: Answers) -> bool:
     return answers.cloud.provider == "oci"
 
@@ -39,7 +51,8 @@ def _oci_key(default, label, help, **more):
 class OciKeys:
     oci_config: str = _oci_key("~/.oci/config", "OCI config file", "the OCI CLI/SDK config file", check=checks.path)
     oci_profile: str = _oci_key("DEFAULT", "OCI profile", "profile (section) in that file",
-                                check=checks.pattern(r"[A-Za-z0-9_.-]{1,64}", "a profile name (letters, digits, _ . -)"))
+                                check=checks.pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}",
+                                                    "a profile name (letters, digits, _ . -, starting with a letter or digit)"))
     compartment_id: str = _oci_key(
         "", "Compartment", "default: the tenancy", group=MORE, placeholder="the tenancy",
         check=checks.pattern(r"ocid1\.[a-z0-9]+\.[a-z0-9-]+\.[a-z0-9-]*\.[a-z0-9._-]+", "an OCID (ocid1.compartment.oc1..xxxx)", optional=True),
@@ -87,8 +100,9 @@ class Oci(Provider):
         return []
 
     def problems_before_run(self, answers: Answers, options: RunOptions) -> list[str]:
-        """The OCI profile, for a run that launches on Oracle Cloud (an upgrade only needs SSH)."""
-        if answers.cloud.provider != self.name or options.mode != "install":
+        """The OCI profile, for a run that launches on Oracle Cloud (an install, or a restore onto a
+        new VM; an upgrade only needs SSH)."""
+        if answers.cloud.provider != self.name or options.mode not in ("install", "restore"):
             return []
         from installer.cloud.config import check_oci_config
 
@@ -96,6 +110,15 @@ class Oci(Provider):
 
     def where(self, answers: Answers) -> str:
         return f"the server {answers.ssh.host}" if answers.ssh.host else "a new Oracle Cloud VM"
+
+    def assumed_os_release(self, answers: Answers) -> str:
+        """The image this provider launches: the answers' Ubuntu release, arm64 on A1, amd64 on E2."""
+        from installer.providers.base import os_release
+
+        return os_release(answers.cloud.ubuntu_version, "arm64" if answers.cloud.shape == FLEX else "amd64")
+
+    def assumed_input_rules(self, tool: str) -> str:
+        return ORACLE_IMAGE_RULES[tool]
 
     def stages(self, d: Deployment, mode: Mode) -> list[Stage]:
         if mode != "install":
@@ -120,6 +143,20 @@ class Oci(Provider):
         if ctx.dry_run:
             return DryRunCloud.ADDRESS
         raise StageError("the host's public address is not known yet", "the cloud.instance stage must finish first; rerun")
+
+    async def private_networks(self, ctx: StageContext) -> list[str]:
+        """The VCN's CIDR blocks, as Oracle says them (the VCN is in the state)."""
+        from installer.cloud import CloudError, cloud_for, explain
+
+        vcn_id = ctx.facts.get("cloud.vcn_id")
+        if not vcn_id:
+            return []
+        cloud = await cloud_for(ctx)
+        try:
+            vcn = await cloud.get_vcn(str(vcn_id))
+        except CloudError as exc:
+            raise explain(exc, ctx) from None
+        return [str(block) for block in (getattr(vcn, "cidr_blocks", None) or [getattr(vcn, "cidr_block", None)]) if block]
 
     async def check_notes(self, server_name: str, options: RunOptions) -> list[tuple[str, str]]:
         from installer.cloud.instance_state import instance_state_notes

@@ -369,6 +369,8 @@ async def _launch_new(ctx: StageContext, cloud: Cloud, compartment: str) -> Stat
     ctx.secret(user_data)
     if problem := metadata_problem(ssh_public_key, user_data):
         raise StageError(problem, f"{ctx.answers.ssh.private_key}.pub is unusually long: point ssh.private_key at an ed25519 key pair")
+    ctx.log(f"cloud-init user data: the VM's SSH host key pair and host name {hostname} ({len(user_data)} bytes; its "
+            "content is not shown: it holds the host's private key)", "file")
     flex = c.shape.endswith(".Flex")
 
     instance = await _launch_with_retries(
