@@ -6,6 +6,7 @@ notices" room (read back through the client API as the admin), and the recovery 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +144,32 @@ def test_the_self_test_config_follows_the_answers():
     config = selftest_config(StageContext(session, Stage("selftest.timer", "", lambda ctx: None)))
     assert config["federation_host"] == SERVER_NAME and config["federation_port"] == 8448
     assert config["well_known"] is None and config["peer"] is None
+
+
+def test_a_failed_restore_test_reaches_the_admins_room_through_the_self_test(synapse, well_known_caddy, caddy_lab,
+                                                                             notices, tmp_path):
+    """The backups' weekly restore test fails (its result file says why): the self-test, which
+    systemd starts on that failure (OnFailure), posts it to the same room as its own failures."""
+    import time
+
+    folder, room, admin, token_file = notices
+    before = len(_notices(synapse, room, admin))
+    now = int(time.time())
+    (tmp_path / "status.json").write_text(json.dumps({"ok": True, "at": now - 600, "snapshot": "5e1f0c2a99",
+                                                      "snapshot_time": now - 600, "period": 86400}))
+    reason = "the restored signing key differs from the live one: other servers would not trust a server restored"
+    (tmp_path / "restore-test.json").write_text(json.dumps({"ok": False, "at": now - 30, "snapshot": "5e1f0c2a99",
+                                                            "reason": reason}))
+    config = json.loads(_config(tmp_path, synapse, well_known_caddy, caddy_lab, room, token_file).read_text())
+    config["backup"] = {"status_file": str(tmp_path / "status.json"), "restore_test_file": str(tmp_path / "restore-test.json")}
+    path = tmp_path / "config-backup.json"
+    path.write_text(json.dumps(config))
+    done = _run(path)
+    assert done.returncode == 1 and "notice posted to the admin's room" in done.stdout
+    posted = _notices(synapse, room, admin)[before:]
+    assert len(posted) == 1
+    assert posted[0].startswith(f"Self-test of {SERVER_NAME} FAILED at ") and "(1 of " in posted[0]
+    assert re.search(rf"^✗ restore-test: failed \d+ min ago: {re.escape(reason)}$", posted[0], re.M), posted[0]
+    assert "fix: see `journalctl -u matrix-restore-test`" in posted[0]
+    last = json.loads((tmp_path / "state" / "last.json").read_text())
+    assert [(c["name"], c["ok"]) for c in last["checks"][-2:]] == [("backup-age", True), ("restore-test", False)]

@@ -170,3 +170,92 @@ async def test_server_health_says_when_the_timer_stopped_running():
     check = await server_health(ctx, {selftest.DEPLOYED: True})
     assert not check.ok and "the timer does not run it" in check.detail
     assert await server_health(ctx, {}) is None
+
+
+# --- the backups' checks, and the restore test's failure posted through the self-test ----------
+
+S3_BACKUP = ('[backup]\ntarget = "s3"\nbucket = "lab-bucket"\ns3_endpoint = "http://172.17.0.1:9000"\n'
+             's3_access_key_env = "TEST_S3_KEY"\ns3_secret_key_env = "TEST_S3_SECRET"\n')
+
+
+def backup_context(remote, stage: Stage, *, facts=None):
+    session = Session(answers(S3_BACKUP), RunState(None, {"facts": dict(facts or {})}), RunOptions(peer="other.test"),
+                      remote=remote)
+    return StageContext(session, stage), session
+
+
+async def test_with_backups_a_failed_restore_test_starts_the_self_test_and_it_reads_the_backups():
+    host = FakeHost(answers=[("systemctl is-enabled", True), ("test -d", True)])
+    ctx, _ = backup_context(host, TIMER, facts={selftest.ROOM: "!notices:example.org"})
+    assert await stages.install_timer(ctx) is Status.DONE
+    hook = host.written[selftest.RESTORE_TEST_HOOK].decode()
+    assert selftest.RESTORE_TEST_HOOK.startswith("/etc/systemd/system/matrix-restore-test.service.d/")
+    assert "\n[Unit]\nOnFailure=matrix-selftest.service\n" in hook
+    config = json.loads(host.written[selftest.CONFIG])
+    assert config["backup"] == {"status_file": "/opt/matrix/restic/status.json",
+                                "restore_test_file": "/opt/matrix/restic/restore-test.json"}
+    assert "sudo systemctl daemon-reload" in host.commands
+    # Backups turned off later: the hook goes, and the script no longer reads them.
+    off = FakeHost(files=dict(host.files), answers=[("systemctl is-enabled", True), ("test -d", True),
+                                                    (f"test -e {selftest.RESTORE_TEST_HOOK}", True)])
+    ctx, _, _ = context(off, TIMER, facts={selftest.ROOM: "!notices:example.org"})
+    assert await stages.install_timer(ctx) is Status.DONE
+    assert f"sudo rm -f -- {selftest.RESTORE_TEST_HOOK}" in off.commands and "sudo systemctl daemon-reload" in off.commands
+    assert json.loads(off.written[selftest.CONFIG])["backup"] is None
+    # Without backups from the start there is no hook to write or remove.
+    none = FakeHost(answers=[("systemctl is-enabled", True), ("test -d", True)])
+    ctx, _, _ = context(none, TIMER, facts={selftest.ROOM: "!notices:example.org"})
+    await stages.install_timer(ctx)
+    assert selftest.RESTORE_TEST_HOOK not in none.written and not any("rm -f" in c for c in none.commands)
+
+
+NOW = 1_760_000_000.0
+GOOD_STATUS = {"ok": True, "at": NOW - 3600, "snapshot": "0123abcdef", "snapshot_time": NOW - 3600, "period": 86400,
+               "files": 12, "bytes": 4096}
+
+
+@pytest.mark.parametrize(("status", "restore_test"), [
+    (None, None),
+    (GOOD_STATUS, None),
+    ({**GOOD_STATUS, "snapshot_time": NOW - 3 * 86400}, None),
+    ({**GOOD_STATUS, "snapshot": "", "snapshot_time": 0, "ok": False, "error": "bucket unreachable"}, None),
+    ({**GOOD_STATUS, "ok": False, "error": "the disk is full"}, None),
+    (GOOD_STATUS, {"ok": True, "at": NOW - 86400, "snapshot": "0123abcd", "details": "users 2, rooms 1, events 40"}),
+    (GOOD_STATUS, {"ok": False, "at": NOW - 60, "snapshot": "0123abcd",
+                   "reason": "the restored signing key differs from the live one"}),
+    (GOOD_STATUS, {"ok": True, "at": NOW - 20 * 86400, "snapshot": "0123abcd", "details": ""}),
+])
+def test_the_host_script_judges_the_backups_as_the_installer_does(tmp_path, status, restore_test):
+    """The self-test on the host (standard library only) and --check (backup/check.py) give the
+    same verdicts on the same files."""
+    from installer.components.backup.check import backup_checks
+    from installer.components.selftest import matrix_selftest
+
+    files = {"status_file": str(tmp_path / "status.json"), "restore_test_file": str(tmp_path / "restore-test.json")}
+    for key, value in (("status_file", status), ("restore_test_file", restore_test)):
+        if value is not None:
+            with open(files[key], "w") as f:
+                json.dump(value, f)
+    cfg = matrix_selftest.Config({"server_name": "example.org", "federation_host": "matrix.example.org",
+                                  "federation_port": 443, "backup": files})
+    on_host = matrix_selftest.backups(cfg, NOW)
+    installer = backup_checks(status, restore_test, NOW)
+    assert [(c["name"], c["ok"]) for c in on_host] == [(c.name, c.ok) for c in installer]
+    for mine, theirs in zip(on_host, installer):
+        if not mine["ok"]:
+            assert mine["fix"], mine
+        if restore_test and not restore_test["ok"] and mine["name"] == "restore-test":
+            assert restore_test["reason"] in mine["detail"] and restore_test["reason"] in theirs.detail
+    assert matrix_selftest.backups(matrix_selftest.Config({"server_name": "x", "federation_host": "x",
+                                                           "federation_port": 443}), NOW) == []
+
+
+async def test_a_restore_from_another_machine_finds_the_room_in_the_hosts_config():
+    """The restored self-test files name the room; this machine's state does not: the working bot
+    and room are kept (and remembered), no new room is made."""
+    config = json.dumps({"room_id": "!notices:example.org"}).encode()
+    host = FakeHost(joined=(BOT, ADMIN), files={selftest.TOKEN_FILE: BOT_TOKEN.encode() + b"\n", selftest.CONFIG: config})
+    ctx, session, _ = context(host, NOTICES)
+    assert await stages.notices_room(ctx) is Status.UNCHANGED
+    assert session.state.facts[selftest.ROOM] == "!notices:example.org"
+    assert not any(p.endswith("/createRoom") for _, p, _ in host.requests)

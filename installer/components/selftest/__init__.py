@@ -2,7 +2,9 @@
 checks other servers make, from the host side, plus our outbound federation and the disk), keeps
 the history there, and posts a failure, or a certificate close to its end, to a "Server notices"
 room the admin is in, through a bot account the installer makes (its token only on the host,
-root-only). `matrix-installer --check` shows the last result (the report's `server-health`)."""
+root-only). With off-box backups it also reads their age and the weekly restore test's result,
+and a failed restore test starts it at once (systemd's OnFailure), so that failure reaches the
+same room. `matrix-installer --check` shows the last result (the report's `server-health`)."""
 
 from __future__ import annotations
 
@@ -30,6 +32,15 @@ SERVICE_FILE = f"/etc/systemd/system/{UNIT}.service"
 TIMER_FILE = f"/etc/systemd/system/{UNIT}.timer"
 BOT_LOCALPART = "matrix-selftest"
 ROOM_NAME = "Server notices"
+
+RESTORE_TEST_HOOK = "/etc/systemd/system/matrix-restore-test.service.d/matrix-selftest.conf"
+"""A drop-in for the backups' weekly restore test: when it fails, systemd starts the self-test,
+which reads the restore test's result and posts the failure to the notices room."""
+RESTORE_TEST_HOOK_TEXT = f"""# Managed by matrix-installer: a failed restore test starts the self-test at once, which posts
+# the failure (the restore-test check) to the admin's "{ROOM_NAME}" room.
+[Unit]
+OnFailure={UNIT}.service
+"""
 
 DEPLOYED = "selftest.deployed"
 """State fact: the timer is installed (an upgrade keeps it up to date)."""

@@ -12,6 +12,9 @@ standard library alone. What it checks, as other servers and the installer's own
   certificate-expiry    under 14 days left (or a fifth of a short certificate's lifetime) is said
   outbound              our server reaches the peer over federation (a room alias look-up)
   server-health         Synapse's /health, and free disk space
+  backup-age, restore-test   with off-box backups: the last snapshot is younger than two schedule
+                        periods, the weekly restore test passed (and ran within two weeks); a
+                        failed restore test starts this script at once (systemd's OnFailure)
 Each run appends one JSON line to history.jsonl and rewrites last.json (in the state directory,
 /var/lib/matrix-selftest); a failure, or a certificate close to its end, is posted as a notice to
 the "Server notices" room the admin is in (by the bot account whose token is in the token file),
@@ -38,6 +41,7 @@ EXPIRY_SHARE = 0.2
 HISTORY_KEEP = 1000
 DISK_MIN_FREE = 0.10
 DISK_MIN_BYTES = 1 << 30
+RESTORE_TEST_MAX_AGE = 15 * 86400
 
 
 def check(name, ok, detail, fix=None, warning=False):
@@ -60,6 +64,8 @@ class Config:
         self.token_file = data.get("token_file")
         self.state_dir = data.get("state_dir") or os.environ.get("STATE_DIRECTORY") or "/var/lib/matrix-selftest"
         self.disks = data.get("disks", ["/"])
+        self.backup = data.get("backup") or None
+        """{"status_file", "restore_test_file"}: where the off-box backups leave their results."""
         self.connect_to = data.get("connect_to", {})
         """Tests only: {"host:port": "ip:port"}, as curl's --connect-to."""
         self.ca_file = data.get("ca_file")
@@ -333,6 +339,74 @@ def server_health(cfg):
     return [check("server-health", True, "Synapse answers /health; " + ", ".join(free_words))]
 
 
+def read_json(path):
+    try:
+        with open(path) as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def ago(seconds):
+    seconds = max(seconds, 0)
+    if seconds < 3600:
+        return "%.0f min" % (seconds / 60)
+    if seconds < 2 * 86400:
+        return "%.0f h" % (seconds / 3600)
+    return "%.0f days" % (seconds / 86400)
+
+
+def backups(cfg, now):
+    """The off-box backups as the installer judges them (backup-age, restore-test: its
+    installer/components/backup/check.py; a unit test holds both to the same verdicts)."""
+    if not cfg.backup:
+        return []
+    checks = []
+    status = read_json(cfg.backup.get("status_file"))
+    if status is None:
+        checks.append(check("backup-age", False, "no off-box backup has finished on this server yet",
+                            "see why with `journalctl -u matrix-backup`; `sudo systemctl start matrix-backup` backs up now"))
+    else:
+        period = number(status.get("period")) or 86400
+        last_run = "the last run, %s ago, %s" % (ago(now - number(status.get("at"))), "succeeded" if status.get("ok")
+                                                 else "failed: %s" % (status.get("error") or "no reason given"))
+        taken = number(status.get("snapshot_time"))
+        if not (taken > 0 and status.get("snapshot")):
+            checks.append(check("backup-age", False, "no snapshot yet; " + last_run,
+                                "see why with `journalctl -u matrix-backup`; `sudo systemctl start matrix-backup` backs up now"))
+        else:
+            age = max(0.0, now - taken)
+            fresh = age <= 2 * period
+            checks.append(check("backup-age", fresh, "last snapshot %s is %s old (backups every %s); %s"
+                                % (str(status.get("snapshot"))[:8], ago(age), ago(period), last_run),
+                                None if fresh else "older than two schedule periods: see why with "
+                                "`journalctl -u matrix-backup`; `sudo systemctl start matrix-backup` backs up now"))
+    restore = read_json(cfg.backup.get("restore_test_file"))
+    if restore is None:
+        checks.append(check("restore-test", True, "not run yet: the weekly restore test runs within a week of the setup"))
+    else:
+        ran = now - number(restore.get("at"))
+        if not restore.get("ok"):
+            checks.append(check("restore-test", False, "failed %s ago: %s" % (ago(ran), restore.get("reason")),
+                                "see `journalctl -u matrix-restore-test`; after fixing it, "
+                                "`sudo systemctl start matrix-restore-test` tests again"))
+        elif ran > RESTORE_TEST_MAX_AGE:
+            checks.append(check("restore-test", False, "last passed %s ago: the weekly test has not run since" % ago(ran),
+                                "check its timer: systemctl status matrix-restore-test.timer"))
+        else:
+            checks.append(check("restore-test", True, "passed %s ago: snapshot %s restored into scratch space; %s"
+                                % (ago(ran), str(restore.get("snapshot") or "")[:8], restore.get("details", ""))))
+    return checks
+
+
 def run_checks(cfg):
     now = time.time()
     checks, certs = [], []
@@ -346,6 +420,7 @@ def run_checks(cfg):
     checks += certificate_expiry(certs, now)
     checks += outbound(cfg)
     checks += server_health(cfg)
+    checks += backups(cfg, now)
     return checks
 
 

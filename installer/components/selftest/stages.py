@@ -16,6 +16,8 @@ from installer.components.selftest import (
     CONFIG,
     DEPLOYED,
     FOLDER,
+    RESTORE_TEST_HOOK,
+    RESTORE_TEST_HOOK_TEXT,
     ROOM,
     ROOM_NAME,
     SCRIPT,
@@ -85,6 +87,17 @@ async def _working_bot(ctx: StageContext, token: str, room: str | None, admin: s
     return "ok"
 
 
+async def _room_on_host(ctx: StageContext) -> str | None:
+    """The room the host's self-test posts to, when this machine's state does not know it (a
+    restore from another machine brings back the self-test's files with the database)."""
+    raw = await ctx.read_file(CONFIG)
+    try:
+        room = json.loads(raw or b"null").get("room_id") if raw else None
+    except (ValueError, AttributeError):
+        return None
+    return room if isinstance(room, str) and room.startswith("!") else None
+
+
 async def _login(ctx: StageContext, user_id: str, password: str, device: str) -> str:
     answer = await ctx.deployment.homeserver.api(ctx, "POST", "/_matrix/client/v3/login", body={
         "type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password,
@@ -104,13 +117,15 @@ async def notices_room(ctx: StageContext) -> Status:
     hs = ctx.deployment.homeserver
     admin = hs.admin_user_id(ctx.answers)
     bot = bot_user_id(ctx)
-    room = ctx.facts.get(ROOM)
+    room = ctx.facts.get(ROOM) or await _room_on_host(ctx)
     raw = await ctx.read_file(TOKEN_FILE)
     token = ctx.secret(raw.decode().strip()) if raw and raw.strip() else None
     if token and not ctx.dry_run:
         state = await _working_bot(ctx, token, room, admin)
         if state == "ok":
             ctx.log(f"the self-test posts to \"{ROOM_NAME}\" ({room}) as {bot}; {admin} is in it")
+            if ctx.facts.get(ROOM) != room:  # found in the host's config (a restore's state lacked it)
+                ctx.remember(ROOM, room)
             return Status.UNCHANGED
         ctx.log(f"the notices room needs setting up again: {state}")
     password = (ctx.take(AdminCredentials).password if AdminCredentials in ctx.stage.takes else None) \
@@ -180,7 +195,17 @@ def selftest_config(ctx: StageContext) -> dict[str, object]:
         "token_file": TOKEN_FILE,
         "state_dir": STATE_DIR,
         "disks": ["/", ROOT],
+        "backup": backup_files(ctx),
     }
+
+
+def backup_files(ctx: StageContext) -> dict[str, str] | None:
+    """Where the off-box backups leave their results (None: no backups leave the box)."""
+    if not ctx.deployment.has("backup"):
+        return None
+    from installer.components.backup import RESTORE_TEST_FILE, STATUS_FILE
+
+    return {"status_file": STATUS_FILE, "restore_test_file": RESTORE_TEST_FILE}
 
 
 async def install_timer(ctx: StageContext) -> Status:
@@ -195,6 +220,12 @@ async def install_timer(ctx: StageContext) -> Status:
     changed |= await ctx.put_file(CONFIG, config, mode=0o644, owner="root:root")
     units = [await ctx.put_file(SERVICE_FILE, SERVICE.encode(), mode=0o644, owner="root:root"),
              await ctx.put_file(TIMER_FILE, TIMER.encode(), mode=0o644, owner="root:root")]
+    if backup_files(ctx):  # a failed restore test is posted at once, through the self-test
+        units.append(await ctx.put_file(RESTORE_TEST_HOOK, RESTORE_TEST_HOOK_TEXT.encode(), mode=0o644, owner="root:root",
+                                        backup=False))
+    elif await ctx.probe(f"test -e {q(RESTORE_TEST_HOOK)}", sudo=True):
+        await ctx.run(f"rm -f -- {q(RESTORE_TEST_HOOK)}", sudo=True)
+        units.append(True)
     if any(units):
         await ctx.run("systemctl daemon-reload", sudo=True)
         changed = True
@@ -205,6 +236,8 @@ async def install_timer(ctx: StageContext) -> Status:
     peer = ctx.options.peer
     ctx.log(f"the self-test runs daily from the host ({SCRIPT}); its history is in {STATE_DIR}"
             + (f"; its outbound check reaches {peer}" if peer else "; no outbound check (--peer none)")
+            + ("; it reads the backups' age and restore test, and a failed restore test starts it at once"
+               if backup_files(ctx) else "")
             + ("" if ctx.facts.get(ROOM) else "; no notices room: it posts nothing"))
     ctx.remember(DEPLOYED, True)
     return Status.DONE if changed else Status.UNCHANGED
