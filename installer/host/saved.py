@@ -38,30 +38,34 @@ class SavedHost:
 class _Lookup:
     """The run's one look-up (ctx.resource): made by the first stage that asks."""
 
-    done: bool = False
+    looked: bool = False
     found: SavedHost | None = None
+    connect_tried: bool = False
     notes: list[str] = field(default_factory=list)
 
 
-async def open_saved_host(ctx: StageContext) -> SavedHost | None:
+async def open_saved_host(ctx: StageContext, *, connect: bool = True) -> SavedHost | None:
     """The deployment of ctx's server name as this machine's state saved it, its host connected
-    and attached to the run; None when no run from here knows it (said in the log once). The
-    first call looks and connects; later ones in the same run get the same answer."""
+    and attached to the run (unless `connect` is false: the answers and facts only); None when no
+    run from here knows it (said in the log). The first call looks and connects; later ones in
+    the same run get the same answer and the same connection."""
     lookup = ctx.resource(_Lookup)
-    if not lookup.done:
-        lookup.found = await _look(ctx, lookup.notes)
-        lookup.done = True
+    if not lookup.looked:
+        lookup.found = _look(ctx, lookup.notes)
+        lookup.looked = True
     else:
         for note in lookup.notes:  # each stage's log says why it checks nothing on the host
             ctx.log(note)
-    return lookup.found
+    saved = lookup.found
+    if saved is not None and connect and not lookup.connect_tried:
+        lookup.connect_tried = True
+        await _connect(ctx, saved)
+    return saved
 
 
-async def _look(ctx: StageContext, notes: list[str]) -> SavedHost | None:
+def _look(ctx: StageContext, notes: list[str]) -> SavedHost | None:
     from installer.answers import AnswersError, load_answers
     from installer.discovery import ANSWERS_FILE
-    from installer.engine import StageError
-    from installer.host.connect import target_for
     from installer.state import RunState, StateError
 
     def note(text: str) -> None:
@@ -82,17 +86,24 @@ async def _look(ctx: StageContext, notes: list[str]) -> SavedHost | None:
     except (AnswersError, OSError):
         note(f"the answers saved for {server_name} cannot be read: its host is not asked")
         return None
-    saved = SavedHost(answers, dict(state.facts))
+    return SavedHost(answers, dict(state.facts))
+
+
+async def _connect(ctx: StageContext, saved: SavedHost) -> None:
+    from installer.engine import StageError
+    from installer.host.connect import target_for
+
+    server_name = ctx.answers.domain.server_name
     try:
-        target = target_for(answers, saved.facts, ctx.log)
+        target = target_for(saved.answers, saved.facts, ctx.log)
     except StageError as exc:
         saved.problem, saved.hint = f"its host is not known: {exc}", exc.hint
-        return saved
+        return
     saved.address = target.address
     if ctx.dry_run:
         ctx.log(f"connect to {target.address} (the host this machine installed {server_name} on; host key pinned in "
                 "its state) to read what the checks there need", "command")
-        return saved
+        return
     from installer.ssh import SshRemote
 
     remote = SshRemote(target, connect_timeout=CONNECT_TIMEOUT)
@@ -106,11 +117,10 @@ async def _look(ctx: StageContext, notes: list[str]) -> SavedHost | None:
         saved.problem = f"the server could not be asked over SSH ({words})"
         saved.hint = (exc.hint if isinstance(exc, StageError) and exc.hint else
                       f"check that {target.address} is up and reachable, then run the check again")
-        return saved
+        return
     old = ctx.session.remote
     ctx.attach_remote(remote)
     if old is not None and old is not remote:
         await old.close()
     ctx.log(f"connected to {target.address} (the host this machine installed {server_name} on; host key verified "
             f"against {target.host_key_source})")
-    return saved

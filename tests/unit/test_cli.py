@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cli import EXAMPLE, existing_server_answers, run
+from tests.fixtures.cli import EXAMPLE, assert_refused_up_front, existing_server_answers, run
 
 
 def test_version_and_help() -> None:
@@ -142,6 +142,23 @@ def test_check_dry_run_describes_wildcard_mappings() -> None:
     assert result.returncode == 0, result.stderr
     assert "--connect-to: *:* goes to 127.0.0.1:8443" in result.stdout
     assert "--connect-to: example.org:8448 goes to (the same host):9448" in result.stdout
+
+
+@pytest.mark.parametrize("peer", ["", "other test", "other.test;id", "$(id).org", "other.test:99999", "a\nb"])
+def test_a_peer_that_is_not_a_server_name_is_refused_before_anything(tmp_path: Path, peer: str) -> None:
+    state_dir = tmp_path / "state"
+    for mode in (("--check", "example.org"), ("--answers", str(existing_server_answers(tmp_path)))):
+        result = run(*mode, "--peer", peer, "--state-dir", str(state_dir), cwd=tmp_path)
+        assert_refused_up_front(result, "--peer: the server name")
+    assert not state_dir.exists()
+
+
+def test_peer_none_skips_the_outbound_check_and_a_peer_is_planned(tmp_path: Path) -> None:
+    none = run("--check", "example.org", "--dry-run", "--peer", "none")
+    assert none.returncode == 0 and "outbound" not in none.stdout
+    other = run("--check", "example.org", "--dry-run", "--peer", "other.test:8448")
+    assert other.returncode == 0
+    assert "%23matrix-installer-outbound-check%3Aother.test%3A8448" in other.stdout, other.stdout
 
 
 def test_an_upgrade_with_no_server_to_find_stops_before_anything(tmp_path: Path) -> None:

@@ -60,7 +60,8 @@ async def test_aaaa_records_for_every_name_the_box_serves(monkeypatch):
     ctx, lines = _context(IP_ADDR)
     assert await stages.ensure_aaaa(ctx) is Status.DONE
     assert [r.zone_line for r in published] == [
-        "matrix.example.org. 300 IN AAAA 2a01:4f8:c17:1::7", "example.org. 300 IN AAAA 2a01:4f8:c17:1::7"]
+        "matrix.example.org. 300 IN AAAA 2a01:4f8:c17:1::7", "example.org. 300 IN AAAA 2a01:4f8:c17:1::7",
+        "element.example.org. 300 IN AAAA 2a01:4f8:c17:1::7"]  # Element Web's site too
     assert "the host's public IPv6 address is 2a01:4f8:c17:1::7" in lines
 
 

@@ -64,12 +64,12 @@ def fake_ssh(monkeypatch):
     return FakeSsh
 
 
-def installed_here(tmp_path: Path, *, facts: dict | None = None) -> Path:
+def installed_here(tmp_path: Path, *, facts: dict | None = None, backup: str = S3_TOML) -> Path:
     """This machine's state for SERVER as an install leaves it: the answers and the facts."""
     root = tmp_path / "state"
     folder = root / SERVER
     folder.mkdir(parents=True)
-    (folder / ANSWERS_FILE).write_text(answers_file(tmp_path, S3_TOML).read_text())
+    (folder / ANSWERS_FILE).write_text(answers_file(tmp_path, backup).read_text())
     state = RunState.load(root, SERVER)
     for key, value in {"host.host_key": HOST_KEY, selftest.DEPLOYED: True, **(facts or {})}.items():
         state.remember(key, value)
@@ -177,3 +177,14 @@ async def test_check_mode_reports_server_health_beside_the_test_and_fails_after_
     await stage.check(ctx)
     (health,) = session.checks
     assert health["ok"] is True and "passed 1 checks" in health["detail"] and "warning" not in health
+
+
+async def test_without_off_box_backups_the_backup_stage_connects_nowhere(tmp_path, fake_ssh):
+    root = installed_here(tmp_path, backup='target = "none"')
+    ctx, session, lines = check_mode(root, "backup.age")
+    assert await state_checks(ctx) is None
+    assert fake_ssh.made == [] and "this server's answers send no backups off the box: backup-age is not checked" in lines
+    later, _, later_lines = check_mode(root, "federation.check", session=session)
+    saved = await saved_module.open_saved_host(later)
+    assert saved.connected and len(fake_ssh.made) == 1 and session.remote is fake_ssh.made[0]
+    assert any(line.startswith("connected to ubuntu@203.0.113.7:22") for line in later_lines)

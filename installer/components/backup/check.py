@@ -109,12 +109,13 @@ async def state_checks(ctx: StageContext) -> list[Check] | None:
     checks made on the host); None when there is nothing to say."""
     from installer.host.saved import open_saved_host
 
-    saved = await open_saved_host(ctx)
+    saved = await open_saved_host(ctx, connect=False)
     if saved is None:
         return None
     if target_of(saved.answers) == "none":
         ctx.log("this server's answers send no backups off the box: backup-age is not checked")
         return None
+    await open_saved_host(ctx)
     if saved.problem:
         return [Check("backup-age", False, saved.problem, saved.hint)]
     if ctx.dry_run:
