@@ -42,7 +42,8 @@ def measure() -> tuple[list[Row], list[str]]:
             report = work / "report.json"
             started = time.perf_counter()
             subprocess.run(
-                [sys.executable, "-m", "installer", "--answers", str(answers), "--state-dir", str(work / "state"), "--report", str(report)],
+                [sys.executable, "-m", "installer", "--answers", str(answers), "--state-dir", str(work / "state"), "--report", str(report),
+                 "--peer", "none"],
                 cwd=ROOT, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL,
                 env={**os.environ, "MI_BENCH_ADMIN_PASSWORD": "bench-password-123"},
             )

@@ -68,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     opts.add_argument("--connect-to", metavar="H1:P1:H2:P2", action="append", default=[], help="like curl: connect to H2:P2 whenever H1:P1 is wanted (repeatable)")
     opts.add_argument("--dns-server", metavar="ADDR[:PORT]", help="resolver for A/AAAA/SRV look-ups (default: the system's)")
     opts.add_argument("--ca-file", metavar="FILE", help="extra CA bundle to trust (a lab's own CA)")
+    opts.add_argument("--peer", metavar="NAME", default="matrix.org",
+                      help='the server the outbound federation check makes yours reach, at the end of an install or '
+                           'upgrade and with --check (default: matrix.org; "none" on a network with no other server)')
     opts.add_argument("--snapshot", metavar="ID", help="with --restore: the snapshot to restore (default: the latest)")
     opts.add_argument("--replace", action="store_true", help="with --restore: replace a deployment already on the "
                       "host (it is moved aside, not deleted)")
@@ -207,6 +210,11 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     problems += _mode_problems(args)
     if args.check and (problem := check_server_name(args.check)):
         problems.append(f"--check: the server name {problem}")
+    peer: str | None = args.peer.strip()
+    if peer is not None and peer.lower() == "none":
+        peer = None
+    elif problem := check_server_name(peer):
+        problems.append(f"--peer: the server name {problem}")
     connect_to = []
     for value in args.connect_to:
         try:
@@ -239,6 +247,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         dns_server=dns_server,
         ca_file=ca_file,
         launch_retry_minutes=launch_retry_minutes,
+        peer=peer,
         snapshot=args.snapshot if args.snapshot and args.snapshot != "latest" else None,
         replace=args.replace,
     )

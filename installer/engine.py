@@ -181,14 +181,18 @@ class StageContext:
         self.secret(value)
         self.session.shown_once.append((label, value))
 
-    def report_check(self, name: str, ok: bool, detail: str, fix: str | None = None) -> None:
+    def report_check(self, name: str, ok: bool, detail: str, fix: str | None = None, *, warning: bool = False) -> None:
         """A check's result for the report's "checks" (secrets masked, escaped: details may hold
-        what the network sent). A stage whose check fails also raises, so the run exits 1."""
+        what the network sent). A stage whose check fails also raises, so the run exits 1. A
+        warning is a check that passed with something to look at ("warning": true, and the fix)."""
         def said(text: str) -> str:
             return escape(self.session.secrets.redact(text), keep="\t")
 
         self.session.checks[:] = [c for c in self.session.checks if c["name"] != name]
-        self.session.checks.append({"name": name, "ok": ok, "detail": said(detail), "fix": said(fix) if fix else None})
+        check = {"name": name, "ok": ok, "detail": said(detail), "fix": said(fix) if fix else None}
+        if warning and ok:
+            check["warning"] = True
+        self.session.checks.append(check)
 
     def link(self, label: str, url: str) -> None:
         """Something to open once the run is done (the web client's address): shown at the end and

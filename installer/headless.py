@@ -63,7 +63,8 @@ class HeadlessReporter:
             verdict = "passed" if result.federation.get("ok") else "FAILED"
             out.write(f"  federation test for {result.federation.get('server_name')}: {verdict}\n")
         for check in result.checks:
-            out.write(f"  {'✓' if check['ok'] else '✗'} {check['name']}  {check['detail']}\n")
+            mark = "✗" if not check["ok"] else "!" if check.get("warning") else "✓"
+            out.write(f"  {mark} {check['name']}  {check['detail']}\n")
         for label, url in result.links if not result.dry_run else ():
             out.write(f"  Open {label}: {url}\n")
         failed = [s.name for s in result.stages if s.status is Status.FAILED]

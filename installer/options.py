@@ -20,6 +20,9 @@ class RunOptions:
     ca_file: Path | None = None
     launch_retry_minutes: int | None = None
     """Overrides answers.cloud.launch_retry_minutes (the --launch-retry-minutes flag)."""
+    peer: str | None = None
+    """The server the outbound federation check makes ours reach (--peer; the command line's
+    default is matrix.org). None: no outbound check (a run made in code; `--peer none` too)."""
     snapshot: str | None = None
     """--restore --snapshot ID: the snapshot to restore (default: the latest)."""
     replace: bool = False

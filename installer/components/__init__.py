@@ -28,6 +28,7 @@ REGISTRY = (
     "installer.components.tuning",
     "installer.components.backup",
     "installer.components.upgrade",
+    "installer.components.selftest",
     "installer.components.federation",
 )
 

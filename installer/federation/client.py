@@ -75,7 +75,13 @@ async def client_well_known(net: Net, server_name: str) -> ClientWellKnown:
             f"{url} has no Access-Control-Allow-Origin header: web clients such as Element cannot read it",
             f"add `header /.well-known/matrix/* Access-Control-Allow-Origin \"*\"` to the {server_name} site "
             "in the Caddyfile and reload Caddy"), base_url)
-    return ClientWellKnown(Check("client-well-known", True, f"m.homeserver.base_url = {base_url} (CORS {origin})"), base_url)
+    detail = f"m.homeserver.base_url = {base_url} (CORS {origin})"
+    content_type = answer.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != "application/json":
+        return ClientWellKnown(Check(
+            "client-well-known", True, f"{detail}; but served as {content_type or 'no Content-Type'}, not application/json",
+            "send it with Content-Type: application/json (some clients refuse anything else)", warning=True), base_url)
+    return ClientWellKnown(Check("client-well-known", True, detail), base_url)
 
 
 def _body_json(answer: Fetched) -> Any:

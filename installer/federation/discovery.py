@@ -22,11 +22,15 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urljoin
 
-from installer.federation.net import HostAddresses, Net, NetError, SrvRecord, is_ip, join_host_port
+from installer.federation.net import Fetched, HostAddresses, Net, NetError, SrvRecord, is_ip, join_host_port
 from installer.shown import quoted
 
 WELL_KNOWN_MAX_BYTES = 50 * 1024
 MAX_REDIRECTS = 10
+HOMESERVER_AGENT = "Synapse/1.163.2"
+"""The .well-known is fetched a second time with a homeserver's own user agent: a web firewall or
+bot filter that answers our unusual one but blocks what servers send (or the other way round)
+shows as a difference (matrix-federation-tester #144)."""
 DEFAULT_PORT = 8448
 _CACHE_DEFAULT = 24 * 3600
 _CACHE_MAX = 48 * 3600
@@ -75,6 +79,22 @@ class WellKnown:
     error: NetError | None = None
     cache_expires_at: int = 0
     redirects: list[str] = field(default_factory=list)
+    content_type: str = ""
+    """The Content-Type of the document that answered (found or invalid)."""
+    first: tuple[int, str] = (0, "")
+    """The first answer at the server name: (status, the Location of a redirect or the m.server);
+    each of the server name's addresses must give the same."""
+    agent: str = ""
+    """The user agent it was fetched with ("" for ours)."""
+    by_agent: WellKnown | None = None
+    """The same document fetched with HOMESERVER_AGENT."""
+
+    @property
+    def outcome(self) -> str:
+        """What a server would conclude, in words that compare across user agents."""
+        if self.status == "found":
+            return f"m.server = {self.m_server}"
+        return self.detail
 
     def to_tester(self) -> dict[str, Any]:
         if self.status == "found":
@@ -101,6 +121,12 @@ class Address:
     target: Target
     ip: str
     port: int
+    shown: str = ""
+    """The address as other servers see it ("ADDR:PORT" from DNS, the port wanted); the report
+    names per-address checks by it (`tls@203.0.113.10:443`)."""
+
+    def __post_init__(self) -> None:
+        self.shown = self.shown or join_host_port(self.ip, self.port)
 
     @property
     def key(self) -> str:
@@ -127,6 +153,9 @@ class Discovery:
     hosts: dict[str, HostAddresses] = field(default_factory=dict)
     addresses: list[Address] = field(default_factory=list)
     unresolved: list[Target] = field(default_factory=list)
+    well_known_at: list[tuple[str, Fetched | NetError]] = field(default_factory=list)
+    """The server name's own addresses (A and AAAA, port 443), each asked for the .well-known
+    that delegation found: (shown address, its answer or what went wrong)."""
 
     @property
     def route(self) -> str:
@@ -186,14 +215,15 @@ def _valid_delegation(value: Any) -> str | None:
     return None
 
 
-async def fetch_well_known(net: Net, host: str) -> WellKnown:
+async def fetch_well_known(net: Net, host: str, *, agent: str = "") -> WellKnown:
     url = f"https://{host}/.well-known/matrix/server"
-    result = WellKnown(url)
+    result = WellKnown(url, agent=agent)
     seen = {url}
     current = url
+    headers = {"User-Agent": agent} if agent else None
     for _ in range(MAX_REDIRECTS + 1):
         try:
-            answer = await net.fetch(current, max_bytes=WELL_KNOWN_MAX_BYTES)
+            answer = await net.fetch(current, max_bytes=WELL_KNOWN_MAX_BYTES, headers=headers)
         except NetError as exc:
             result.error = exc
             if exc.kind == "too-large":
@@ -201,6 +231,8 @@ async def fetch_well_known(net: Net, host: str) -> WellKnown:
             else:
                 result.status, result.detail = "absent", f"{current} could not be fetched: {exc.message}"
             return result
+        if current == url:
+            result.first = (answer.status, answer.headers.get("location", "") if 300 <= answer.status < 400 else "")
         if answer.status in (301, 302, 303, 307, 308) and answer.headers.get("location"):
             nxt = urljoin(current, answer.headers["location"])
             if nxt in seen:
@@ -216,6 +248,7 @@ async def fetch_well_known(net: Net, host: str) -> WellKnown:
         if not answer.body.strip():
             result.status, result.detail = "absent", f"{current} answered 200 with an empty body"
             return result
+        result.content_type = answer.headers.get("content-type", "")
         try:
             data = json.loads(answer.body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -232,6 +265,8 @@ async def fetch_well_known(net: Net, host: str) -> WellKnown:
             result.status, result.detail = "invalid", f"{current}: {problem}"
             return result
         result.status, result.m_server = "found", data["m.server"]
+        if current == url:
+            result.first = (200, result.m_server)
         result.detail = f"m.server = {result.m_server}"
         if result.redirects:
             result.detail += f" (after {len(result.redirects)} redirect{'s' if len(result.redirects) > 1 else ''})"
@@ -268,7 +303,10 @@ async def discover(net: Net, server_name: str) -> Discovery:
     elif port is not None:
         found.targets = [Target(host, port, host, f"{host}:{port}", "explicit port")]
     else:
-        found.well_known = await fetch_well_known(net, host)
+        found.well_known, other, found.well_known_at = await asyncio.gather(
+            fetch_well_known(net, host), fetch_well_known(net, host, agent=HOMESERVER_AGENT),
+            _well_known_at_each_address(net, host))
+        found.well_known.by_agent = other
         if found.well_known.status == "found":
             d_host, d_port = split_server_name(found.well_known.m_server)
             if is_ip(d_host):
@@ -282,15 +320,31 @@ async def discover(net: Net, server_name: str) -> Discovery:
             found.targets = await _srv_targets(net, found, host, host) or [
                 Target(host, DEFAULT_PORT, host, host, "default port")]
 
-    located = await asyncio.gather(*(net.locate(t.host, t.port) for t in found.targets))
-    for target, (names, addresses) in zip(found.targets, located):
+    located = await asyncio.gather(*(net.routes(t.host, t.port) for t in found.targets))
+    for target, (names, routes) in zip(found.targets, located):
         found.hosts[target.host] = names
         if target.step.startswith("srv") and names.cname:
             found.srv_rejected.append(
                 f"SRV target {target.host} is a CNAME (to {names.cname}), which the spec forbids")
             continue
-        if not addresses:
+        if not routes:
             found.unresolved.append(target)
-        for ip, real_port in addresses:
-            found.addresses.append(Address(target, ip, real_port))
+        for shown, ip, real_port in routes:
+            found.addresses.append(Address(target, ip, real_port, shown))
     return found
+
+
+async def _well_known_at_each_address(net: Net, host: str) -> list[tuple[str, Fetched | NetError]]:
+    """The first answer for /.well-known/matrix/server at each of the server name's addresses
+    (both families): other servers pick any of them, so each must serve the delegation."""
+    _, routes = await net.routes(host, 443)
+
+    async def ask(ip: str, port: int) -> Fetched | NetError:
+        try:
+            return await net.request_at(ip, port, sni=host, host_header=host, method="GET",
+                                        path="/.well-known/matrix/server", max_bytes=WELL_KNOWN_MAX_BYTES)
+        except NetError as exc:
+            return exc
+
+    answers = await asyncio.gather(*(ask(ip, port) for _, ip, port in routes))
+    return [(shown, answer) for (shown, _, _), answer in zip(routes, answers)]

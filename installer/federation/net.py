@@ -12,6 +12,7 @@ import errno
 import hashlib
 import socket
 import ssl
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,6 +132,8 @@ class Fetched:
     tls_version: str = ""
     cipher: str = ""
     seconds: float = 0.0
+    received_at: float = 0.0
+    """This machine's clock (time.time()) when the answer arrived: with the Date header, the skew."""
 
     def json(self) -> Any:
         import json
@@ -333,18 +336,26 @@ class Net:
     async def locate(self, host: str, port: int) -> tuple[HostAddresses, list[tuple[str, int]]]:
         """Where a connection to host:port really goes: DNS first, then --connect-to (by name,
         or by each resolved address). A name missing from DNS is fine when a mapping covers it."""
+        found, routes = await self.routes(host, port)
+        return found, [(ip, real_port) for _, ip, real_port in routes]
+
+    async def routes(self, host: str, port: int) -> tuple[HostAddresses, list[tuple[str, str, int]]]:
+        """Like `locate`, with each address as other servers see it: (shown, ip, port), where
+        shown is "ADDR:PORT" from DNS with the port wanted (what a report names), and ip:port
+        where the connection really goes. A mapping by name skips DNS: then shown is where it goes."""
         found = await self.resolve(host)
         by_name = self.mapped(host, port)
         if by_name is not None:
             target_host, target_port = by_name
             if is_ip(target_host):
-                return found, [(target_host, target_port)]
+                return found, [(join_host_port(target_host, target_port), target_host, target_port)]
             mapped = await self.resolve(target_host)
-            return found, [(ip, target_port) for ip in mapped.addrs]
-        targets = []
+            return found, [(join_host_port(ip, target_port), ip, target_port) for ip in mapped.addrs]
+        routes = []
         for ip in found.addrs:
-            targets.append(self.mapped(ip, port) or (ip, port))
-        return found, targets
+            real_ip, real_port = self.mapped(ip, port) or (ip, port)
+            routes.append((join_host_port(ip, port), real_ip, real_port))
+        return found, routes
 
     # --- HTTPS ------------------------------------------------------------------------------
     def _client(self, ip: str, port: int, sni: str) -> httpx.AsyncClient:
@@ -386,7 +397,7 @@ class Net:
                         raise NetError("too-large", f"{shown} sent more than {max_bytes // 1024} KB",
                                        host=sni, port=port, address=address)
                 return Fetched(response.status_code, response.headers, bytes(body), shown, address, cert,
-                               version, cipher, asyncio.get_running_loop().time() - started)
+                               version, cipher, asyncio.get_running_loop().time() - started, time.time())
         except NetError:
             raise
         except httpx.HTTPError as exc:

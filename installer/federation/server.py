@@ -42,6 +42,9 @@ class AddressReport:
     ed25519: dict[str, dict[str, bool]] = field(default_factory=dict)
     verify_keys: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    date: str = ""
+    """The server's Date header on the key response, and this machine's clock when it arrived."""
+    received_at: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -167,6 +170,7 @@ async def check_address(net: Net, address: Address, server_name: str, how: str) 
             return report
     assert isinstance(keys_answer, Fetched) and isinstance(version_answer, Fetched)
     report.cert, report.tls_version, report.cipher = keys_answer.cert, keys_answer.tls_version, keys_answer.cipher
+    report.date, report.received_at = keys_answer.headers.get("date", ""), keys_answer.received_at
     report.checks["ValidCertificates"] = True
 
     keys, report.keys_problem = _json_or_problem(keys_answer)

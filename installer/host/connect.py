@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import shlex
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from installer.engine import StageContext, StageError
 from installer.events import Status
 
 if TYPE_CHECKING:
+    from installer.answers import Answers
     from installer.ssh import SshTarget
 
 q = shlex.quote
@@ -129,27 +131,32 @@ def parse_os_release(text: str) -> HostOS:
     )
 
 
-def ssh_target(ctx: StageContext):
+def ssh_target(ctx: StageContext) -> SshTarget:
     """Where to connect and which host key to accept; refuses to trust a key it cannot vouch for."""
+    return target_for(ctx.answers, ctx.facts, ctx.log)
+
+
+def target_for(answers: Answers, facts: Mapping[str, Any], log: Callable[[str], Any]) -> SshTarget:
+    """ssh_target for given answers and state facts (a run's own, or a deployment's saved ones)."""
     from pathlib import Path
 
     from installer.ssh import SshTarget
 
-    a = ctx.answers.ssh
-    host = a.host or ctx.facts.get("host.address")
+    a = answers.ssh
+    host = a.host or facts.get("host.address")
     if not host:
         raise StageError("the host's address is not known", 'set ssh.host in the answers (provider "existing"), '
                          "or let the cloud stages finish")
-    pinned, given = a.host_key.strip(), ctx.facts.get("host.host_key")
+    pinned, given = a.host_key.strip(), facts.get("host.host_key")
     if pinned:
         expected, source = pinned, "the pinned key (ssh.host_key in the answers)"
         if given and given.split()[:2] != pinned.split()[:2]:
-            ctx.log("the host key in the state differs from ssh.host_key in the answers: the answers' pin is used")
+            log("the host key in the state differs from ssh.host_key in the answers: the answers' pin is used")
     elif given:
         source = {"cloud-init": "the key this installer gave the VM through cloud-init",
-                  "host": "the key the installer made on the host"}.get(ctx.facts.get(HOST_KEY_FROM), "the key saved in the run state")
+                  "host": "the key the installer made on the host"}.get(facts.get(HOST_KEY_FROM), "the key saved in the run state")
         return SshTarget(host, a.port, a.user, Path(a.private_key).expanduser(), given, source,
-                         next_host_key=ctx.facts.get(NEXT_HOST_KEY) or "")
+                         next_host_key=facts.get(NEXT_HOST_KEY) or "")
     else:
         raise StageError(
             f"the SSH host key of {host} is not known, and the installer does not trust a key on first sight",

@@ -1,113 +1,134 @@
-"""The deployment's host as this machine's saved state knows it, for `--check SERVER_NAME`: the
-answers saved beside the state (SSH user, port, key, any pinned host key) and the facts of its
-runs (the address, the host key pinned after the first verified connection).
-
-The one place `--check` reaches the host from: every check that reads it (the server's health,
-the backups' age) asks here. The first to ask connects, with a short timeout and only to the pinned
-key (host.connect.ssh_target, as an install's host.ssh does); the others use that connection, and a
-host that did not answer is said once and not waited for again. The engine closes the connection
-at the end of the run, as it does an install's.
+"""`--check SERVER_NAME` of a deployment this machine installed: its saved answers and state facts,
+and one SSH connection to its host, made as the install made it (the host key pinned in the state
+or the answers, the key pair the answers name). The one place a check-mode stage opens the
+deployment's host: the backup checks (backup-age, restore-test) and the self-test's
+server-health share it, and the connection is attached to the run (closed when it ends).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
-
-from installer.engine import StageError
 
 if TYPE_CHECKING:
     from installer.answers import Answers
     from installer.engine import StageContext
-    from installer.remote import Remote
-    from installer.ssh import SshTarget
 
-CONNECT_SECONDS = 15.0
-"""How long `--check` waits for SSH: a host that is down must not hold up the federation test."""
+CONNECT_TIMEOUT = 10.0
 
 
-class NotKnown(Exception):
-    """This machine's state cannot say where the server is: why, in words."""
+@dataclass
+class SavedHost:
+    """A deployment this machine's state knows, and whether its host could be asked."""
 
-
-@dataclass(frozen=True)
-class SavedDeployment:
-    server_name: str
     answers: Answers
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any]
+    address: str = ""
+    problem: str | None = None
+    """Why the host could not be asked (the checks made on it fail with these words)."""
+    hint: str | None = None
 
-    def target(self, ctx: StageContext) -> SshTarget:
-        """Where to connect and which host key to accept (a StageError when it cannot be vouched for)."""
-        from installer.host.connect import ssh_target
-
-        shim = SimpleNamespace(answers=self.answers, facts=self.facts, log=ctx.log, dry_run=ctx.dry_run)
-        return ssh_target(shim)  # type: ignore[arg-type]
+    @property
+    def connected(self) -> bool:
+        """Commands can run on the host (never in a dry run)."""
+        return bool(self.address) and self.problem is None
 
 
-def saved_deployment(ctx: StageContext) -> SavedDeployment:
-    """The server `--check` was given, as a run on this machine left it; NotKnown when none did."""
+@dataclass
+class _Lookup:
+    """The run's one look-up (ctx.resource): made by the first stage that asks."""
+
+    looked: bool = False
+    found: SavedHost | None = None
+    connect_tried: bool = False
+    notes: list[str] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Stages that read the host run side by side: the second waits for the first's connection."""
+
+
+async def open_saved_host(ctx: StageContext, *, connect: bool = True) -> SavedHost | None:
+    """The deployment of ctx's server name as this machine's state saved it, its host connected
+    and attached to the run (unless `connect` is false: the answers and facts only); None when no
+    run from here knows it (said in the log). The first call looks and connects; later ones in
+    the same run get the same answer and the same connection."""
+    lookup = ctx.resource(_Lookup)
+    async with lookup.lock:
+        if not lookup.looked:
+            lookup.found = _look(ctx, lookup.notes)
+            lookup.looked = True
+        else:
+            for note in lookup.notes:  # each stage's log says why it checks nothing on the host
+                ctx.log(note)
+        saved = lookup.found
+        if saved is not None and connect and not lookup.connect_tried:
+            lookup.connect_tried = True
+            await _connect(ctx, saved)
+        return saved
+
+
+def _look(ctx: StageContext, notes: list[str]) -> SavedHost | None:
     from installer.answers import AnswersError, load_answers
     from installer.discovery import ANSWERS_FILE
     from installer.state import RunState, StateError
+
+    def note(text: str) -> None:
+        notes.append(text)
+        ctx.log(text)
 
     server_name = ctx.answers.domain.server_name
     try:
         state = RunState.load(ctx.options.state_root, server_name)
     except StateError as exc:
-        raise NotKnown(f"this machine's state for {server_name} cannot be read ({exc})") from None
-    path = state.folder / ANSWERS_FILE if state.folder is not None else None
-    if path is None or not path.exists():
-        raise NotKnown(f"this machine did not install {server_name} (no answers saved in its state)")
+        note(f"this machine's state for {server_name} cannot be read ({exc}): its host is not asked")
+        return None
+    if state.folder is None or not state.facts:
+        note(f"no run of this machine's state knows {server_name}: its host is not asked")
+        return None
     try:
-        answers = load_answers(path)
-    except (AnswersError, OSError) as exc:
-        raise NotKnown(f"the answers saved in this machine's state for {server_name} cannot be read "
-                       f"({str(exc).splitlines()[0][:200]})") from None
-    return SavedDeployment(server_name, answers, dict(state.facts))
+        answers = load_answers(state.folder / ANSWERS_FILE)
+    except (AnswersError, OSError):
+        note(f"the answers saved for {server_name} cannot be read: its host is not asked")
+        return None
+    return SavedHost(answers, dict(state.facts))
 
 
-class _Connection:
-    """The run's one connection to the saved deployment's host (a session resource)."""
+async def _connect(ctx: StageContext, saved: SavedHost) -> None:
+    from installer.engine import StageError
+    from installer.host.connect import target_for
 
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.remote: Remote | None = None
-        self.failure: str | None = None
-        self.hint: str | None = None
-
-
-async def connect(ctx: StageContext, target: SshTarget) -> Remote:
-    """The run's connection to `target`: made by the first check that asks, shared by the rest.
-    A dry run says where it would connect and returns a recording remote (the run's). Raises
-    StageError (in words) when the host cannot be reached or presents another key."""
+    server_name = ctx.answers.domain.server_name
+    try:
+        target = target_for(saved.answers, saved.facts, ctx.log)
+    except StageError as exc:
+        saved.problem, saved.hint = f"its host is not known: {exc}", exc.hint
+        return
+    saved.address = target.address
     if ctx.dry_run:
-        ctx.log(f"connect to {target.address}, accepting only {target.host_key_source}", "command")
-        if ctx.session.remote is None:  # a check's session has none
+        ctx.log(f"connect to {target.address} (the host this machine installed {server_name} on; host key pinned in "
+                "its state) to read what the checks there need", "command")
+        if ctx.session.remote is None:  # the checks' commands are shown, as an install's are
             from installer.remote import RecordingRemote
 
             ctx.attach_remote(RecordingRemote())
-        return ctx.remote
-    shared = ctx.resource(_Connection)
-    async with shared.lock:
-        if shared.remote is None and shared.failure is None:
-            from installer.shown import error_summary
-            from installer.ssh import SshRemote, Unreachable
+        return
+    from installer.ssh import SshRemote
 
-            remote = SshRemote(target, connect_timeout=CONNECT_SECONDS)
-            try:
-                await remote.wait_until_up(deadline=time.monotonic() + CONNECT_SECONDS)
-            except Exception as exc:  # noqa: BLE001 - any failure to connect is said, in words
-                await remote.close()
-                shared.failure = (str(exc) if isinstance(exc, StageError) else error_summary(exc)).splitlines()[0][:300]
-                shared.hint = exc.hint if isinstance(exc, StageError) and not isinstance(exc, Unreachable) else None
-            else:
-                shared.remote = remote
-                ctx.attach_remote(remote)  # closed by the engine at the end of the run
-    if shared.failure is not None:
-        raise StageError(f"{target.address} cannot be reached over SSH ({shared.failure})",
-                         shared.hint or f"check that {target.address} is up and reachable, then run the check again")
-    assert shared.remote is not None
-    return shared.remote
+    remote = SshRemote(target, connect_timeout=CONNECT_TIMEOUT)
+    try:
+        await remote.connect_once()
+    except Exception as exc:  # noqa: BLE001 - any failure to connect is a host that could not be asked
+        from installer.shown import error_summary
+
+        await remote.close()
+        words = str(exc) if isinstance(exc, StageError) else error_summary(exc)
+        saved.problem = f"the server could not be asked over SSH ({words})"
+        saved.hint = (exc.hint if isinstance(exc, StageError) and exc.hint else
+                      f"check that {target.address} is up and reachable, then run the check again")
+        return
+    old = ctx.session.remote
+    ctx.attach_remote(remote)
+    if old is not None and old is not remote:
+        await old.close()
+    ctx.log(f"connected to {target.address} (the host this machine installed {server_name} on; host key verified "
+            f"against {target.host_key_source})")

@@ -15,7 +15,8 @@ hosts (the second starts once the first is destroyed):
    the same client reads its messages and the upload back, the signing key is the same, the
    federation test passes; a third machine's restore onto it is refused.
 4. The weekly restore test passes on the new host, and fails with the reason named once the
-   repository's data is damaged on purpose; `--check` reports it.
+   repository's data is damaged on purpose; the failure starts the self-test, whose notice a real
+   client reads in the admin's "Server notices" room; `--check` reports it.
 
 What differs from a real server: the stand-in images (tests/lab/README.md), Caddy's local CA,
 rclone instead of Object Storage (the OCI calls are tests/integration/test_backup_oci.py's).
@@ -40,7 +41,7 @@ import nio
 import pytest
 
 from tests.lab import lab as _lab
-from tests.lab.matrix_client import client, login, messages
+from tests.lab.matrix_client import client, login, messages, room_notices
 from tests.lab.s3 import free_port, s3_server
 from tests.lab.scenarios import Command, existing_server_answers, https_mappings, ready_host
 
@@ -348,15 +349,42 @@ def test_the_server_moves_to_a_fresh_host_with_its_messages_upload_and_signing_k
 
 # --- 4. the weekly restore test ---------------------------------------------------------------
 
+def self_test_baseline(host: _lab.LabHost, ca: Path) -> None:
+    """What the lab adds for the self-test on the host (a real server has public DNS and a public
+    CA): the names on the host's loopback in /etc/hosts, Caddy's local root in its trust store.
+    Then one run as the timer starts it, which passes and posts nothing."""
+    sh(host, f"echo '127.0.0.1 {SERVER_NAME} {MATRIX_HOST}' >> /etc/hosts")
+    host.exec("cat > /usr/local/share/ca-certificates/lab-caddy-root.crt && update-ca-certificates >/dev/null",
+              input=ca.read_text(), check=True)
+    healthy = host.exec("systemctl start matrix-selftest.service")
+    assert healthy.returncode == 0, host.exec("journalctl -u matrix-selftest -o cat --no-pager | tail -30").stdout
+    last = json.loads(sh(host, "cat /var/lib/matrix-selftest/last.json"))
+    assert last["ok"] is True and [c["name"] for c in last["checks"]][-2:] == ["backup-age", "restore-test"], last
+
+
+async def read_notices(host: _lab.LabHost, ca: Path) -> list[str]:
+    """The admin's "Server notices" room, read by a real client."""
+    admin = client(MATRIX_HOST, host.https_port, ca, f"@admin:{SERVER_NAME}")
+    try:
+        await login(admin, ADMIN_PASSWORD)
+        return (await room_notices(admin, "Server notices"))[1]
+    finally:
+        await admin.close()
+
+
 def test_the_restore_test_passes_and_names_the_damage_when_a_snapshot_is_damaged(lab, lab_dns) -> None:
     lab.dns_port = lab_dns
     host = lab.new
+    assert sh(host, "systemctl show -p OnFailure --value matrix-restore-test.service").split() == ["matrix-selftest.service"]
+    self_test_baseline(host, lab.new_ca)
+    assert asyncio.run(read_notices(host, lab.new_ca)) == []
     started = time.monotonic()
     assert host.exec("systemctl start matrix-restore-test").returncode == 0, \
         host.exec("journalctl -u matrix-restore-test --no-pager | tail -20").stdout
     lab.figures["restore test seconds"] = round(time.monotonic() - started, 1)
     result = json.loads(sh(host, "cat /opt/matrix/restic/restore-test.json"))
-    assert result["ok"] is True and result["details"].startswith("users 2, rooms 1, events "), result
+    # The admin, alice and the self-test's bot; alice's room and the bot's "Server notices" room.
+    assert result["ok"] is True and result["details"].startswith("users 3, rooms 2, events "), result
 
     # Damage the repository's data on purpose (every pack file the snapshots use, in the bucket).
     packs = [p for p in (lab.s3.root / "data").rglob("*") if p.is_file()]
@@ -374,7 +402,29 @@ def test_the_restore_test_passes_and_names_the_damage_when_a_snapshot_is_damaged
     assert "restore test FAILED: the latest snapshot cannot be restored" in journal
     assert containers(host) == ["postgres", "synapse"]  # the scratch server is gone, the live one untouched
 
+    # The failure reaches the admin's room through the self-test, which systemd started on it
+    # (OnFailure): the same path as the self-test's own failures.
+    deadline = time.monotonic() + 180
+    while True:
+        history = sh(host, "cat /var/lib/matrix-selftest/history.jsonl").splitlines()
+        if len(history) == 2 and host.exec("systemctl is-active --quiet matrix-selftest.service").returncode != 0:
+            break
+        assert time.monotonic() < deadline, history
+        time.sleep(2)
+    lab.figures["restore test failure to notice seconds"] = round(json.loads(history[-1])["at"] + json.loads(history[-1])["seconds"]
+                                                                  - result["at"], 1)
+    ran = sh(host, "journalctl -u matrix-selftest -o cat --no-pager")
+    assert "notice posted to the admin's room" in ran, ran
+    notices = asyncio.run(read_notices(host, lab.new_ca))
+    assert len(notices) == 1, notices
+    print(f"\nthe notice read by the admin's client:\n{notices[0]}")
+    assert notices[0].startswith(f"Self-test of {SERVER_NAME} FAILED at ") and "(1 of " in notices[0]
+    assert "✗ restore-test: failed " in notices[0] and "the latest snapshot cannot be restored" in notices[0]
+    assert "fix: see `journalctl -u matrix-restore-test`" in notices[0]
+
     done, report = check_run(lab, host, lab.folder / "check-damaged.json", state="elsewhere", ca=lab.new_ca)
     found = checks(report)
     assert found["restore-test"]["ok"] is False and "cannot be restored" in found["restore-test"]["detail"]
+    assert found["server-health"]["ok"] and found["server-health"].get("warning"), found["server-health"]
+    assert "FAILED: restore-test: failed" in found["server-health"]["detail"]
     print("\nbackup figures:", json.dumps(lab.figures))

@@ -95,7 +95,7 @@ admin_password_env = "MI_E2E_ADMIN_PASSWORD"
 
     def run(report: Path) -> tuple[subprocess.CompletedProcess[str], dict]:
         args = [sys.executable, "-m", "installer", "--answers", str(answers), "--state-dir", str(state_dir),
-                "--report", str(report), "--dns-server", f"127.0.0.1:{lab_dns}"]
+                "--report", str(report), "--dns-server", f"127.0.0.1:{lab_dns}", "--peer", "none"]
         for name in (SERVER_NAME, MATRIX_HOST):
             args += ["--connect-to", f"{name}:443:127.0.0.1:{host.https_port}"]
         if (ca := tmp_path / "caddy-root.crt").exists():

@@ -72,10 +72,15 @@ async def test_well_known_delegation_passes(well_known_caddy, dns_plain, caddy_l
     report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, expect_policy="closed",
                          admin=AdminLogin(*synapse.admin, MATRIX_HOST))
     assert report.ok, report.summary_lines()
-    assert [c.name for c in report.checks] == ["dns", "well-known", "tls", "server-keys", "federation-version",
-                                               "client-well-known", "client-versions", "registration", "admin-login"]
+    at = f"{LOOPBACK}:{well_known_caddy.https_port}"
+    assert [c.name for c in report.checks] == [
+        "well-known", "dns", "tls", "server-keys", "federation-version",
+        f"well-known@{at}", f"tls@{at}", f"server-keys@{at}", f"federation-version@{at}",
+        "certificate-expiry", "clock",
+        "client-well-known", "client-versions", "registration", "admin-login"]
+    assert not report.warnings, report.summary_lines()
     assert report.check("well-known").detail == "m.server = matrix.example.test:443"
-    assert report.summary_lines()[1] == "✓ well-known  m.server = matrix.example.test:443"
+    assert report.summary_lines()[0] == "✓ well-known  m.server = matrix.example.test:443"
     assert "verified" in report.check("server-keys").detail
     assert report.check("federation-version").detail.startswith("Synapse 1.")
     assert "closed" in report.check("registration").detail
@@ -377,7 +382,13 @@ async def test_well_known_redirect_is_followed_and_a_loop_is_reported(caddy_lab,
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=redirect_to_matrix_host)
     report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
     assert report.ok, report.summary_lines()
-    assert report.check("well-known").detail == "m.server = matrix.example.test:443 (after 1 redirect)"
+    # Followed, as the spec allows, but a warning with the fix: not every server follows redirects.
+    well_known = report.check("well-known")
+    assert well_known.warning and well_known.detail == (
+        "m.server = matrix.example.test:443; but reached through 1 redirect (https://example.test/.well-known/matrix/server"
+        " -> https://matrix.example.test/.well-known/matrix/server)")
+    assert "synapse #8098" in well_known.fix and "serve the document at https://example.test" in well_known.fix
+    assert report.summary_lines()[0].startswith("! well-known  ") and "-> fix: serve the document" in report.summary_lines()[0]
 
     caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
         text, '\t\trespond "/.well-known/matrix/server" `{"m.server": "matrix.example.test:443"}` 200\n',
@@ -455,7 +466,8 @@ def _cli_flags(caddy: CaddyServer, dns: DnsServer, lab: CaddyLab) -> list[str]:
     flags = []
     for h1, p1, h2, p2 in caddy.connect_to(*BOTH):
         flags += ["--connect-to", f"{h1}:{p1}:{h2}:{p2}"]
-    return flags + ["--dns-server", f"{dns.address[0]}:{dns.address[1]}", "--ca-file", str(lab.ca_file)]
+    # No other server here to reach: the outbound check is left out (the lab's two servers test it).
+    return flags + ["--dns-server", f"{dns.address[0]}:{dns.address[1]}", "--ca-file", str(lab.ca_file), "--peer", "none"]
 
 
 def test_matrix_installer_check_passes_against_the_lab(well_known_caddy, dns_plain, caddy_lab, tmp_path):
@@ -479,3 +491,114 @@ def test_matrix_installer_check_fails_naming_the_fault(caddy_lab, dns_plain):
     assert result.returncode == 1
     assert "✗ server-keys" in result.stdout
     assert "Synapse is down behind Caddy (502)" in result.stdout
+
+
+# --- both address families, every address ----------------------------------------------------
+
+
+async def test_a_dead_aaaa_record_fails_on_exactly_that_address(caddy_lab, dns_lab, synapse, well_known_caddy):
+    """matrix.example.test has A 127.0.0.1 (Caddy, reached through --connect-to by address, as a
+    VM's public IP would be) and AAAA 2001:db8::dead, where nothing answers."""
+    dns = dns_lab.start(addresses=((MATRIX_HOST, "2001:db8::dead"),))
+    report = await run_check(SERVER_NAME, connect_to=[(LOOPBACK, 443, LOOPBACK, well_known_caddy.https_port)],
+                             dns_server=dns.address, ca_file=caddy_lab.ca_file, timeout=3)
+    print("\n".join(report.summary_lines()))
+    assert "matrix.example.test -> 127.0.0.1, 2001:db8::dead" in report.check("dns").detail
+    failed = {c.name for c in report.failed}
+    dead = "[2001:db8::dead]:443"
+    assert failed == {"tls", f"tls@{dead}", f"server-keys@{dead}", f"federation-version@{dead}"}, report.summary_lines()
+    assert "2001:db8::dead" in report.check("tls").detail and "AAAA record of matrix.example.test" in report.check("tls").fix
+    for name in ("tls@127.0.0.1:443", "server-keys@127.0.0.1:443", "federation-version@127.0.0.1:443",
+                 "well-known@127.0.0.1:443", "well-known"):
+        assert report.check(name).ok, report.check(name)
+    tls = report.check(f"tls@{dead}")
+    assert "2001:db8::dead" in tls.detail
+    assert tls.fix.startswith("the AAAA record of matrix.example.test points at 2001:db8::dead, where nothing answers on port 443")
+    assert "not fetched: no TLS connection to [2001:db8::dead]:443" in report.check(f"server-keys@{dead}").detail
+
+
+async def test_every_address_of_the_server_name_must_serve_the_delegation(caddy_lab, dns_lab, synapse, well_known_caddy):
+    """example.test has two A records; the second reaches a web server without the .well-known."""
+    other = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        text, '\t\trespond "/.well-known/matrix/server" `{"m.server": "matrix.example.test:443"}` 200\n', ""))
+    dns = dns_lab.start(addresses=((SERVER_NAME, "127.0.0.2"),))
+    report = await run_check(SERVER_NAME, connect_to=[(LOOPBACK, 443, LOOPBACK, well_known_caddy.https_port),
+                                                      ("127.0.0.2", 443, LOOPBACK, other.https_port)],
+                             dns_server=dns.address, ca_file=caddy_lab.ca_file, timeout=3)
+    print("\n".join(report.summary_lines()))
+    bad = failing(report, "well-known@127.0.0.2:443")
+    assert "answered 404 Not Found, where the delegation found says m.server = matrix.example.test:443" in bad.detail
+    assert "every address of example.test (its A and AAAA records) must serve the same document" in bad.fix
+    assert report.check("well-known@127.0.0.1:443").ok
+
+
+# --- what the public tester does not check ----------------------------------------------------
+
+
+async def test_well_known_served_with_the_wrong_content_type_is_a_warning(caddy_lab, dns_plain, synapse):
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=lambda text: edit(
+        edit(text, 'header "/.well-known/matrix/server" "Content-Type" "application/json"',
+             'header "/.well-known/matrix/server" "Content-Type" "text/html"'),
+        'header "/.well-known/matrix/client" "Content-Type" "application/json"',
+        'header "/.well-known/matrix/client" "Content-Type" "text/plain"'))
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    assert report.ok, report.summary_lines()
+    server, client = report.check("well-known"), report.check("client-well-known")
+    assert server.warning and "served as text/html, not application/json" in server.detail
+    assert "Content-Type: application/json" in server.fix
+    assert client.warning and "served as text/plain" in client.detail
+    assert [c.name for c in report.warnings] == ["well-known", "client-well-known"]
+
+
+async def test_well_known_blocked_for_a_homeservers_user_agent_fails(caddy_lab, dns_plain, synapse):
+    """A bot filter in front of the server name: our check gets the document, Synapse's user agent a 403."""
+    def block_synapse(text: str) -> str:
+        text = edit(text, f"\n{SERVER_NAME} {{\n", f"\n{SERVER_NAME} {{\n\t@bots header User-Agent Synapse*\n")
+        site = text.index(f"\n{SERVER_NAME} {{\n")
+        at = text.index("\troute {\n", site) + len("\troute {\n")
+        return text[:at] + '\t\trespond @bots "Forbidden" 403\n' + text[at:]
+
+    caddy = start_caddy(caddy_lab, lab_answers(), synapse.upstream, change=block_synapse)
+    report = await check(SERVER_NAME, caddy, dns_plain, caddy_lab)
+    bad = failing(report, "well-known")
+    assert "answers user agents differently: ours got m.server = matrix.example.test:443; Synapse/1.163.2" in bad.detail
+    assert "403 Forbidden" in bad.detail
+    assert "web firewall or bot filter in front of example.test" in bad.fix
+
+
+# --- outbound ---------------------------------------------------------------------------------
+
+
+async def test_outbound_through_the_public_client_api_names_a_peer_our_server_cannot_reach(well_known_caddy, dns_plain,
+                                                                                             caddy_lab):
+    """--check of a server not installed from here: our Synapse is asked through its public client
+    API; the peer does not exist, so Synapse's federation client fails (502) and the check says so."""
+    from installer.components.federation.check import check as federation_check
+    from installer.engine import RunOptions, StageError
+
+    options = RunOptions(mode="check", connect_to=well_known_caddy.connect_to(*BOTH), dns_server=dns_plain.address,
+                         ca_file=caddy_lab.ca_file, peer="no-such-peer.invalid", state_dir=caddy_lab.root / "no-state")
+    ctx, session, _ = _stage_context(lab_answers(), options)
+    with pytest.raises(StageError) as raised:
+        await federation_check(ctx)
+    assert str(raised.value).startswith("federation test failed: outbound (our server could not get an answer from "
+                                        "no-such-peer.invalid over federation (HTTP 502")
+    (outbound,) = [c for c in session.federation["checks"] if c["name"] == "outbound"]
+    assert "run the check from the machine that installed this server" in outbound["fix"]
+
+
+async def test_outbound_to_this_server_itself_or_to_nobody(well_known_caddy, dns_plain, caddy_lab):
+    from installer.components.federation.check import check as federation_check
+    from installer.engine import RunOptions, StageError
+
+    base = dict(mode="check", connect_to=well_known_caddy.connect_to(*BOTH), dns_server=dns_plain.address,
+                ca_file=caddy_lab.ca_file, state_dir=caddy_lab.root / "no-state")
+    ctx, session, _ = _stage_context(lab_answers(), RunOptions(**base, peer=SERVER_NAME))
+    with pytest.raises(StageError):
+        await federation_check(ctx)
+    (outbound,) = [c for c in session.federation["checks"] if c["name"] == "outbound"]
+    assert "is this server itself" in outbound["detail"]
+    ctx, session, _ = _stage_context(lab_answers(), RunOptions(**base, peer=None))
+    await federation_check(ctx)
+    (outbound,) = [c for c in session.federation["checks"] if c["name"] == "outbound"]
+    assert outbound["ok"] and outbound["warning"] and outbound["detail"] == "not tested: no peer to reach (--peer none)"

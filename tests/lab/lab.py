@@ -717,13 +717,16 @@ class LabHost:
     @classmethod
     def start(cls, image: str, private_key_path: Path, *, name: str | None = None,
               ready_timeout: float = 120, rebootable: bool = False, memory_mib: int | None = None,
-              cores: int | None = None) -> "LabHost":
+              cores: int | None = None, network: str | None = None, aliases: tuple[str, ...] = ()) -> "LabHost":
         """Boot a lab host from `image` (see build_host_image), authorize the key, wait for sshd.
         `rebootable`: fixed published ports and Docker's restart policy, so that a reboot inside
         (systemd ends the container) comes back on the same ports, as a VM keeps its address.
         `memory_mib`, `cores`: a box of that size as the host's tools see it (/proc/meminfo, as
         LXCFS gives a container, and the CPUs it may run on, which nproc counts); what limits the
-        containers inside is their own compose limits (their cgroups are not below this one)."""
+        containers inside is their own compose limits (their cgroups are not below this one).
+        `network`: a runner network to join instead of Docker's default bridge (lab hosts on it
+        reach each other), where `aliases` resolve to this host (Docker's DNS, which the host's
+        resolv.conf then names, and which its nested containers' DNS forwards to)."""
         name = name or f"matrix-installer-lab-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         publish = ["--restart=always"] if rebootable else []
         if memory_mib:
@@ -736,6 +739,10 @@ class LabHost:
             publish += ["-v", f"{meminfo}:/proc/meminfo:ro"]
         if cores:
             publish += ["--cpuset-cpus", f"0-{cores - 1}" if cores > 1 else "0"]
+        if network:
+            publish += ["--network", network]
+            for alias in aliases:
+                publish += ["--network-alias", alias]
         for port in LAB_PORTS.values():
             publish += ["-p", f"127.0.0.1:{_free_port() if rebootable else ''}:{port}"]
         cid = docker(

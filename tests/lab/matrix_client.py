@@ -45,3 +45,14 @@ async def messages(made: nio.AsyncClient, room_id: str) -> list[str]:
     answer = await made.room_messages(room_id, start=sync.next_batch, limit=100)
     assert isinstance(answer, nio.RoomMessagesResponse), answer
     return [event.body for event in reversed(answer.chunk) if isinstance(event, nio.RoomMessageText)]
+
+
+async def room_notices(made: nio.AsyncClient, room_name: str) -> tuple[str, list[str]]:
+    """The room named `room_name` that the logged-in user is in, and its notices (m.notice: what
+    the self-test posts), oldest first."""
+    sync = await made.sync(timeout=0, full_state=True)
+    assert isinstance(sync, nio.SyncResponse), sync
+    (room_id,) = [r for r, room in made.rooms.items() if room.name == room_name]
+    answer = await made.room_messages(room_id, start=sync.next_batch, limit=50)
+    assert isinstance(answer, nio.RoomMessagesResponse), answer
+    return room_id, [event.body for event in reversed(answer.chunk) if isinstance(event, nio.RoomMessageNotice)]

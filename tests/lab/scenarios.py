@@ -20,14 +20,17 @@ ROOT = Path(__file__).resolve().parents[2]
 @contextlib.contextmanager
 def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False,
                postgres_image: str | None = None, memory_mib: int | None = None,
-               cores: int | None = None, compressor_image: str | None = None) -> Iterator[_lab.LabHost]:
+               cores: int | None = None, compressor_image: str | None = None, network: str | None = None,
+               aliases: tuple[str, ...] = ()) -> Iterator[_lab.LabHost]:
     """A fresh lab host with Docker in it and the stand-in Synapse image loaded under the real
     image's name (there is no registry here to pull it from); removed afterwards.
     `postgres_image` (the `postgres_image` fixture): also load the stand-in Postgres, as
     `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE). `memory_mib`, `cores`: the box's size
     as the installer will read it (LabHost.start). `compressor_image` (lab.build_compressor_image):
-    the state compressor's stand-in, under the real name the nightly timer runs."""
-    host = _lab.LabHost.start(image, key, rebootable=rebootable, memory_mib=memory_mib, cores=cores)
+    the state compressor's stand-in, under the real name the nightly timer runs. `network`,
+    `aliases`: see LabHost.start."""
+    host = _lab.LabHost.start(image, key, rebootable=rebootable, memory_mib=memory_mib, cores=cores,
+                              network=network, aliases=aliases)
     try:
         host.preinstall_docker()
         host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
@@ -86,10 +89,15 @@ class Command:
     dns_port: int
     connect_to: tuple[str, ...]
     env: dict[str, str]
+    peer: str = "none"
+    """--peer for the outbound check: "none" where no other server is there to reach (a lab of
+    one host); the two-server lab gives the other one."""
 
     def run(self, report: Path, *extra: str) -> tuple[subprocess.CompletedProcess[str], dict]:
         args = [sys.executable, "-m", "installer", "--answers", str(self.answers), "--state-dir", str(self.state_dir),
                 "--report", str(report), "--dns-server", f"127.0.0.1:{self.dns_port}", *extra]
+        if "--peer" not in extra:
+            args += ["--peer", self.peer]
         for mapping in self.connect_to:
             args += ["--connect-to", mapping]
         done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=ROOT, stdin=subprocess.DEVNULL,

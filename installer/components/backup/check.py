@@ -105,36 +105,28 @@ def backup_checks(status: dict[str, Any] | None, restore_test: dict[str, Any] | 
 
 async def state_checks(ctx: StageContext) -> list[Check] | None:
     """For --check: the backup checks of a server this machine's state knows and backs up off the
-    box, read over SSH with the host key pinned there (installer.host.saved: the run's one
-    connection to it, shared with the server's health); None when there is nothing to say."""
-    from installer.engine import StageError
-    from installer.host.saved import NotKnown, connect, saved_deployment
+    box, read over the deployment's SSH connection (installer.host.saved, shared with the other
+    checks made on the host); None when there is nothing to say."""
+    from installer.host.saved import open_saved_host
 
-    try:
-        saved = saved_deployment(ctx)
-    except NotKnown as exc:
-        ctx.log(f"its backups are not checked: {exc}")
+    saved = await open_saved_host(ctx, connect=False)
+    if saved is None:
         return None
     if target_of(saved.answers) == "none":
         ctx.log("this server's answers send no backups off the box: backup-age is not checked")
         return None
-    try:
-        target = saved.target(ctx)
-    except StageError as exc:
-        return [Check("backup-age", False, f"not known: {exc}", exc.hint)]
-    try:
-        remote = await connect(ctx, target)
-    except StageError as exc:
-        return [Check("backup-age", False, f"the server could not be asked: {exc}", exc.hint)]
+    await open_saved_host(ctx)
+    if saved.problem:
+        return [Check("backup-age", False, saved.problem, saved.hint)]
     if ctx.dry_run:
-        ctx.log(f"read {STATUS_FILE}, {RESTORE_TEST_FILE}", "command")
+        ctx.log(f"read {STATUS_FILE} and {RESTORE_TEST_FILE} on {saved.address}", "command")
         return []
     try:
-        result = await remote.run(STATUS_COMMAND, log=lambda line, kind: None, sudo=True, check=False, timeout=60)
+        result = await ctx.remote.run(STATUS_COMMAND, log=lambda line, kind: None, sudo=True, check=False, timeout=60)
     except Exception as exc:  # noqa: BLE001 - any failure to ask is a check that could not pass
         from installer.shown import error_summary
 
         return [Check("backup-age", False, f"the server could not be asked over SSH ({error_summary(exc)})",
-                      f"check that {target.address} is up and reachable, then run the check again")]
+                      f"check that {saved.address} is up and reachable, then run the check again")]
     status, restore_test, now = parse_status_output(result.stdout)
     return backup_checks(status, restore_test, now)

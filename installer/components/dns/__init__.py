@@ -66,6 +66,10 @@ class Domain:
                    step="Domain", choices=("acme", "internal"), group="Certificates", guide="who signs the HTTPS certificates",
                    install_only=True,
                    options=(("acme", "Let's Encrypt (public)"), ("internal", "Caddy's own CA: labs only, others do not trust it")))
+    ipv6: bool = key(True, "IPv6 records", "publish AAAA records too when the host has a public IPv6 address",
+                     step="Domain", group="IPv6", install_only=True,
+                     checkbox="publish AAAA records when the host has a public IPv6 address",
+                     guide="other servers then reach this one over IPv6 too; the federation test checks every address")
 
 
 @dataclass(frozen=True)
@@ -179,10 +183,14 @@ class Dns(Component):
     def stages(self, d: Deployment, mode: Mode) -> list[Stage]:
         if mode != "install":
             return []
-        from installer.components.dns.stages import ensure_records
+        from installer.components.dns.stages import ensure_aaaa, ensure_records
         from installer.engine import Stage
 
-        return [Stage("dns.records", "DNS records", ensure_records, (d.provider.handover(mode),), skippable=True)]
+        stages = [Stage("dns.records", "DNS records", ensure_records, (d.provider.handover(mode),), skippable=True)]
+        if d.answers.domain.ipv6:  # the host's own interfaces say whether it has IPv6: after SSH
+            stages.append(Stage("dns.aaaa", "DNS AAAA records (IPv6)", ensure_aaaa, ("host.ssh", "dns.records"),
+                                skippable=True))
+        return stages
 
 
 COMPONENT = Dns()

@@ -43,8 +43,7 @@ async def ensure_records(ctx: StageContext) -> Status:
     until they resolve."""
     for line in to_publish_elsewhere(ctx.answers):
         ctx.log(line)
-    provider = ctx.deployment.provider
-    address = await provider.host_address(ctx)
+    address = await ctx.deployment.provider.host_address(ctx)
     records = ctx.deployment.records(address)
     if not ctx.dry_run and not _is_public(address) and ctx.options.dns_server is None:
         ctx.log(f"the host's address {address} is not a public one (a lab?): public DNS records cannot point at it")
@@ -52,7 +51,12 @@ async def ensure_records(ctx: StageContext) -> Status:
             ctx.log(f"    {record.zone_line}")
         return Status.SKIPPED
 
-    manual, changed = await provider.publish_records(ctx, records)
+    return await _publish(ctx, records)
+
+
+async def _publish(ctx: StageContext, records: list[Record]) -> Status:
+    """Set the records in the provider's DNS, or show them and wait until they resolve."""
+    manual, changed = await ctx.deployment.provider.publish_records(ctx, records)
     if not manual:
         return Status.DONE if changed else Status.UNCHANGED
 
@@ -115,3 +119,45 @@ async def _poll_records(ctx: StageContext, records: list[Record], dns: Any, wait
                          min(1.0, (now - started) / timing.dns_timeout) if timing.dns_timeout else None)
             await wait.pause(min(1.0, left, max(0.0, next_poll - now)))
 
+
+
+IPV6_COMMAND = "ip -6 -o addr show scope global"
+
+
+def public_ipv6(text: str) -> str | None:
+    """The host's public IPv6 address from `ip -6 -o addr show scope global`: a global unicast
+    address on a real interface (not Docker's bridges), stable (not temporary or deprecated)."""
+    for line in text.splitlines():
+        words = line.split()
+        if "inet6" not in words or len(words) < 4:
+            continue
+        interface = words[1].rstrip(":")
+        if interface.startswith(("docker", "br-", "veth", "lo")):
+            continue
+        if {"temporary", "deprecated", "tentative", "dadfailed"} & set(words):
+            continue
+        try:
+            ip = ipaddress.ip_address(words[words.index("inet6") + 1].split("/")[0])
+        except (ValueError, IndexError):
+            continue
+        if ip.version == 6 and ip.is_global:
+            return str(ip)
+    return None
+
+
+async def ensure_aaaa(ctx: StageContext) -> Status:
+    """AAAA records for every name this box serves, when the host has a public IPv6 address
+    (`[domain] ipv6`, on by default): other servers may then come over IPv6, and the federation
+    test checks each address."""
+    found = await ctx.run(IPV6_COMMAND, check=False, dry_output="")
+    if ctx.dry_run:
+        ctx.log("then, if the host has a public IPv6 address, AAAA records for "
+                + ", ".join(ctx.deployment.hostnames) + " pointing at it (set through the provider's DNS, or shown and waited for)")
+        return Status.DONE
+    address = public_ipv6(found.stdout)
+    if address is None:
+        ctx.log("the host has no public IPv6 address: A records only")
+        return Status.SKIPPED
+    records = [Record(host, "AAAA", address) for host in ctx.deployment.hostnames]
+    ctx.log(f"the host's public IPv6 address is {address}")
+    return await _publish(ctx, records)

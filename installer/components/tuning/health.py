@@ -3,7 +3,8 @@ federation test. Optional and cheap: it runs only when this machine's state know
 (its address, pinned host key and SSH answers: installer.host.saved, the connection it shares with
 the backup checks), connects with a short timeout, and whatever goes wrong reaching the host is a
 note: the stage never fails, so the federation test always runs. What it read is the report's
-check "server-health", failed when something needs action (then `--check` exits 1 after the test).
+check "host-health", failed when something needs action (then `--check` exits 1 after the test).
+("server-health" is the host's own self-test's last result: installer.components.selftest.)
 
 Reported, each with what needs action flagged: Synapse's memory against its container's limit
 (and any out-of-memory kill), the box's memory and swap, disk free, the database's size, media
@@ -20,7 +21,7 @@ from installer.events import Status
 from installer.host.layout import PROJECT
 
 MIB = 1024 * 1024
-CHECK = "server-health"
+CHECK = "host-health"
 """The report's check: passed when nothing needs action."""
 COMPRESS_STAMP = f"{PROJECT}/compress-state.last"
 """One line the compression timer writes after each run: epoch seconds, ok|failed, database bytes before, after."""
@@ -127,14 +128,13 @@ def findings(health: Health, *, now: float | None = None) -> list[tuple[str, boo
 async def server_health(ctx: StageContext) -> Status:
     """Connect to the deployment's host (as this machine's state knows it: installer.host.saved),
     read its health, say what needs action."""
-    from installer.engine import StageError
-    from installer.host.saved import NotKnown, connect, saved_deployment
+    from installer.host.saved import open_saved_host
 
-    try:
-        target = saved_deployment(ctx).target(ctx)
-        await connect(ctx, target)
-    except (NotKnown, StageError) as exc:  # a note: the federation test still runs
-        ctx.log(f"server health not checked: {exc}")
+    saved = await open_saved_host(ctx)
+    if saved is None:  # no run from here knows it (said by open_saved_host)
+        return Status.SKIPPED
+    if saved.problem:  # a note: the federation test still runs
+        ctx.log(f"server health not checked: {saved.problem}")
         return Status.SKIPPED
     try:
         result = await ctx.run(HEALTH_COMMAND, sudo=True, check=False, timeout=60, dry_output=DRY_HEALTH)
@@ -148,7 +148,7 @@ async def server_health(ctx: StageContext) -> Status:
         ctx.log(("ACTION: " if act else "") + line)
     actions = [line for line, act in lines if act]
     ctx.log(f"server health: {len(actions)} thing(s) need action" if actions else "server health: nothing needs action")
-    # In the report as the check "server-health": one that needs action fails the --check (exit 1)
+    # In the report as the check "host-health": one that needs action fails the --check (exit 1)
     # after the federation test has run, as a stale backup does.
     ctx.report_check(CHECK, not actions, "; ".join(line for line, _ in lines), " / ".join(actions) or None)
     return Status.DONE
