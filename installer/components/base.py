@@ -56,6 +56,21 @@ class Service:
     probe: str = ""
     """A command on the host that succeeds once the service is ready (quicker than waiting for
     Docker's next health check)."""
+    upgrade_after: str = ""
+    """The service whose upgrade must finish before this one runs a new image (a worker reading
+    the database the homeserver migrates): an upgrade leaves it stopped while it recreates the
+    others, and the component that declared it starts it again."""
+
+
+@dataclass(frozen=True)
+class PrivatePort:
+    """A compose service's port published on this host's private address, for the deployment's
+    other hosts (worker hosts reaching Postgres, say); never on a public address. The component
+    that declares it also keeps everyone else out (a firewall rule of its own)."""
+
+    service: str
+    port: int
+    address: str
 
 
 # --- Caddy ------------------------------------------------------------------------------------
@@ -68,6 +83,33 @@ class Proxy:
     upstream: str
     max_body: int | None = None
     """Bytes; requests declaring more (Content-Length) are answered 413 M_TOO_LARGE by Caddy."""
+
+
+LB_POLICIES = ("round_robin", "least_conn", "ip_hash", "header")
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Send requests whose path matches one of `patterns` (regular expressions, as Synapse's worker
+    documentation lists endpoints) to a group of upstreams: balanced by `policy`, each checked
+    with an active health check (`health_uri` every `health_interval` seconds) and left out while
+    it fails; a request whose upstream cannot be reached is tried on another for `try_seconds`."""
+
+    name: str
+    """What the group serves, for the Caddyfile's comment ("sync")."""
+    patterns: tuple[str, ...]
+    upstreams: tuple[str, ...]
+    """host:port each."""
+    policy: str = "round_robin"
+    """One of LB_POLICIES; "header" hashes `policy_header` (the same user to the same process)."""
+    policy_header: str = ""
+    methods: tuple[str, ...] = ()
+    """Only these HTTP methods (Synapse serves some endpoints from workers for GET alone)."""
+    health_uri: str = "/health"
+    health_interval: int = 2
+    try_seconds: int = 5
+    max_body: int | None = None
+    """As Proxy's: bytes; larger declared bodies are answered 413 M_TOO_LARGE by Caddy."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +127,7 @@ class Redirect:
     target: str
 
 
-Route = Proxy | Respond | Redirect
+Route = Proxy | Balance | Respond | Redirect
 
 
 @dataclass(frozen=True)
@@ -182,6 +224,10 @@ class Component:
         return []
 
     def services(self, d: Deployment) -> list[Service]:
+        return []
+
+    def private_ports(self, d: Deployment) -> list[PrivatePort]:
+        """Ports of services (its own or another component's) published on a private address."""
         return []
 
     def sites(self, d: Deployment) -> list[Site]:

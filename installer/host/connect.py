@@ -39,6 +39,45 @@ class HostOS:
         return self.id == "ubuntu"
 
 
+@dataclass(frozen=True)
+class HostSize:
+    """What the host has to run on: CPU cores (as the kernel offers them to processes) and memory."""
+
+    cores: int
+    memory_mb: int
+
+
+SIZE_COMMAND = "nproc; sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo"
+
+
+def parse_host_size(text: str) -> HostSize | None:
+    """`nproc` then MemTotal in kB, one a line."""
+    words = text.split()
+    if len(words) < 2 or not words[0].isdigit() or not words[1].isdigit():
+        return None
+    return HostSize(max(1, int(words[0])), int(words[1]) // 1024)
+
+
+def assumed_size(ctx: StageContext) -> str:
+    """What a dry run takes the host's size to be: the Oracle shape the answers ask for, else a small server."""
+    cloud = ctx.answers.cloud
+    if cloud.provider == "oci":
+        flex = cloud.shape.endswith(".Flex")
+        return f"{cloud.ocpus if flex else 2}\n{(cloud.memory_gb if flex else 1) * 1024 * 1024}\n"
+    return "2\n4194304\n"
+
+
+async def read_host_size(ctx: StageContext) -> HostSize:
+    """The host's cores and memory (a dry run: assumed, and said so)."""
+    result = await ctx.run(SIZE_COMMAND, dry_output=assumed_size(ctx))
+    size = parse_host_size(result.stdout)
+    if size is None:
+        raise StageError(f"the host's size could not be read (nproc, /proc/meminfo said {result.stdout.strip()[:80]!r})",
+                         "check that nproc and /proc/meminfo work on the host, then rerun")
+    ctx.found(f"host size: {size.cores} cores, {size.memory_mb} MB of memory")
+    return size
+
+
 def parse_os_release(text: str) -> HostOS:
     values = {}
     for line in text.splitlines():
@@ -125,6 +164,7 @@ async def connect(ctx: StageContext) -> Status:
                          "use an Ubuntu 22.04/24.04 or Debian 12/13 server")
     ctx.give(found)
     ctx.found(f"host OS: {found.pretty} ({found.arch})")
+    ctx.give(await read_host_size(ctx))
 
     if ctx.facts.get(HOST_KEY_FROM) == "cloud-init" and target is not None and not ctx.answers.ssh.host_key.strip():
         await replace_cloud_init_host_key(ctx, target)

@@ -55,11 +55,12 @@ class Access(Component):
             return []
         from installer.components.access.key_pair import ensure_ssh_key
         from installer.engine import Stage
-        from installer.host.connect import HostOS, connect
+        from installer.host.connect import HostOS, HostSize, connect
 
         return [
             Stage("local.ssh_key", "SSH key pair on this machine", ensure_ssh_key),
-            Stage("host.ssh", "SSH to the host (verified host key)", connect, (d.provider.handover(mode),), gives=(HostOS,)),
+            Stage("host.ssh", "SSH to the host (verified host key)", connect, (d.provider.handover(mode),),
+                  gives=(HostOS, HostSize)),
         ]
 
 

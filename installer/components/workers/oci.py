@@ -1,0 +1,1 @@
+"""Worker hosts on Oracle Cloud: placeholder, filled in below."""
