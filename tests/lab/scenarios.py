@@ -19,17 +19,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @contextlib.contextmanager
 def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False,
-               postgres_image: str | None = None) -> Iterator[_lab.LabHost]:
+               postgres_image: str | None = None, redis_image: str | None = None,
+               network: _lab.LabNetwork | None = None) -> Iterator[_lab.LabHost]:
     """A fresh lab host with Docker in it and the stand-in Synapse image loaded under the real
     image's name (there is no registry here to pull it from); removed afterwards.
     `postgres_image` (the `postgres_image` fixture): also load the stand-in Postgres, as
-    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE)."""
+    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE); `redis_image`, the stand-in Redis as
+    `redis:7-alpine`. `network`: the host joins it (its private network) before Docker starts in
+    it, so the nested Docker's own networks keep clear of it; its address there is
+    `host.private_address`."""
     host = _lab.LabHost.start(image, key, rebootable=rebootable)
     try:
+        if network is not None:
+            host.private_address = network.join(host)
         host.preinstall_docker()
         host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
         if postgres_image:
             host.load_image(postgres_image, as_tag=_lab.POSTGRES_IMAGE)
+        if redis_image:
+            host.load_image(redis_image, as_tag=_lab.REDIS_IMAGE)
         yield host
     finally:
         host.stop()

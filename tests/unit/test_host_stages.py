@@ -22,7 +22,7 @@ from installer.deployment import Deployment
 from installer.engine import Engine, RunOptions, Session, Stage, StageContext, StageError
 from installer.events import StageLog, Status
 from installer.host import apt, connect
-from installer.host.connect import HostOS
+from installer.host.connect import HostOS, HostSize
 from installer.plan import install_plan
 from installer.providers.base import os_release
 from installer.providers.oci import ORACLE_IMAGE_RULES
@@ -56,7 +56,7 @@ def context(a, remote=None, *, dry_run: bool = False, facts: dict | None = None)
     session = Session(answers=a, state=state, options=RunOptions(dry_run=dry_run), remote=remote)
     lines: list[tuple[str, str]] = []
     session.listeners.append(lambda e: lines.append((e.line, e.kind)) if isinstance(e, StageLog) else None)
-    kinds = (HostOS, AdminCredentials)
+    kinds = (HostOS, HostSize, AdminCredentials)
     return StageContext(session, Stage("test", "test", lambda ctx: None, gives=kinds, takes=kinds)), lines
 
 

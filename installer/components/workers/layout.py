@@ -240,7 +240,10 @@ class Layout:
         return [w for w in self.workers if w.kind in kinds]
 
     def to_fact(self) -> dict[str, Any]:
-        return asdict(self)
+        """As the state file keeps it (JSON: lists, not tuples), so a rerun compares like with like."""
+        import json
+
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_fact(cls, value: Any) -> Layout:
