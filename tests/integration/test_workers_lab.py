@@ -177,6 +177,17 @@ def test_auto_on_one_host_federates_and_the_workers_serve(hosts, run):
     assert report["federation"]["ok"] is True, json.dumps(report["federation"])[-3000:]
     assert {s for n, s in statuses(report).items() if n != "federation.check"} <= {"unchanged", "skipped"}, report["stages"]
 
+    # The secrets the processes share never show: not in the output, the reports, the state or the log.
+    secrets = [main.exec(f"cat {PROJECT}/data/workers/{name}", check=True).stdout.strip()
+               for name in ("redis.password", "replication.secret")]
+    assert all(len(secret) >= 32 for secret in secrets)
+    assert secrets[0] in main.exec(f"cat {PROJECT}/redis.conf", check=True).stdout
+    written = [done.stdout, again.stdout, *(p.read_text() for p in run.folder.rglob("*") if p.is_file()
+                                            and p.suffix in (".json", ".log"))]
+    assert not [secret for secret in secrets for text in written if secret in text]
+    assert main.exec(f"stat -c '%a %u' {PROJECT}/redis.conf {PROJECT}/data/workers/redis.password", check=True
+                     ).stdout.split() == ["600", "999", "600", "991"]
+
     # A client: its syncs go to a generic worker, its upload to the media worker.
     ca = run.folder / "caddy-root.crt"
     asyncio.run(client_session(main, ca, syncs=3, upload=True))
@@ -191,3 +202,152 @@ def test_auto_on_one_host_federates_and_the_workers_serve(hosts, run):
     # The main process served none of them.
     main_log = main.exec("docker logs synapse 2>&1", check=True).stdout
     assert "/_matrix/client/v3/sync" not in main_log and "/_matrix/media/v3/upload" not in main_log
+
+
+# --- 2. a worker host joins ------------------------------------------------------------------------
+
+def hosts_line(worker: _lab.LabHost) -> str:
+    return f'preset = "auto"\nhosts = ["{worker.private_address} {worker.host_key}"]'
+
+
+def reaches(host: _lab.LabHost | None, address: str, port: int) -> bool:
+    """Whether a TCP connection to address:port opens from `host` (None: from the runner)."""
+    probe = f"timeout 5 bash -c 'echo > /dev/tcp/{address}/{port}'"
+    if host is None:
+        import subprocess
+
+        return subprocess.run(["bash", "-c", probe], capture_output=True).returncode == 0
+    return host.exec(probe).returncode == 0
+
+
+def test_a_worker_host_joins_and_caddy_balances_over_both_hosts(hosts, run):
+    main, worker = hosts
+    done, report = run(hosts_line(worker))
+    assert done.returncode == 0, explain(done, report)
+    assert report["federation"]["ok"] is True
+    assert statuses(report)["workers.hosts"] == "done" and statuses(report)["workers.firewall"] == "done"
+    assert containers(worker) == ["synapse-h1-generic1", "synapse-h1-generic2"]
+    # Postgres, Redis and replication on the main host's private address: the worker host gets in,
+    # the runner (on the same network, not a worker host) does not; the workers' ports likewise.
+    for port in (5432, 6379, 9093):
+        assert reaches(worker, main.private_address, port), port
+        assert not reaches(None, main.private_address, port), port
+    assert reaches(main, worker.private_address, 8101) and not reaches(None, worker.private_address, 8101)
+    assert "--comment matrix-installer-workers" in main.exec("cat /etc/iptables/rules.v4", check=True).stdout
+    # Caddy balances over the workers of both hosts: the worker host's answer federation requests too.
+    assert federation_requests(main, 12) == [200] * 12
+    remote = worker.exec("docker logs synapse-h1-generic1 2>&1; docker logs synapse-h1-generic2 2>&1", check=True).stdout
+    assert "/_matrix/federation/v1/version" in remote, remote[-2000:]
+
+    again, report = run(hosts_line(worker))
+    assert again.returncode == 0, explain(again, report)
+    assert {s for n, s in statuses(report).items() if n != "federation.check"} <= {"unchanged", "skipped"}, statuses(report)
+
+
+# --- 3. the worker host's workers stop ------------------------------------------------------------
+
+def caddy_gave_up_on(main: _lab.LabHost, address: str, since: str, timeout: float = 30) -> bool:
+    """Whether Caddy's active health checks have failed for every upstream at `address` since `since`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        log = main.exec(f"journalctl -u caddy --since '{since}' --no-pager -o cat", check=True).stdout
+        failing = {m for m in re.findall(rf'health_checker.*"host":"{re.escape(address)}:(\d+)"', log)}
+        if failing >= {"8101", "8102"}:
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_stopping_the_worker_hosts_workers_leaves_the_server_serving(hosts, run):
+    main, worker = hosts
+    ca = run.folder / "caddy-root.crt"
+    since = main.exec("date '+%Y-%m-%d %H:%M:%S'", check=True).stdout.strip()
+    worker.exec(f"docker compose -f {PROJECT}/docker-compose.yml stop", check=True)
+    assert caddy_gave_up_on(main, worker.private_address, since)
+    # Served by the main host's workers alone: a client's login and syncs, federation requests.
+    asyncio.run(client_session(main, ca, syncs=3))
+    assert federation_requests(main, 12) == [200] * 12
+    # Started again, the health checks take them back in.
+    worker.exec(f"docker compose -f {PROJECT}/docker-compose.yml start", check=True)
+    before = worker.exec("docker logs synapse-h1-generic1 2>&1 | grep -c federation/v1/version").stdout.strip()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        federation_requests(main, 4)
+        now = worker.exec("docker logs synapse-h1-generic1 2>&1 | grep -c federation/v1/version").stdout.strip()
+        if now != before:
+            break
+        time.sleep(2)
+    else:
+        raise AssertionError("the worker host's workers never got requests again")
+
+
+# --- 4. an upgrade with workers ---------------------------------------------------------------------
+
+def put_image(host: _lab.LabHost, runner_tag: str) -> None:
+    """What a pull that found `runner_tag`'s version leaves on the host: the deployment's tag on it."""
+    host.load_image(runner_tag, as_tag=SYNAPSE_TAG)
+
+
+def test_an_upgrade_refuses_a_version_mix_then_upgrades_every_host_in_order(hosts, run, images):
+    main, worker = hosts
+    # A mix: the worker host's workers on the new version, the main process on the old one.
+    put_image(worker, images["new"])
+    worker.exec(f"docker compose -f {PROJECT}/docker-compose.yml up -d", check=True)
+    refused, report = run(hosts_line(worker), "--upgrade")
+    assert refused.returncode == 1
+    preflight = next(s for s in report["stages"] if s["name"] == "workers.preflight")
+    assert preflight["status"] == "failed" and f"runs {NEW}" in preflight["error"], preflight
+    assert statuses(report)["upgrade.backup"] == "skipped" and statuses(report)["upgrade.images"] == "skipped"
+
+    # Back to one version; then both hosts get the new image, as a pull would bring it.
+    worker.exec(f"docker tag {images['old']} {SYNAPSE_TAG} && docker compose -f {PROJECT}/docker-compose.yml up -d",
+                check=True)
+    put_image(main, images["new"])
+    worker.exec(f"docker tag {images['new']} {SYNAPSE_TAG}", check=True)
+    done, report = run(hosts_line(worker), "--upgrade")
+    assert done.returncode == 0, explain(done, report)
+    assert report["federation"]["ok"] is True
+    order = [s["name"] for s in report["stages"]]
+    assert order.index("upgrade.backup") < order.index("workers.stop") < order.index("upgrade.images") \
+        < order.index("workers.start")
+    assert {statuses(report)[n] for n in ("upgrade.backup", "workers.stop", "upgrade.images", "workers.start")} == {"done"}
+    assert f"all 7 workers run Synapse {NEW}, as the main process does" in done.stdout
+    for host, names in ((main, ("generic1", "media1", "background1")), (worker, ("h1-generic1", "h1-generic2"))):
+        for name in names:
+            version = host.exec(f"docker exec synapse-{name} python3 -c 'import synapse; print(synapse.__version__)'",
+                                check=True).stdout.strip()
+            assert version == NEW, (name, version)
+    # The workers started after the main process had migrated: none of them restarted.
+    restarts = main.exec("docker inspect --format '{{.RestartCount}}' synapse-generic1 synapse-media1", check=True)
+    assert restarts.stdout.split() == ["0", "0"]
+
+    again, report = run(hosts_line(worker), "--upgrade")
+    assert again.returncode == 0, explain(again, report)
+    assert {s["status"] for s in report["stages"]} <= {"unchanged", "skipped"}, statuses(report)
+
+
+# --- 5. back to one process ---------------------------------------------------------------------
+
+def test_preset_none_takes_the_workers_away_cleanly(hosts, run):
+    main, worker = hosts
+    done, report = run('preset = "none"')
+    assert done.returncode == 0, explain(done, report)
+    assert report["federation"]["ok"] is True
+    assert statuses(report)["workers.remove"] == "done"
+    assert containers(main) == ["postgres", "synapse"]
+    assert containers(worker) == [] and worker.exec(f"test -e {PROJECT}").returncode != 0
+    config = main.exec(f"cat {PROJECT}/data/homeserver.yaml", check=True).stdout
+    for key in ("redis:", "instance_map:", "enable_media_repo", "worker_replication_secret_path", "replication"):
+        assert key not in config, key
+    assert "path_regexp" not in main.exec("cat /etc/caddy/Caddyfile", check=True).stdout
+    assert main.exec(f"test -e {PROJECT}/data/workers || test -e {PROJECT}/redis.conf").returncode != 0
+    for host in (main, worker):
+        assert "matrix-installer-workers" not in host.exec("iptables -S DOCKER-USER", check=True).stdout
+    assert "5432" not in main.exec("docker port postgres").stdout
+    # The one process serves what the workers served, media included (the files stayed on its disk).
+    asyncio.run(client_session(main, run.folder / "caddy-root.crt", syncs=2, upload=True))
+
+    again, report = run('preset = "none"')
+    assert again.returncode == 0, explain(again, report)
+    assert not any(n.startswith("workers.") for n in statuses(report))
+    assert {s for n, s in statuses(report).items() if n != "federation.check"} <= {"unchanged", "skipped"}, statuses(report)
