@@ -317,6 +317,10 @@ def test_the_stages_of_each_mode():
     gone = names(Deployment.build(answers('preset = "none"'), "install",
                                   {DEPLOYED: True, HOSTS_DEPLOYED: [["10.0.0.5", KEY]], LAYOUT: layout_with_host().to_fact()}))
     assert {"workers.remove", "workers.hosts", "workers.firewall"} <= set(gone) and "workers.plan" not in gone
+    # On Oracle Cloud with a new worker host: its instance before the plan, the security list after.
+    oci = names(Deployment.build(answers().replace("cloud", provider="oci").replace("workers", hosts=("new",))))
+    assert oci.index("cloud.instance") < oci.index("workers.vms") < oci.index("workers.plan") < oci.index("workers.ingress") \
+        < oci.index("workers.hosts")
     # Never had any: nothing of the workers at all.
     assert not [n for n in names(Deployment.build(answers('preset = "none"'))) if n.startswith("workers.")]
     # Upgrade: what is deployed decides; the order Synapse asks for.
