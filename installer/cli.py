@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--answers", metavar="FILE", help="headless: no prompts, the same stages, plain log lines")
     mode.add_argument("--upgrade", action="store_true", help="upgrade mode (guided unless --answers)")
     mode.add_argument("--check", metavar="SERVER_NAME", help="federation test only; prints the report")
+    mode.add_argument("--backup", action="store_true", help="back the server up now, off the box (with --answers); "
+                      "shows files and bytes as they go")
+    mode.add_argument("--restore", action="store_true", help="rebuild the server from a backup onto the host the "
+                      "answers name (with --answers): every component installed, the data put back, the federation test")
     opts = p.add_argument_group("options")
     opts.add_argument("--dry-run", action="store_true", help="show every cloud call and remote command in order; contact nothing, change nothing")
     opts.add_argument("--state-dir", metavar="DIR", help="where run state lives (default: $XDG_STATE_HOME/matrix-installer)")
@@ -64,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     opts.add_argument("--connect-to", metavar="H1:P1:H2:P2", action="append", default=[], help="like curl: connect to H2:P2 whenever H1:P1 is wanted (repeatable)")
     opts.add_argument("--dns-server", metavar="ADDR[:PORT]", help="resolver for A/AAAA/SRV look-ups (default: the system's)")
     opts.add_argument("--ca-file", metavar="FILE", help="extra CA bundle to trust (a lab's own CA)")
+    opts.add_argument("--snapshot", metavar="ID", help="with --restore: the snapshot to restore (default: the latest)")
+    opts.add_argument("--replace", action="store_true", help="with --restore: replace a deployment already on the "
+                      "host (it is moved aside, not deleted)")
     opts.add_argument("--launch-retry-minutes", metavar="N", help='keep retrying Oracle\'s "Out of host capacity" this long (overrides the answers)')
     opts.add_argument("--version", action="version", version=f"matrix-installer {__version__}")
     opts.add_argument("-h", "--help", action="help", help="show this help and exit")
@@ -153,6 +160,32 @@ def _minutes(text: str | None) -> tuple[int | None, str | None]:
     return int(text), None
 
 
+_SNAPSHOT = re.compile(r"[0-9a-f]{8,64}")
+
+
+def _mode_problems(args: argparse.Namespace) -> list[str]:
+    """One mode at a time; --backup and --restore work on the server an answers file names; the
+    flags that only --restore takes, only with it."""
+    problems = []
+    modes = [flag for flag, on in (("--upgrade", args.upgrade), ("--backup", args.backup),
+                                   ("--restore", args.restore), ("--check", bool(args.check))) if on]
+    if len(modes) > 1:
+        problems.append(f"{' and '.join(modes)}: choose one mode")
+    for flag, on in (("--backup", args.backup), ("--restore", args.restore)):
+        if on and args.answers is None:
+            problems.append(f"{flag} needs --answers FILE: the answers of the server (a previous run keeps them in "
+                            "its state folder, as answers.toml)")
+    if args.snapshot is not None:
+        if not args.restore:
+            problems.append("--snapshot: only with --restore")
+        elif args.snapshot != "latest" and not _SNAPSHOT.fullmatch(args.snapshot):
+            problems.append(f"--snapshot {shown.value(args.snapshot, 80)}: must be a snapshot ID (8 to 64 hex digits, "
+                            'as `restic snapshots` shows them) or "latest"')
+    if args.replace and not args.restore:
+        problems.append("--replace: only with --restore")
+    return problems
+
+
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     """Validate every flag; all problems at once."""
     problems: list[str] = []
@@ -171,6 +204,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     launch_retry_minutes = noted(_minutes(args.launch_retry_minutes))
     if args.check and (args.answers or args.upgrade):
         problems.append("--check runs the federation test alone: use it without --answers and --upgrade")
+    problems += _mode_problems(args)
     if args.check and (problem := check_server_name(args.check)):
         problems.append(f"--check: the server name {problem}")
     connect_to = []
@@ -194,7 +228,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         problems.append(f"--report {shown.value(str(report), 200)}: {problem}")
     if problems:
         raise UsageError(problems)
-    mode = "check" if args.check else "upgrade" if args.upgrade else "install"
+    mode = ("check" if args.check else "upgrade" if args.upgrade else "backup" if args.backup
+            else "restore" if args.restore else "install")
     return RunOptions(
         mode=mode,
         dry_run=args.dry_run,
@@ -204,6 +239,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         dns_server=dns_server,
         ca_file=ca_file,
         launch_retry_minutes=launch_retry_minutes,
+        snapshot=args.snapshot if args.snapshot and args.snapshot != "latest" else None,
+        replace=args.replace,
     )
 
 

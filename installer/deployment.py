@@ -159,7 +159,12 @@ class Deployment:
     def stages(self) -> list[Stage]:
         """Each component's stages and the provider's, in an order the engine accepts (a stage
         comes as soon as what it needs is listed, earlier declared first); in upgrade mode, what
-        brings in a component the deployment does not have yet (a database move)."""
+        brings in a component the deployment does not have yet (a database move). A restore is an
+        install whose data comes back from a backup: every component's install stages, and what
+        the components add to put the data back (`restoring_stages`)."""
+        if self.mode == "restore":
+            return order_stages([*self._collect_with("stages", "install"), *self._collect("restoring_stages"),
+                                 *self.provider.stages(self, "install")])
         joining = [s for c in registered() if c not in self.components for s in c.joining_stages(self, self.mode)]
         return order_stages([*self._collect_with("stages", self.mode), *joining, *self.provider.stages(self, self.mode)])
 

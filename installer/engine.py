@@ -85,6 +85,10 @@ class Session:
     remote: Remote | None = None
     federation: dict[str, Any] | None = None
     shown_once: list[tuple[str, str]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    """The checks stages made besides the federation test (name, ok, detail, fix), for the report."""
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """(what, URL) the person should open once the run is done."""
     outputs: dict[type, Any] = field(default_factory=dict)
     """What stages gave (by type), for the stages after them."""
     resources: dict[type, Any] = field(default_factory=dict)
@@ -176,6 +180,21 @@ class StageContext:
         """A secret the user must see once (a generated password): shown at the end, never logged."""
         self.secret(value)
         self.session.shown_once.append((label, value))
+
+    def report_check(self, name: str, ok: bool, detail: str, fix: str | None = None) -> None:
+        """A check's result for the report's "checks" (secrets masked, escaped: details may hold
+        what the network sent). A stage whose check fails also raises, so the run exits 1."""
+        def said(text: str) -> str:
+            return escape(self.session.secrets.redact(text), keep="\t")
+
+        self.session.checks[:] = [c for c in self.session.checks if c["name"] != name]
+        self.session.checks.append({"name": name, "ok": ok, "detail": said(detail), "fix": said(fix) if fix else None})
+
+    def link(self, label: str, url: str) -> None:
+        """Something to open once the run is done (the web client's address): shown at the end and
+        in the report."""
+        if (label, url) not in self.session.links:
+            self.session.links.append((label, url))
 
     # --- state ------------------------------------------------------------------------
     def remember(self, key: str, value: Any) -> None:
@@ -417,6 +436,8 @@ class Engine:
             federation=self.session.federation,
             shown_once=list(self.session.shown_once),
             interrupted=interrupted,
+            checks=list(self.session.checks),
+            links=list(self.session.links),
         )
         self.session.emit(RunFinished(result))
         if interrupted:

@@ -3,7 +3,7 @@ listeners on this one stream; neither changes anything, they only show it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Callable
 
@@ -79,6 +79,11 @@ class RunResult:
     federation: dict[str, Any] | None = None
     shown_once: list[tuple[str, str]] | None = None
     interrupted: bool = False
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    """What the checks after the install found, beside the federation test's own (the report's
+    "checks": name, ok, detail, fix)."""
+    links: list[tuple[str, str]] = field(default_factory=list)
+    """(what, URL) to open once the run is done (the web client)."""
 
     @property
     def ok(self) -> bool:

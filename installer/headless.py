@@ -62,6 +62,10 @@ class HeadlessReporter:
         if result.federation:
             verdict = "passed" if result.federation.get("ok") else "FAILED"
             out.write(f"  federation test for {result.federation.get('server_name')}: {verdict}\n")
+        for check in result.checks:
+            out.write(f"  {'✓' if check['ok'] else '✗'} {check['name']}  {check['detail']}\n")
+        for label, url in result.links if not result.dry_run else ():
+            out.write(f"  Open {label}: {url}\n")
         failed = [s.name for s in result.stages if s.status is Status.FAILED]
         if result.interrupted:
             out.write("\nInterrupted. State is saved: rerun the same command to resume.\n")
@@ -84,7 +88,7 @@ class HeadlessReporter:
             target = open("/dev/tty", "w")  # noqa: SIM115 - a log file catching stdout must not get them
         except OSError:
             pass
-        target.write("\nShown once, not stored anywhere - keep these now:\n")
+        target.write("\nShown once, never in a log - keep these now:\n")
         for label, value in result.shown_once:
             target.write(f"  {label}: {value}\n")
         target.flush()

@@ -20,6 +20,10 @@ class RunOptions:
     ca_file: Path | None = None
     launch_retry_minutes: int | None = None
     """Overrides answers.cloud.launch_retry_minutes (the --launch-retry-minutes flag)."""
+    snapshot: str | None = None
+    """--restore --snapshot ID: the snapshot to restore (default: the latest)."""
+    replace: bool = False
+    """--restore --replace: a deployment already on the host may be replaced (it is moved aside)."""
 
     @property
     def state_root(self) -> Path:

@@ -26,10 +26,19 @@ def provider_problems(answers: Answers, options: RunOptions) -> list[str]:
     return provider_for(answers).problems_before_run(answers, options)
 
 
+def component_problems(answers: Answers, options: RunOptions) -> list[str]:
+    """What the enabled components need of this machine (a secret's environment variable)."""
+    from installer.components import registered
+
+    if options.mode == "check":
+        return []
+    return [p for c in registered() if c.enabled(answers, options.mode) for p in c.problems_before_run(answers, options)]  # type: ignore[arg-type]
+
+
 def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
-    """An upgrade works on a server that exists: its address is in the answers, or in the state
-    of the run that made it."""
-    if options.mode != "upgrade" or answers.ssh.host:
+    """An upgrade (or a backup) works on a server that exists: its address is in the answers, or
+    in the state of the run that made it."""
+    if options.mode not in ("upgrade", "backup") or answers.ssh.host:
         return None
     state_dir = options.state_root
     try:
@@ -39,7 +48,7 @@ def upgrade_target_problem(answers: Answers, options: RunOptions) -> str | None:
     if known:
         return None
     return (f"no earlier run for {answers.domain.server_name} in {state_dir} knows the server's address: "
-            "run the upgrade with the state of the run that installed it (--state-dir), or give its address "
+            f"run the {options.mode} with the state of the run that installed it (--state-dir), or give its address "
             f"({mention('cloud.provider', 'existing')}, {mention('ssh.host')} and {mention('ssh.host_key')})")
 
 
@@ -84,6 +93,7 @@ def problems_before_run(answers: Answers, options: RunOptions,
     """Everything that stops a real run before it starts, in the words shown to the user
     (`provider_check` and `env`: the guided setup's own, which its tests replace)."""
     problems = provider_check(answers, options)
+    problems += component_problems(answers, options)
     problems += key_pair_problems(answers, options)
     if problem := upgrade_target_problem(answers, options):
         problems.append(problem)

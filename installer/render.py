@@ -74,6 +74,7 @@ def greater_than(limit: int) -> str:
 
 TOO_LARGE = json.dumps({"errcode": "M_TOO_LARGE", "error": "The request is larger than this server accepts"})
 _SITE_ADDRESS = re.compile(r"[a-z0-9.-]+(:[0-9]{1,5})?")
+_FILES_ROOT = re.compile(r"(/[A-Za-z0-9._-]+)+")
 
 
 _UPSTREAM = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
@@ -108,8 +109,8 @@ def _balance_view(route: Any) -> dict[str, Any]:
 
 
 def _route_view(route: Any, number: int) -> dict[str, Any]:
-    """One route as the template draws it (installer.components.base: Proxy, Balance, Respond, Redirect)."""
-    from installer.components.base import Balance, Proxy, Redirect, Respond
+    """One route as the template draws it (installer.components.base: Proxy, Balance, Respond, Redirect, Files)."""
+    from installer.components.base import Balance, Files, Proxy, Redirect, Respond
 
     if isinstance(route, Proxy | Balance):
         view = {"kind": "proxy", "number": number, "max_body": route.max_body,
@@ -124,6 +125,11 @@ def _route_view(route: Any, number: int) -> dict[str, Any]:
         return {"kind": "respond", "path": route.path, "status": int(route.status), "body": route.body, "headers": route.headers}
     if isinstance(route, Redirect):
         return {"kind": "redirect", "target": route.target}
+    if isinstance(route, Files):
+        if not _FILES_ROOT.fullmatch(route.root):
+            raise RenderError(f"unsafe folder for a Caddyfile file server: {route.root!r}")
+        return {"kind": "files", "number": number, "root": route.root, "headers": route.headers,
+                "no_cache": route.no_cache}
     raise RenderError(f"no way to write a {type(route).__name__} in a Caddyfile")
 
 
@@ -132,10 +138,13 @@ def _site_view(site: Any) -> dict[str, Any]:
         raise RenderError(f"unsafe site address for a Caddyfile: {site.address!r}")
     if "\n" in site.comment:
         raise RenderError("a site comment spans lines")
-    routes, proxies = [], 0
+    routes, numbered = [], {"proxy": 0, "files": 0}
     for route in site.routes:
-        view = _route_view(route, proxies + 1)
-        proxies += view["kind"] == "proxy"
+        # Numbered by what the template draws (a Balance is drawn as a proxy: @proxyN).
+        kind = "proxy" if type(route).__name__ in ("Proxy", "Balance") else type(route).__name__.lower()
+        view = _route_view(route, numbered.get(kind, 0) + 1)
+        if view["kind"] in numbered:
+            numbered[view["kind"]] += 1
         routes.append(view)
     return {"address": site.address, "comment": site.comment, "routes": routes}
 
@@ -182,17 +191,36 @@ def render_compose(services: Sequence[Any]) -> str:
 
 def render_backup_scripts(items: Sequence[Any], *, keep: int) -> tuple[str, str]:
     """The backup and restore scripts for the deployment's backup items
-    (installer.components.base: BackupFiles, BackupSqlite, BackupDump)."""
-    from installer.components.base import BackupDump, BackupFiles, BackupSqlite
+    (installer.components.base: BackupFiles, BackupSqlite, BackupDump, and a BackupTarget when the
+    same items also go off the box): one list of what a backup holds, two destinations."""
+    values = _backup_values(items, keep=keep)
+    return render("backup.sh.j2", **values), render("restore.sh.j2", **values)
+
+
+def _backup_values(items: Sequence[Any], *, keep: int) -> dict[str, Any]:
+    from installer.components.base import BackupDump, BackupFiles, BackupSqlite, BackupTarget
     from installer.host.layout import BACKUP_DIR, BACKUP_SCRIPT, PROJECT, RESTORE_SCRIPT
 
     files = [i for i in items if isinstance(i, BackupFiles)]
-    values = {
+    targets = [i for i in items if isinstance(i, BackupTarget)]
+    if len(targets) > 1:
+        raise RenderError(f"a deployment backs up to one place off the box, not {len(targets)}")
+    for target in targets:
+        if any(not re.fullmatch(r"[a-z]{1,16}", period) for period, _ in target.keep):
+            raise RenderError(f"unsafe keep period: {target.keep!r}")
+    return {
         "project": PROJECT, "backup_dir": BACKUP_DIR, "backup_script": BACKUP_SCRIPT, "restore_script": RESTORE_SCRIPT,
         "keep": keep, "files": files,
         "sqlite": [i for i in items if isinstance(i, BackupSqlite)],
         "dumps": [i for i in items if isinstance(i, BackupDump)],
         "excludes": [pattern for i in files for pattern in i.exclude],
         "required": [pattern for i in files for pattern in i.required],
+        "target": targets[0] if targets else None,
     }
-    return render("backup.sh.j2", **values), render("restore.sh.j2", **values)
+
+
+def render_restore_test(items: Sequence[Any], *, result_file: str, db: dict[str, str], homeserver: dict[str, str]) -> str:
+    """The weekly restore test: the latest snapshot restored into scratch space and compared with
+    the live server (`db`: how to load its database; `homeserver`: its container and image)."""
+    values = _backup_values(items, keep=1)
+    return render("restore-test.sh.j2", **values, result_file=result_file, db=db, homeserver=homeserver)

@@ -28,6 +28,8 @@ def build_report(result: RunResult) -> dict[str, Any]:
         "interrupted": result.interrupted,
         "stages": stages,
         "federation": result.federation,
+        "checks": list(result.checks),
+        "links": [{"label": label, "url": url} for label, url in result.links],
     }
 
 

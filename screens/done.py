@@ -71,6 +71,8 @@ class DoneScreen(StepScreen):
         return "\n".join([
             f"Homeserver URL   [b]https://{escape(d.matrix_host)}[/]",
             f"Admin user       [b]@{escape(r.admin_user)}:{escape(d.server_name)}[/]",
+            # What the run says to open (the web client it installed), drawn as it comes.
+            *(f"{escape(label):<17}[b]{escape(url)}[/]" for label, url in self.result.links),
             then,
         ])
 

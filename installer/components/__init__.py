@@ -24,6 +24,9 @@ REGISTRY = (
     "installer.components.synapse",
     "installer.components.postgres",
     "installer.components.workers",
+    "installer.components.element",
+    "installer.components.calls",
+    "installer.components.backup",
     "installer.components.upgrade",
     "installer.components.federation",
 )

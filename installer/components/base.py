@@ -21,8 +21,11 @@ if TYPE_CHECKING:
     from installer.answers import Answers
     from installer.deployment import Deployment
     from installer.engine import Stage
+    from installer.options import RunOptions
 
-Mode = Literal["install", "upgrade", "check"]
+Mode = Literal["install", "upgrade", "check", "backup", "restore"]
+"""A run's mode. "restore" is an install whose data comes back from a backup: components are asked
+for their "install" stages, plus their `restoring_stages`; "backup" takes a backup now."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,18 @@ class Redirect:
     target: str
 
 
-Route = Proxy | Balance | Respond | Redirect
+@dataclass(frozen=True)
+class Files:
+    """Serve the static files under `root` (a folder on the host Caddy can read), with `headers`
+    on every answer and `Cache-Control: no-cache` on the paths in `no_cache` (what must be asked
+    for again after an update, such as a web app's index.html and config.json)."""
+
+    root: str
+    headers: tuple[tuple[str, str], ...] = ()
+    no_cache: tuple[str, ...] = ()
+
+
+Route = Proxy | Balance | Respond | Redirect | Files
 
 
 @dataclass(frozen=True)
@@ -195,7 +209,24 @@ class BackupSqlite:
     mount: str = "/data"
 
 
-BackupItem = BackupFiles | BackupSqlite | BackupDump
+@dataclass(frozen=True)
+class BackupTarget:
+    """Where the same items go off the box: a restic repository (encrypted before it leaves the
+    host). Its address, credentials and password are in root-only files on the host (`env_file`,
+    which names the password file), never in the scripts; the backup script sends the items there
+    when run with --offsite, and the restore script takes them back from a snapshot."""
+
+    env_file: str
+    """Host path (0600, root): RESTIC_REPOSITORY, RESTIC_PASSWORD_FILE, the S3 credentials."""
+    status_file: str
+    """Host path: what the last off-box backup did (JSON), for checks and upgrade's preflight."""
+    host: str
+    """The snapshots' host name: the server's name, so snapshots of a moved server stay one series."""
+    keep: tuple[tuple[str, int], ...] = ()
+    """What `restic forget --prune` keeps: ("daily", 7), ("weekly", 4), ("monthly", 6)."""
+
+
+BackupItem = BackupFiles | BackupSqlite | BackupDump | BackupTarget
 
 
 # --- the component ----------------------------------------------------------------------------
@@ -247,8 +278,18 @@ class Component:
         """Typed settings the homeserver applies to its own config (a database to use, say)."""
         return []
 
+    def problems_before_run(self, answers: Answers, options: RunOptions) -> list[str]:
+        """What this machine lacks for a run of these answers (a secret's environment variable),
+        said before anything runs, as the provider's problems are."""
+        return []
+
     def stages(self, d: Deployment, mode: Mode) -> list[Stage]:
         """This component's stages for the mode, with their bodies (imported here, not above)."""
+        return []
+
+    def restoring_stages(self, d: Deployment) -> list[Stage]:
+        """What a restore adds to the install's stages: the data put back from a backup before
+        the homeserver first starts."""
         return []
 
     def joining_stages(self, d: Deployment, mode: Mode) -> list[Stage]:

@@ -5,8 +5,8 @@ subclasses Homeserver; registration, upgrade and the checks only use what is her
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from installer.components.base import Component
@@ -94,6 +94,24 @@ class WorkerSettings:
 
     def named(self, kind: str) -> list[str]:
         return [w.name for w in self.workers if w.kind == kind]
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """A homeserver setting: the TURN server it hands clients for calls (the TURN REST API: the
+    homeserver makes short-lived credentials from a secret it shares with the TURN server).
+
+    The secret is not part of the deployment: it lives on the host in `secret_file` (root-only),
+    and the homeserver's config stage reads it into `shared_secret` (registered as a secret)
+    just before it edits its config. Left empty, the homeserver keeps the secret it has."""
+
+    uris: tuple[str, ...]
+    """turn: and turns: URIs, as clients use them."""
+    secret_file: str
+    """Absolute path on the host of the root-only file holding the shared secret."""
+    user_lifetime: str = "1h"
+    allow_guests: bool = False
+    shared_secret: str = field(default="", repr=False, compare=False)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Stage host.ssh: one verified SSH connection for the run, sudo without a password, cloud-init
-finished, and the host's OS known (the HostOS output later stages take).
+finished, and the host's OS and size known (the HostOS and HostSize outputs later stages take).
 
 No trust on first use: the host key comes from the answers' pin, or from what the provider
 handed over (the key given to a new VM through cloud-init, retired here after the first verified
@@ -9,6 +9,7 @@ connection for one that never left the host).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shlex
 import time
 from dataclasses import dataclass
@@ -39,43 +40,80 @@ class HostOS:
         return self.id == "ubuntu"
 
 
+MIB = 1024
+
+
 @dataclass(frozen=True)
 class HostSize:
-    """What the host has to run on: CPU cores (as the kernel offers them to processes) and memory."""
+    """What the box has: memory, cores, swap and disk (MiB). The deployment is sized from it
+    (installer.sizing); a dry run assumes one (`assumed`) and says so."""
 
+    memory_mib: int
     cores: int
-    memory_mb: int
+    swap_mib: int = 0
+    disk_total_mib: int = 0
+    disk_free_mib: int = 0
+    assumed: bool = False
+    tuned: bool = True
+    """False only for the benchmark's seed deployment (Synapse's generated defaults): see UNTUNED_ENV."""
+
+    def describe(self) -> str:
+        disk = f", {self.disk_free_mib / MIB:.0f} of {self.disk_total_mib / MIB:.0f} GiB disk free" if self.disk_total_mib else ""
+        swap = f"{self.swap_mib / MIB:.1f} GiB swap" if self.swap_mib else "no swap"
+        return (f"{self.memory_mib / MIB:.1f} GiB memory, {self.cores} core{'s' if self.cores != 1 else ''}, "
+                f"{swap}{disk}")
 
 
-SIZE_COMMAND = "nproc; sed -n 's/^MemTotal: *\\([0-9]*\\) kB$/\\1/p' /proc/meminfo"
+UNTUNED_ENV = "MATRIX_INSTALLER_UNTUNED"
+"""Set to 1 by the client-load benchmark (bench/server.py) for its seed deployment: Synapse's
+generated defaults, untouched by the sizing, as the manual guide leaves them. Not an answer:
+a user has no reason to want a server sized for no box."""
+SIZE_COMMAND = "grep -E '^(MemTotal|SwapTotal):' /proc/meminfo; echo CORES=$(nproc); df -Pk / | tail -n 1"
 
 
-def parse_host_size(text: str) -> HostSize | None:
-    """`nproc` then MemTotal in kB, one a line."""
-    words = text.split()
-    if len(words) < 2 or not words[0].isdigit() or not words[1].isdigit():
-        return None
-    return HostSize(max(1, int(words[0])), int(words[1]) // 1024)
+def parse_host_size(text: str, *, assumed: bool = False, tuned: bool = True) -> HostSize:
+    """SIZE_COMMAND's output: /proc/meminfo's lines (kB), nproc, and df -Pk's line for /."""
+    values: dict[str, int] = {}
+    disk_total = disk_free = 0
+    for line in text.splitlines():
+        words = line.replace(":", " ").replace("=", " ").split()
+        if len(words) >= 2 and words[0] in ("MemTotal", "SwapTotal", "CORES") and words[1].isdigit():
+            values[words[0]] = int(words[1])
+        elif len(words) >= 6 and words[1].isdigit() and words[3].isdigit():
+            disk_total, disk_free = int(words[1]) // MIB, int(words[3]) // MIB
+    if "MemTotal" not in values:
+        raise ValueError("no MemTotal in /proc/meminfo")
+    return HostSize(values["MemTotal"] // MIB, max(1, values.get("CORES", 1)), values.get("SwapTotal", 0) // MIB,
+                    disk_total, disk_free, assumed, tuned)
 
 
-def assumed_size(ctx: StageContext) -> str:
-    """What a dry run takes the host's size to be: the Oracle shape the answers ask for, else a small server."""
-    cloud = ctx.answers.cloud
-    if cloud.provider == "oci":
-        flex = cloud.shape.endswith(".Flex")
-        return f"{cloud.ocpus if flex else 2}\n{(cloud.memory_gb if flex else 1) * 1024 * 1024}\n"
-    return "2\n4194304\n"
+def assumed_size(answers: Any) -> HostSize:
+    """What a dry run assumes the host has: the Oracle shape the answers ask for, else an
+    existing server of 4 GiB and 2 cores (a real run reads the host)."""
+    cloud = getattr(answers, "cloud", None)
+    shape = getattr(cloud, "shape", "") if getattr(cloud, "provider", "") == "oci" else ""
+    if shape.endswith(".Flex"):
+        memory, cores = cloud.memory_gb * MIB, cloud.ocpus
+    elif shape:
+        memory, cores = 1 * MIB, 1  # VM.Standard.E2.1.Micro
+    else:
+        memory, cores = 4 * MIB, 2
+    return HostSize(memory, cores, 0, 47 * MIB, 40 * MIB, assumed=True)
 
 
-async def read_host_size(ctx: StageContext) -> HostSize:
-    """The host's cores and memory (a dry run: assumed, and said so)."""
-    result = await ctx.run(SIZE_COMMAND, dry_output=assumed_size(ctx))
-    size = parse_host_size(result.stdout)
-    if size is None:
-        raise StageError(f"the host's size could not be read (nproc, /proc/meminfo said {result.stdout.strip()[:80]!r})",
-                         "check that nproc and /proc/meminfo work on the host, then rerun")
-    ctx.found(f"host size: {size.cores} cores, {size.memory_mb} MB of memory")
-    return size
+async def read_size(ctx: StageContext) -> HostSize:
+    """The host's memory, cores, swap and disk, as it reports them (a dry run assumes them)."""
+    import os
+
+    tuned = os.environ.get(UNTUNED_ENV, "") != "1"
+    result = await ctx.run(SIZE_COMMAND, check=False, dry_output="")
+    if ctx.dry_run:
+        return dataclasses.replace(assumed_size(ctx.answers), tuned=tuned)
+    try:
+        return parse_host_size(result.stdout, tuned=tuned)
+    except ValueError:
+        raise StageError(f"the host's size could not be read: {result.stdout.strip()[-200:] or result.stderr.strip()[-200:]}",
+                         "check that /proc/meminfo, nproc and df work on the host") from None
 
 
 def parse_os_release(text: str) -> HostOS:
@@ -164,7 +202,9 @@ async def connect(ctx: StageContext) -> Status:
                          "use an Ubuntu 22.04/24.04 or Debian 12/13 server")
     ctx.give(found)
     ctx.found(f"host OS: {found.pretty} ({found.arch})")
-    ctx.give(await read_host_size(ctx))
+    size = await read_size(ctx)
+    ctx.give(size)
+    ctx.found(f"host size: {size.describe()}" + ("" if size.tuned else f"; sizing off (${UNTUNED_ENV}=1: Synapse's generated defaults)"))
 
     if ctx.facts.get(HOST_KEY_FROM) == "cloud-init" and target is not None and not ctx.answers.ssh.host_key.strip():
         await replace_cloud_init_host_key(ctx, target)

@@ -68,6 +68,11 @@ class Provider:
         """The host's public address, for its DNS records."""
         raise NotImplementedError
 
+    async def private_networks(self, ctx: StageContext) -> list[str]:
+        """The address ranges (CIDR) of the network the host sits in, besides the private ranges
+        every host denies anyway: a TURN relay must never reach them (Oracle: the VCN's)."""
+        return []
+
     async def check_notes(self, server_name: str, options: RunOptions) -> list[tuple[str, str]]:
         """For `--check`: (kind, line) notes on a deployment of this provider's that the state knows
         (Oracle Cloud: whether its instance runs); nothing for one that is not its own."""

@@ -5,7 +5,9 @@ passes through Caddy to Synapse. A rerun launches nothing and changes nothing.
 
 What cannot run here and is stood in for: Oracle's Ubuntu image (the lab's Debian trixie), the
 image pull (the lab's Synapse image is loaded into the host's Docker, which is preinstalled for
-that reason), public DNS (dnsmasq) and the public ports (--connect-to the lab's loopback ports).
+that reason), public DNS (dnsmasq) and the public ports (--connect-to the lab's loopback ports),
+Object Storage: the emulator makes the bucket and the Customer Secret Key, rclone's S3 server
+(tests/lab/s3.py) answers the S3-compatible API with that key, and the host sends its backups there.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import pytest
 import yaml
 
 from installer.files import write_private
+from installer.components.backup.bucket import S3_ENDPOINT_ENV
 from tests.lab import lab as _lab
-from tests.lab.scenarios import ready_host
+from tests.lab.s3 import s3_server
+from tests.lab.scenarios import WITHOUT_WEB_CLIENT_AND_CALLS, ready_host
 
 pytestmark = pytest.mark.lab
 
@@ -51,7 +55,16 @@ def fresh_lab_host(lab_host_image, lab_session_key, synapse_image, postgres_imag
         yield host
 
 
-def test_headless_install_through_the_oci_emulator_onto_the_lab_host(oci_emulator, fresh_lab_host, lab_dns, tmp_path):
+@pytest.fixture
+def object_storage(oci_emulator, tmp_path):
+    """The S3-compatible side of Object Storage: rclone, accepting the key the emulator hands out."""
+    with s3_server(tmp_path / "s3", "matrix-backups") as server:
+        oci_emulator.state.next_secret_keys.append((server.access, server.secret))
+        yield server
+
+
+def test_headless_install_through_the_oci_emulator_onto_the_lab_host(oci_emulator, object_storage, fresh_lab_host, lab_dns,
+                                                                     tmp_path):
     host = fresh_lab_host
     oci_emulator.state.public_ip = "127.0.0.1"  # the lab's ports are published on loopback
     oci_emulator.state.provision_polls = 0
@@ -75,7 +88,7 @@ port = {host.ssh_port}
 private_key = "{tmp_path / 'ssh' / 'id_ed25519'}"
 [registration]
 admin_password_env = "MI_E2E_ADMIN_PASSWORD"
-"""
+{WITHOUT_WEB_CLIENT_AND_CALLS}"""
     )
     state_dir = tmp_path / "state"
     password = "e2e-admin-password-not-to-be-seen"
@@ -88,7 +101,8 @@ admin_password_env = "MI_E2E_ADMIN_PASSWORD"
         if (ca := tmp_path / "caddy-root.crt").exists():
             args += ["--ca-file", str(ca)]
         done = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=ROOT, stdin=subprocess.DEVNULL,
-                              env={**os.environ, **oci_emulator.env, "MI_E2E_ADMIN_PASSWORD": password})
+                              env={**os.environ, **oci_emulator.env, "MI_E2E_ADMIN_PASSWORD": password,
+                                   S3_ENDPOINT_ENV: object_storage.endpoint})
         assert report.exists(), done.stdout[-3000:] + done.stderr[-3000:]
         return done, json.loads(report.read_text())
 
@@ -97,7 +111,8 @@ admin_password_env = "MI_E2E_ADMIN_PASSWORD"
     # Without the lab CA the federation test cannot trust Caddy's local certificate: it says so.
     assert statuses["cloud.instance"] == "done", first.stdout[-4000:]
     for name in ("cloud.network", "cloud.ingress", "host.firewall", "host.caddy", "synapse.config",
-                 "postgres.config", "services.start", "caddy.config", "synapse.admin"):
+                 "postgres.config", "services.start", "caddy.config", "synapse.admin",
+                 "backup.bucket", "backup.setup", "backup.first"):
         assert statuses[name] == "done", (name, report["stages"], first.stdout[-4000:])
     # Connecting changes nothing; Docker was preinstalled (no registry here); Synapse's config
     # already left registration closed, the policy asked for; the records resolved at once.
@@ -115,6 +130,13 @@ admin_password_env = "MI_E2E_ADMIN_PASSWORD"
     assert facts["host.host_key"].split()[:2] == on_host and facts["host.host_key_from"] == "host"
     assert on_host[1] not in sent_user_data[0] and "host.host_key_next" not in facts
     assert "is retired" in first.stdout
+    # Backups on Oracle Cloud by default: the bucket and a Customer Secret Key made through the SDK,
+    # a restic repository in the bucket, a first snapshot in it; the key's secret never shown.
+    assert list(oci_emulator.state.store["buckets"]) == ["matrix-backups"]
+    assert oci_emulator.state.s3_keys == [(object_storage.access, object_storage.secret)]
+    assert (object_storage.bucket("matrix-backups") / "config").is_file()
+    assert len(list((object_storage.bucket("matrix-backups") / "snapshots").iterdir())) == 1
+    assert facts["backup.oci_secret"] == object_storage.secret
 
     # The user trusts the lab's CA (as they would pass their own) and reruns: it resumes.
     (tmp_path / "caddy-root.crt").write_bytes(host.caddy_root_ca())
@@ -127,6 +149,9 @@ admin_password_env = "MI_E2E_ADMIN_PASSWORD"
                  (state_dir / SERVER_NAME / "state.json").read_text(), (state_dir / SERVER_NAME / "last-run.log").read_text()):
         assert password not in text
         assert "BEGIN OPENSSH PRIVATE KEY" not in text
+    for text in (first.stdout, second.stdout, first.stderr, second.stderr, (tmp_path / "second.json").read_text(),
+                 (state_dir / SERVER_NAME / "last-run.log").read_text()):
+        assert object_storage.secret not in text  # only the state (0600) and the host's root-only file hold it
 
     # A run that stopped after putting the host's new key in place but before pinning it: the next
     # run accepts that key (it was remembered first), pins it, and makes no other.

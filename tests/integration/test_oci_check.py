@@ -56,7 +56,7 @@ async def test_check_reports_the_instances_lifecycle_state(oci_emulator: Emulato
     short = f"instance…{deployed[-8:]}"
     assert oracle_lines(result.stdout) == [f"Oracle Cloud instance matrix ({short}): RUNNING"]
     assert f"federation.check     cloud: compute.get_instance({deployed})" in result.stdout
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 async def test_a_stopped_instance_is_explained(oci_emulator: EmulatorHandle, stage_runner: Runner, deployed: str,
@@ -73,7 +73,7 @@ async def test_oracle_out_of_reach_is_a_note_not_a_failure(stage_runner: Runner,
     assert oracle_lines(result.stdout) == [
         f"Oracle Cloud could not be asked about instance instance…{deployed[-8:]} (connection refused); its state is not known"]
     assert "federation test for example.org: FAILED" in result.stdout  # the check itself still ran
-    assert "Traceback" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr, result.stdout + result.stderr
 
 
 async def test_check_works_without_any_oci_config(oci_emulator: EmulatorHandle, stage_runner: Runner, deployed: str,

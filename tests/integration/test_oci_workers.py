@@ -77,7 +77,7 @@ async def test_the_security_list_admits_each_host_from_the_other_only(oci_emulat
     main_ip = next(v["privateIp"] for v in emu.store["vnics"].values() if v["publicIp"] == run.state.facts["host.address"])
     (vm,) = run.state.facts[VMS]
     layout = L.resolve(L.auto_counts(2, 12288), [(L.WorkerHost(vm["private_ip"], vm["host_key"], 2, 12288), {"generic": 2})],
-                       main_private=main_ip, cores=2, memory_mb=12288)
+                       main_private=main_ip, cores=2, memory_mib=12288)
     state = RunState.load(stage_runner.state_dir, "example.org")
     status, lines = await run_ingress(answers, state, layout)
     assert status is Status.DONE, lines

@@ -172,6 +172,8 @@ def lab_answers(host: _lab.LabHost) -> Answers:
         .replace("synapse", image=TAG)
         .replace("database", engine="sqlite")  # how every server was installed before Postgres was the default
         .replace("upgrade", reboot="no", keep_backups=2)
+        .replace("element", enabled=False)  # Element Web and TURN have their own lab test
+        .replace("calls", turn=False)
     )
 
 

@@ -43,11 +43,20 @@ def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = 
         host.stop()
 
 
+WITHOUT_WEB_CLIENT_AND_CALLS = '[element]\nenabled = false\n[calls]\nturn = false\n'
+"""What the lab tests that are not about them leave out: Element Web's releases are not reachable
+here (tests/integration/test_calls_element_lab.py serves a stand-in), and coturn costs a minute."""
+
+
 def existing_server_answers(host: _lab.LabHost, *, server_name: str = "example.test", matrix_host: str = "matrix.example.test",
-                            domain: str = "", registration: str = "", extra: str = "", key: Path | None = None) -> str:
-    """Answers for the lab host as an existing server: its address, key (the lab's own unless
-    given) and pinned host key, Debian's own packages (the vendors' repositories are unreachable),
-    Caddy's local CA."""
+                            domain: str = "", registration: str = "", extra: str = "", key: Path | None = None,
+                            address: str = "127.0.0.1", web_client_and_calls: bool = False) -> str:
+    """Answers for the lab host as an existing server: its address (`address`: the published
+    ports' loopback unless given), key (the lab's own unless given) and pinned host key, Debian's
+    own packages (the vendors' repositories are unreachable), Caddy's local CA. Element Web and
+    TURN are left out unless `web_client_and_calls`."""
+    if not web_client_and_calls:
+        extra = f"{extra}\n{WITHOUT_WEB_CLIENT_AND_CALLS}"
     return f"""version = 1
 [domain]
 server_name = "{server_name}"
@@ -59,8 +68,8 @@ provider = "existing"
 [packages]
 source = "distro"
 [ssh]
-host = "127.0.0.1"
-port = {host.ssh_port}
+host = "{address}"
+port = {host.ssh_port if address == "127.0.0.1" else 22}
 private_key = "{key or host.private_key_path}"
 host_key = "{host.host_key}"
 [registration]

@@ -41,6 +41,21 @@ Where each behaviour comes from (SDK paths are in oracle/oci-python-sdk, src/oci
   docs) and says what is left in `opc-bytes-remaining` (oracle/oci-go-sdk
   core/get_console_history_content_request_response.go: "The number of bytes remaining in the
   snapshot").
+- Object Storage (object_storage/object_storage_client.py): get_namespace is GET /n and answers the
+  namespace as a JSON string (response_type "str"); get_bucket/head_bucket are GET/HEAD
+  /n/{namespaceName}/b/{bucketName}, create_bucket is POST /n/{namespaceName}/b with
+  CreateBucketDetails (name, compartmentId, publicAccessType, storageTier). A bucket name is unique
+  in its namespace: creating it again answers 409 BucketAlreadyExists, a missing one 404
+  BucketNotFound, in the words of Oracle's docs ("Either the bucket named '...' does not exist in
+  the namespace '...' or you are not authorized to access it").
+- Customer Secret Keys (identity/identity_client.py, base path /20160918): list, create (with
+  `opc-retry-token`) and delete under /users/{userId}/customerSecretKeys. The create's answer is a
+  CustomerSecretKey whose `key` is the secret, given this once (identity/models/customer_secret_key.py:
+  "The secret key"; lists return CustomerSecretKeySummary, without it); its `id` is the S3 access key
+  ID. Each user may have two (docs.oracle.com, Managing User Credentials: "Each user can have up to
+  two Customer Secret Keys at a time"); the answer to a third (400 LimitExceeded) is our assumption:
+  the installer counts the keys before it asks. `s3_keys` holds every (access key, secret) made, for
+  a lab's S3 server to accept (the S3 API itself is rclone's, not this emulator's).
 - DNS: list_zones takes `scope` GLOBAL or PRIVATE, and a private zone is addressed by name only
   with its `viewId` (dns/dns_client.py); bad rdata answers 400 CannotParseRequest
   "Invalid value for items[0].rdata: bad A A: ..." (oracle/oci-cli#259).
@@ -194,7 +209,9 @@ SHAPE_CATALOG: dict[str, dict[str, Any]] = {
 }
 BILLING = {A1: "LIMITED_FREE", MICRO: "ALWAYS_FREE", "VM.Standard.E4.Flex": "PAID"}
 CREATES = {"create_vcn": "vcns", "create_internet_gateway": "internetGateways", "create_subnet": "subnets",
-           "launch_instance": "instances", "capture_console_history": "consoleHistories"}
+           "launch_instance": "instances", "capture_console_history": "consoleHistories",
+           "create_customer_secret_key": "customerSecretKeys"}
+SECRET_KEYS_PER_USER = 2
 """Create operations that honour `opc-retry-token`, and the kind of resource each makes."""
 
 
@@ -240,8 +257,14 @@ class Emulator:
         self.lock = threading.RLock()
         self.store: dict[str, dict[str, dict[str, Any]]] = {
             kind: {} for kind in ("vcns", "subnets", "internetGateways", "routeTables", "securityLists", "instances",
-                                  "vnicAttachments", "vnics", "zones", "consoleHistories", "dhcpOptions")
+                                  "vnicAttachments", "vnics", "zones", "consoleHistories", "dhcpOptions",
+                                  "buckets", "customerSecretKeys")
         }
+        self.namespace = "emulatorns"
+        self.s3_keys: list[tuple[str, str]] = []
+        """(access key ID, secret) of every Customer Secret Key made, in order."""
+        self.next_secret_keys: list[tuple[str, str]] = []
+        """Keys the next creates hand out (a lab's S3 server was started with them), else random ones."""
         self.images = _default_images()
         self.shapes = _default_shapes(self.ads)
         """Shape names each availability domain offers (`list_shapes`, and where a launch may go)."""
@@ -366,7 +389,7 @@ class Emulator:
         request_id = uuid.uuid4().hex.upper()
         out_headers = {"opc-request-id": request_id, "content-type": "application/json"}
         parts = urlsplit(target)
-        path = unquote(parts.path)
+        path = re.sub(r"/{2,}", "/", unquote(parts.path))
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         op = "unknown"
         try:
@@ -900,6 +923,77 @@ class Emulator:
         zone["version"] = str(int(zone["version"]) + 1)
         return self.get_zone_records(params=params, query=query)
 
+    # --- object storage ---------------------------------------------------------------------
+    def _namespace(self, params: dict[str, str]) -> None:
+        if params["ns"] != self.namespace:
+            raise ApiError(404, "NamespaceNotFound", f"You do not have authorization to perform this request, or the "
+                                                     f"requested resource could not be found.")
+
+    def _bucket(self, params: dict[str, str]) -> dict[str, Any]:
+        self._namespace(params)
+        bucket = self.store["buckets"].get(params["bucket"])
+        if bucket is None:
+            raise ApiError(404, "BucketNotFound", f"Either the bucket named '{params['bucket']}' does not exist in the "
+                                                  f"namespace '{self.namespace}' or you are not authorized to access it")
+        return bucket
+
+    def get_namespace(self, **_: Any) -> Reply:
+        return Reply(200, self.namespace)
+
+    def get_bucket(self, params: dict[str, str], **_: Any) -> Reply:
+        bucket = self._bucket(params)
+        return Reply(200, copy.deepcopy(bucket), {"etag": bucket["etag"]})
+
+    def head_bucket(self, params: dict[str, str], **_: Any) -> Reply:
+        bucket = self._bucket(params)
+        return Reply(200, None, {"etag": bucket["etag"]})
+
+    def create_bucket(self, params: dict[str, str], body: dict[str, Any], **_: Any) -> Reply:
+        self._namespace(params)
+        self._need(body, "name", "compartmentId")
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,256}", body["name"]):
+            raise ApiError(400, "InvalidBucketName", f"The bucket name '{body['name']}' is not valid")
+        if body["name"] in self.store["buckets"]:
+            raise ApiError(409, "BucketAlreadyExists", f"Either the bucket '{body['name']}' in namespace "
+                                                       f"'{self.namespace}' already exists or you are not authorized to create it")
+        bucket = {"namespace": self.namespace, "name": body["name"], "compartmentId": body["compartmentId"],
+                  "createdBy": "ocid1.user.oc1..emulator", "timeCreated": _now(), "etag": uuid.uuid4().hex,
+                  "publicAccessType": body.get("publicAccessType") or "NoPublicAccess",
+                  "storageTier": body.get("storageTier") or "Standard", "versioning": "Disabled",
+                  "id": _ocid("bucket"), "metadata": {}, "freeformTags": {}, "definedTags": {}}
+        self.store["buckets"][body["name"]] = bucket
+        return Reply(200, copy.deepcopy(bucket), {"etag": bucket["etag"]})
+
+    # --- customer secret keys -------------------------------------------------------------------
+    def _user_keys(self, user: str) -> list[dict[str, Any]]:
+        return [k for k in self.store["customerSecretKeys"].values() if k["userId"] == user and k["lifecycleState"] != "DELETED"]
+
+    def list_customer_secret_keys(self, params: dict[str, str], **_: Any) -> Reply:
+        keys = [{k: v for k, v in key.items() if k != "key"} for key in self._user_keys(params["user"])]
+        return Reply(200, keys)
+
+    def create_customer_secret_key(self, params: dict[str, str], body: dict[str, Any], **_: Any) -> Reply:
+        self._need(body, "displayName")
+        if len(self._user_keys(params["user"])) >= SECRET_KEYS_PER_USER:
+            raise ApiError(400, "LimitExceeded", f"User {params['user']} already has the maximum number of customer "
+                                                 f"secret keys ({SECRET_KEYS_PER_USER})")
+        if self.next_secret_keys:
+            access, secret = self.next_secret_keys.pop(0)
+        else:
+            access, secret = uuid.uuid4().hex + uuid.uuid4().hex[:8], base64.b64encode(uuid.uuid4().bytes * 2).decode()[:44]
+        key = {"id": access, "key": secret, "userId": params["user"], "displayName": body["displayName"],
+               "timeCreated": _now(), "timeExpires": None, "lifecycleState": "ACTIVE", "inactiveStatus": None}
+        self.store["customerSecretKeys"][access] = key
+        self.s3_keys.append((access, secret))
+        return Reply(200, copy.deepcopy(key))
+
+    def delete_customer_secret_key(self, params: dict[str, str], **_: Any) -> Reply:
+        key = self.store["customerSecretKeys"].get(params["id"])
+        if key is None or key["userId"] != params["user"]:
+            raise ApiError(404, "NotAuthorizedOrNotFound", NOT_FOUND)
+        del self.store["customerSecretKeys"][params["id"]]
+        return Reply(204)
+
     def _routes(self) -> list[tuple[str, re.Pattern[str], str, Callable[..., Reply]]]:
         table = [
             ("GET", CORE + "/availabilityDomains", "list_availability_domains"),
@@ -932,6 +1026,13 @@ class Emulator:
             ("PATCH", DNS + "/zones/(?P<zone>[^/]+)/records", "patch_zone_records"),
             ("GET", DNS + "/zones/(?P<zone>[^/]+)/records/(?P<domain>[^/]+)/(?P<rtype>[A-Z]+)", "get_rr_set"),
             ("PUT", DNS + "/zones/(?P<zone>[^/]+)/records/(?P<domain>[^/]+)/(?P<rtype>[A-Z]+)", "update_rr_set"),
+            ("GET", "/n/?", "get_namespace"),
+            ("GET", "/n/(?P<ns>[^/]+)/b/(?P<bucket>[^/]+)/?", "get_bucket"),
+            ("HEAD", "/n/(?P<ns>[^/]+)/b/(?P<bucket>[^/]+)/?", "head_bucket"),
+            ("POST", "/n/(?P<ns>[^/]+)/b/?", "create_bucket"),
+            ("GET", CORE + "/users/(?P<user>[^/]+)/customerSecretKeys/?", "list_customer_secret_keys"),
+            ("POST", CORE + "/users/(?P<user>[^/]+)/customerSecretKeys/?", "create_customer_secret_key"),
+            ("DELETE", CORE + "/users/(?P<user>[^/]+)/customerSecretKeys/(?P<id>[^/]+)", "delete_customer_secret_key"),
         ]
         return [(method, re.compile(pattern), op, getattr(self, op)) for method, pattern, op in table]
 
@@ -953,7 +1054,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the emulator keeps its own request log
         return

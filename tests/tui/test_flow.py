@@ -767,7 +767,8 @@ def test_the_domain_preview_says_what_the_stages_will_make() -> None:
     srv = "\n".join(preview_lines(base.replace("domain", delegation="srv"), "203.0.113.7"))
     assert "_matrix-fed._tcp.example.org.  SRV  0 10 8448 matrix.example.org." in srv
     none = "\n".join(preview_lines(base.replace("domain", delegation="none", matrix_host="example.org"), "203.0.113.7"))
-    assert "other servers connect to example.org:8448" in none and none.count("  A  ") == 1
+    assert "other servers connect to example.org:8448" in none and none.count("  A  ") == 2
+    assert "  element.example.org.  A  203.0.113.7" in none  # Element Web's own name needs its record too
     elsewhere = "\n".join(preview_lines(base.replace("domain", serve_server_name=False), "203.0.113.7"))
     assert "publish it on the site that serves example.org" in elsewhere and "  example.org.  A" not in elsewhere
 

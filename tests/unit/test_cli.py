@@ -75,9 +75,10 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     out = result.stdout
     assert out.startswith("Dry run: nothing will be contacted or changed.")
     stage_order = [
-        "local.ssh_key", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh",
-        "host.firewall", "host.caddy", "caddy.config", "host.docker", "postgres.config", "synapse.config",
-        "services.start", "synapse.admin", "registration.policy", "postgres.check", "federation.check",
+        "local.ssh_key", "backup.bucket", "cloud.network", "cloud.ingress", "cloud.instance", "dns.records", "host.ssh",
+        "host.firewall", "host.caddy", "caddy.config", "host.docker", "element.files", "element.check", "turn.secret",
+        "turn.server", "backup.setup", "backup.unfinished", "postgres.config", "synapse.config", "services.start",
+        "synapse.admin", "registration.policy", "postgres.check", "turn.check", "backup.first", "federation.check",
     ]
     starts = [out.index(f"{name:<20} -- ") for name in stage_order]
     assert starts == sorted(starts), "stages are shown one after another in plan order"
@@ -86,7 +87,7 @@ def test_example_dry_run_shows_the_whole_install_plan_and_contacts_nothing(tmp_p
     assert "$ sudo " in out
     assert "write /etc/caddy/Caddyfile" in out
     assert '@proxy1 path "/_matrix/*" "/_synapse/client/*"' in out and 'reverse_proxy @proxy1 "127.0.0.1:8008"' in out
-    assert "Dry run: 17 stages planned; nothing was contacted or changed." in out
+    assert "Dry run: 26 stages planned; nothing was contacted or changed." in out
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["ok"] is True and report["dry_run"] is True and report["mode"] == "install"
     assert [s["name"] for s in report["stages"]] == stage_order
@@ -109,7 +110,7 @@ def test_upgrade_dry_run_lists_the_upgrade_stages(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["mode"] == "upgrade"
     assert [s["name"] for s in report["stages"]][2:] == [
-        "upgrade.preflight", "upgrade.backup", "upgrade.packages", "upgrade.reboot", "database.migrate",
+        "backup.bucket", "backup.setup", "backup.age", "upgrade.preflight", "upgrade.backup", "upgrade.packages", "upgrade.reboot", "database.migrate",
         "upgrade.images", "upgrade.prune", "federation.check",
     ]
 

@@ -51,6 +51,10 @@ host_key = "{HOST_KEY}"
 """).replace("ssh", host_key=host_key)
 
 
+NO_CALLS = "[calls]\nturn = false"
+"""Without TURN, the deployment's ports are Caddy's alone (TCP)."""
+
+
 def context(a, remote=None, *, dry_run: bool = False, facts: dict | None = None) -> tuple[StageContext, list[tuple[str, str]]]:
     state = RunState(None, {"facts": facts or {}})
     session = Session(answers=a, state=state, options=RunOptions(dry_run=dry_run), remote=remote)
@@ -198,7 +202,7 @@ async def test_firewall_with_everything_in_place_is_unchanged():
     remote = ScriptedRemote([
         (r"ufw", False), (r"dpkg-query", True), (r"tables -S INPUT", CommandResult(0, listing, "")),
     ], files={"/etc/iptables/rules.v4": saved, "/etc/iptables/rules.v6": saved})
-    ctx, _ = context(answers(), remote)
+    ctx, _ = context(answers(NO_CALLS), remote)
     assert await firewall.open_firewall(ctx) is Status.UNCHANGED
     assert not any(" -I " in c or "write" in c or "apt-get" in c for c in remote.commands)
 
@@ -220,9 +224,11 @@ provider = "existing"
 [ssh]
 host = "203.0.113.7"
 host_key = "{HOST_KEY}"
+[calls]
+turn = false
 """.replace("{HOST_KEY}", HOST_KEY))
     assert Deployment.build(a).ports == tcp(80, 443, 8448)
-    assert Deployment.build(answers()).ports == tcp(80, 443)
+    assert Deployment.build(answers(NO_CALLS)).ports == tcp(80, 443)
 
 
 def test_unknown_host_key_is_refused_with_a_way_to_find_it():
@@ -330,7 +336,7 @@ async def test_ensure_ssh_key_creates_a_private_pair_then_keeps_it(tmp_path):
 
 async def test_dry_run_prints_every_command_and_file_and_no_secret(monkeypatch):
     monkeypatch.setenv("MATRIX_ADMIN_PASSWORD", "a-very-secret-admin-pw")
-    a = answers(policy='policy = "token"\ntokens = 2')
+    a = answers(NO_CALLS, policy='policy = "token"\ntokens = 2')
     session = Session(answers=a, state=RunState(None), options=RunOptions(dry_run=True), remote=RecordingRemote())
     lines: list[str] = []
     session.listeners.append(lambda e: lines.append(f"{e.stage} [{e.kind}] {e.line}") if isinstance(e, StageLog) else None)
@@ -518,7 +524,7 @@ async def test_homeserver_yaml_and_the_signing_key_are_private_to_synapses_user(
     generated = synapse.DRY_HOMESERVER.format(server_name="example.org").encode()
     remote = ModeRecordingRemote([(r"test -d", True), (r"stat -c", CommandResult(0, "991:991 644\n", "")),
                                   (r"-perm /077", CommandResult(0, key_file + "\n", ""))], files={CONFIG: generated})
-    ctx, _ = context(answers(), remote)
+    ctx, _ = context(answers(NO_CALLS), remote)
     assert await synapse.configure(ctx) is Status.DONE
     assert remote.modes[CONFIG] == ("991:991", 0o600)
     assert f"sudo chmod 0600 {key_file}" in remote.commands
@@ -570,7 +576,7 @@ async def test_the_dry_run_shows_what_really_runs_and_marks_what_it_assumed():
 
 
 async def test_an_oracle_vm_is_assumed_to_be_oracles_image_and_a_server_of_yours_is_not():
-    oracle = answers().replace("cloud", provider="oci", shape="VM.Standard.E2.1.Micro", ubuntu_version="22.04")
+    oracle = answers(NO_CALLS).replace("cloud", provider="oci", shape="VM.Standard.E2.1.Micro", ubuntu_version="22.04")
     text = "\n".join(await _dry_run_lines(oracle, {"host.ssh", "host.firewall"}))
     assert "assumed (dry run): host OS: Ubuntu 22.04 LTS (amd64)" in text
     assert "assumed (dry run): iptables: opened TCP 80, 443 above the REJECT rule (was rule 6)" in text

@@ -100,16 +100,20 @@ def test_user_data_refuses_a_doctored_key() -> None:
 def test_records_for_each_delegation() -> None:
     base = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
     lines = [r.zone_line for r in wanted_records(base, "203.0.113.10")]
-    assert lines == ["matrix.example.org. 300 IN A 203.0.113.10", "example.org. 300 IN A 203.0.113.10"]
+    # Element Web's own name is served here too (element.<server name> unless [element] host says).
+    assert lines == ["matrix.example.org. 300 IN A 203.0.113.10", "example.org. 300 IN A 203.0.113.10",
+                     "element.example.org. 300 IN A 203.0.113.10"]
     srv = base.replace("domain", delegation="srv")
     assert [r.zone_line for r in wanted_records(srv, "203.0.113.10")] == [
         "matrix.example.org. 300 IN A 203.0.113.10",
         "example.org. 300 IN A 203.0.113.10",  # its certificate for the server name is served here (:8448)
+        "element.example.org. 300 IN A 203.0.113.10",
         "_matrix-fed._tcp.example.org. 300 IN SRV 0 10 8448 matrix.example.org.",
     ]
     v6 = [r.zone_line for r in wanted_records(base, "2001:db8::7")]
-    assert v6 == ["matrix.example.org. 300 IN AAAA 2001:db8::7", "example.org. 300 IN AAAA 2001:db8::7"]
-    same = base.replace("domain", matrix_host="example.org", delegation="none")
+    assert v6 == ["matrix.example.org. 300 IN AAAA 2001:db8::7", "example.org. 300 IN AAAA 2001:db8::7",
+                  "element.example.org. 300 IN AAAA 2001:db8::7"]
+    same = base.replace("domain", matrix_host="example.org", delegation="none").replace("element", enabled=False)
     assert [r.zone_line for r in wanted_records(same, "203.0.113.10")] == ["example.org. 300 IN A 203.0.113.10"]
 
 
@@ -126,10 +130,15 @@ def test_the_firewall_stage_titles_name_8448_when_federation_uses_it():
     from installer.plan import install_plan
 
     base = Answers().replace("domain", server_name="example.org", matrix_host="matrix.example.org")
-    titles = {s.name: s.title for s in install_plan(base.replace("domain", delegation="srv"))}
+    titles = {s.name: s.title for s in install_plan(base.replace("domain", delegation="srv").replace("calls", turn=False))}
     assert titles["cloud.ingress"] == "Security list: ingress 80/443/8448"
     assert titles["host.firewall"] == "Host firewall: 80/443/8448 before the REJECT"
-    assert {s.name: s.title for s in install_plan(base)}["host.firewall"] == "Host firewall: 80/443 before the REJECT"
+    no_calls = base.replace("calls", turn=False)
+    assert {s.name: s.title for s in install_plan(no_calls)}["host.firewall"] == "Host firewall: 80/443 before the REJECT"
+    # TURN adds its ports, UDP among them: the titles say which protocol.
+    titles = {s.name: s.title for s in install_plan(base)}
+    assert titles["cloud.ingress"] == "Security list: ingress tcp 80/443/3478/5349, udp 3478/49152-49200"
+    assert titles["host.firewall"] == "Host firewall: tcp 80/443/3478/5349, udp 3478/49152-49200 before the REJECT"
 
 
 # --- Oracle Cloud as it really behaves (issue 20) --------------------------------------------

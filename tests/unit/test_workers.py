@@ -108,7 +108,7 @@ def test_a_worker_host_runs_a_generic_worker_per_core_or_the_custom_counts_it_ma
 def layout_with_host() -> L.Layout:
     return L.resolve({"generic": 2, "media": 1, "federation_sender": 1, "background": 1, "event_persister": 1},
                      [(L.WorkerHost("10.0.0.5", KEY, 2, 4096), {"generic": 2})], main_private="10.0.0.2",
-                     cores=2, memory_mb=4096)
+                     cores=2, memory_mib=4096)
 
 
 def test_the_layout_is_the_same_for_the_same_answers_and_survives_the_state_file():
@@ -330,6 +330,40 @@ def test_the_stages_of_each_mode():
     assert not [n for n in names(Deployment.build(answers(), "upgrade", {})) if n.startswith("workers.")]
 
 
+def test_a_restore_with_workers_is_their_install_on_the_restored_data():
+    """A restore is an install whose data comes back first: with preset auto the workers come back
+    too, their config written from the restored secrets (after backup.restore) and started after
+    the main process; with preset none there are none, whatever the snapshot held."""
+    from tests.unit.test_backup import S3, upstream
+
+    from installer.plan import plan_for
+
+    with_hosts = answers(f'preset = "auto"\nhosts = ["10.0.0.5 {KEY}"]').replace("backup", **S3)
+    plan = plan_for("restore", with_hosts, {})
+    graph = {s.name: s.needs for s in plan}
+    install = {s.name for s in plan_for("install", with_hosts, {})}
+    assert set(graph) == install | {"backup.replace", "backup.restore"}
+    for name in ("workers.plan", "workers.config", "workers.firewall", "workers.hosts", "workers.check"):
+        assert name in graph, name
+    # The redis.conf and data/workers/ secrets the snapshot holds are there before workers.config
+    # reads them (it keeps a secret it finds), and the workers start with the restored database.
+    assert "backup.restore" in upstream(graph, "workers.config")
+    assert {"backup.restore", "workers.config"} <= upstream(graph, "services.start")
+    assert {"services.start", "workers.firewall"} <= upstream(graph, "workers.hosts")
+    assert {"workers.hosts", "caddy.config"} <= upstream(graph, "workers.check")
+    assert "workers.check" in upstream(graph, "federation.check")
+    # Nothing of the workers changes the host before the restore knows it may replace what is there.
+    assert "backup.replace" in upstream(graph, "workers.firewall")
+    # The backup holds the main host's items only: worker hosts keep copies and nothing of their own.
+    restored = Deployment.build(with_hosts, "restore", {LAYOUT: layout_with_host().to_fact()})
+    assert restored.has("workers")
+    files = [p for item in restored.backup_items() if hasattr(item, "paths") for p in item.paths]
+    assert "redis.conf" in files
+    # preset none: one process, no worker stages (homeserver.yaml's worker keys go with synapse.config).
+    none = [s.name for s in plan_for("restore", answers('preset = "none"').replace("backup", **S3), {})]
+    assert "backup.restore" in none and not [n for n in none if n.startswith("workers.")]
+
+
 def test_a_dry_run_plans_the_workers_and_shows_no_secret(tmp_path):
     answers_file = tmp_path / "a.toml"
     answers_file.write_text(f"""version = 1
@@ -349,8 +383,8 @@ hosts = ["10.0.0.5 {KEY}"]
                            "--state-dir", str(tmp_path / "state")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "main host (2 cores, 4096 MB): generic1 (:8101), generic2 (:8102), media1 (:8103)" in out
-    assert "worker host 10.0.0.5 (2 cores, 4096 MB): h1-generic1 (:8101), h1-generic2 (:8102)" in out
+    assert "main host (2 cores, 4096 MiB): generic1 (:8101), generic2 (:8102), media1 (:8103)" in out
+    assert "worker host 10.0.0.5 (2 cores, 4096 MiB): h1-generic1 (:8101), h1-generic2 (:8102)" in out
     assert "through the main host's connection" in out
     assert "write /opt/matrix/synapse/redis.conf (owner 999:0, mode 0600" in out
     assert not re.search(r"requirepass [A-Za-z0-9_-]{8}", out)

@@ -59,8 +59,7 @@ class Access(Component):
 
         return [
             Stage("local.ssh_key", "SSH key pair on this machine", ensure_ssh_key),
-            Stage("host.ssh", "SSH to the host (verified host key)", connect, (d.provider.handover(mode),),
-                  gives=(HostOS, HostSize)),
+            Stage("host.ssh", "SSH to the host (verified host key)", connect, (d.provider.handover(mode),), gives=(HostOS, HostSize)),
         ]
 
 

@@ -46,4 +46,10 @@ async def check(ctx: StageContext) -> Status:
         fix = next((c.fix for c in failed if c.fix), None)  # details come from the network: escaped
         raise StageError(f"federation test failed: {', '.join(c.name for c in failed)} ({escape(failed[0].detail)})",
                          escape(fix) if fix else None)
+    # What earlier stages checked of the deployment without failing the run there (backup-age, read
+    # before the test so that a --check still tests federation): a failed one fails the check now.
+    if failed_before := [c for c in ctx.session.checks if not c["ok"]]:
+        first = failed_before[0]
+        raise StageError(f"federation works, but {', '.join(c['name'] for c in failed_before)} failed ({first['detail']})",
+                         first["fix"])
     return ctx.proven()

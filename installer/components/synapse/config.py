@@ -11,7 +11,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from installer.answers import Answers
-from installer.components.homeserver import DatabaseSettings, RedisSettings, RegistrationPolicy, WorkerSettings
+from installer.components.homeserver import DatabaseSettings, RedisSettings, RegistrationPolicy, TurnSettings, WorkerSettings
 
 
 class ConfigError(ValueError):
@@ -114,7 +114,19 @@ def wanted_settings(answers: Answers, settings: Sequence[object] = (), *, open_n
             wanted["redis"] = redis_block(setting)
         elif isinstance(setting, WorkerSettings):
             wanted.update(worker_keys(setting))
+        elif isinstance(setting, TurnSettings):
+            wanted.update(turn_keys(setting))
     return wanted
+
+
+def turn_keys(turn: TurnSettings) -> dict[str, Any]:
+    """Synapse's TURN keys: the URIs clients are given, how long their credentials last, no
+    credentials for guests; the shared secret only when the config stage has read it."""
+    keys: dict[str, Any] = {"turn_uris": list(turn.uris), "turn_user_lifetime": turn.user_lifetime,
+                            "turn_allow_guests": turn.allow_guests}
+    if turn.shared_secret:
+        keys["turn_shared_secret"] = turn.shared_secret
+    return keys
 
 
 def database_engine(text: str) -> str:

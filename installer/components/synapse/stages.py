@@ -18,7 +18,7 @@ from installer.host.layout import PROJECT
 
 q = shlex.quote
 
-SECRET_SETTINGS = ("registration_shared_secret", "macaroon_secret_key", "form_secret")
+SECRET_SETTINGS = ("registration_shared_secret", "macaroon_secret_key", "form_secret", "turn_shared_secret")
 PRIVATE_MODE = 0o600
 """homeserver.yaml holds the registration shared secret (whoever reads it can make an admin) and
 the signing key is the server's identity: readable by Synapse's own user in the container only."""
@@ -71,6 +71,25 @@ def register_secrets(ctx: StageContext, text: str) -> None:
         pass
 
 
+async def with_secrets(ctx: StageContext, setting: object) -> object:
+    """A setting with the secret it refers to read from the host (masked from here on): the TURN
+    shared secret, from the root-only file the TURN server's component keeps."""
+    import dataclasses
+
+    from installer.components.homeserver import TurnSettings
+
+    if not isinstance(setting, TurnSettings):
+        return setting
+    raw = await ctx.read_file(setting.secret_file)
+    secret = raw.decode("utf-8", "replace").strip() if raw else ""
+    if not secret:
+        if not ctx.dry_run:
+            raise StageError(f"the TURN shared secret is missing from {setting.secret_file}",
+                             "rerun: the stage that makes it runs before this one")
+        return setting
+    return dataclasses.replace(setting, shared_secret=ctx.secret(secret))
+
+
 async def configure(ctx: StageContext) -> Status:
     """homeserver.yaml generated once by the image, then edited to the deployment's settings;
     it and the signing key private to Synapse's user."""
@@ -96,7 +115,7 @@ async def configure(ctx: StageContext) -> Status:
         changed = True
     text = raw.decode("utf-8")
     register_secrets(ctx, text)
-    settings = ctx.deployment.homeserver_settings()
+    settings = [await with_secrets(ctx, s) for s in ctx.deployment.homeserver_settings()]
     try:
         in_use = database_engine(text)
         edit = edit_homeserver_config(text, a, settings, new_secret=lambda: ctx.secret(_random.token_urlsafe(36)))

@@ -105,8 +105,8 @@ class WorkersKeys:
 def layout_of(d: Deployment) -> Layout:
     """The workers the deployment has: none when the answers say none (an install taking them
     away), else what the state says the last resolution gave (workers.plan resolves it anew at the
-    start of an install; an upgrade works on what is deployed)."""
-    if d.mode == "install" and not _on(d.answers):
+    start of an install or a restore; an upgrade works on what is deployed)."""
+    if d.mode in ("install", "restore") and not _on(d.answers):
         return Layout()
     return Layout.from_fact(d.facts.get(LAYOUT))
 
@@ -168,7 +168,7 @@ class Workers(Component):
 
     def enabled(self, answers: Answers, mode: Mode = "install", facts: Mapping[str, Any] | None = None) -> bool:
         facts = facts or {}
-        if mode == "install":
+        if mode in ("install", "restore"):  # a restore is an install whose data comes back from a backup
             return _on(answers) or bool(facts.get(DEPLOYED))
         if mode == "upgrade":
             return bool(facts.get(DEPLOYED)) and bool(Layout.from_fact(facts.get(LAYOUT)).workers)

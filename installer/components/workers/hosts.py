@@ -20,7 +20,7 @@ from installer.components.workers.firewall import admit_only
 from installer.components.workers.layout import Layout, WorkerHost
 from installer.components.workers.services import host_services
 from installer.engine import PlanError, StageContext, StageError
-from installer.host.connect import HostOS, HostSize, parse_os_release, read_host_size
+from installer.host.connect import HostOS, HostSize, parse_os_release, read_size
 from installer.host.containers import inspect, show_logs, wait_ready
 from installer.host.layout import COMPOSE, COMPOSE_FILE, PROJECT, compose, in_project
 from installer.remote import RecordingRemote, Remote
@@ -96,7 +96,7 @@ async def open_host(ctx: StageContext, host: WorkerHost) -> HostContext:
         raise StageError(f"the worker host {host.address} runs {found.pretty or found.id or 'an unknown OS'}",
                          "use an Ubuntu 22.04/24.04 or Debian 12/13 server")
     hctx.give(found)
-    hctx.give(await read_host_size(hctx))
+    hctx.give(await read_size(hctx))
     return hctx
 
 

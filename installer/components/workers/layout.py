@@ -53,16 +53,17 @@ MOST_WORKERS = 32
 
 MAX_GENERIC = 8
 """The auto rule's ceiling on generic workers, however big the host."""
-HOST_RESERVE_MB = 1024
+HOST_RESERVE_MIB = 1024
 """The auto rule keeps this much memory for the main process, Postgres, Redis and Caddy."""
-WORKER_MB = 150
-"""Memory the auto rule counts per worker process (the stand-in's workers use ~100-120 MB)."""
+WORKER_MIB = 150
+"""Memory the auto rule counts per worker process (the stand-in's workers use ~100-120 MiB)."""
 SMALLEST = (2, 1800)
-"""(cores, MB): below either, auto runs no workers: one process is the better use of the box."""
+"""(cores, MiB, as installer.host.connect.HostSize gives them): below either, auto runs no workers:
+one process is the better use of the box (a "2 GB" box reports a little less than 2048 MiB)."""
 AUTO_RULE = (f"one generic worker per core beyond the first (at least 2, at most {MAX_GENERIC}, and only as many as "
-             f"fit in memory at {WORKER_MB} MB each beside {HOST_RESERVE_MB} MB for the rest), plus a federation "
+             f"fit in memory at {WORKER_MIB} MiB each beside {HOST_RESERVE_MIB} MiB for the rest), plus a federation "
              "sender, a media repository and a background worker; on a worker host, one generic worker per core. "
-             f"Below {SMALLEST[0]} cores or {SMALLEST[1] // 1000 + 1} GB: none")
+             f"Below {SMALLEST[0]} cores or {SMALLEST[1]} MiB of memory: none")
 
 
 # --- the answers: custom counts and worker hosts ---------------------------------------------
@@ -169,21 +170,21 @@ def check_hosts(value: object) -> str | None:
 
 # --- the auto rule ------------------------------------------------------------------------------
 
-def auto_counts(cores: int, memory_mb: int) -> dict[str, int]:
+def auto_counts(cores: int, memory_mib: int) -> dict[str, int]:
     """The main host's workers by the auto rule (AUTO_RULE)."""
-    if cores < SMALLEST[0] or memory_mb < SMALLEST[1]:
+    if cores < SMALLEST[0] or memory_mib < SMALLEST[1]:
         return {}
-    fit = (memory_mb - HOST_RESERVE_MB) // WORKER_MB - 3
+    fit = (memory_mib - HOST_RESERVE_MIB) // WORKER_MIB - 3
     generic = max(1, min(MAX_GENERIC, max(2, cores - 1), fit))
     return {"generic": generic, "federation_sender": 1, "media": 1, "background": 1}
 
 
-def worker_host_counts(preset: str, custom: dict[str, int], cores: int, memory_mb: int) -> dict[str, int]:
+def worker_host_counts(preset: str, custom: dict[str, int], cores: int, memory_mib: int) -> dict[str, int]:
     """What a worker host runs: auto, one generic worker per core (as memory allows); custom,
     the kinds that may run on worker hosts, as many as the answers say."""
     if preset == "custom":
         return {kind: count for kind, count in custom.items() if count and KINDS[kind].on_worker_hosts}
-    fit = max(1, (memory_mb - 512) // WORKER_MB)
+    fit = max(1, (memory_mib - 512) // WORKER_MIB)
     return {"generic": max(1, min(MAX_GENERIC, cores, fit))}
 
 
@@ -217,7 +218,7 @@ class WorkerHost:
     """Its private address: the main host reaches it there, and SSH goes there through the main host."""
     host_key: str
     cores: int = 0
-    memory_mb: int = 0
+    memory_mib: int = 0
     instance_id: str = ""
     """On Oracle Cloud, the instance the installer made for it."""
 
@@ -231,7 +232,7 @@ class Layout:
     main_private: str = ""
     """The main host's private address, when there are worker hosts (they reach it there)."""
     cores: int = 0
-    memory_mb: int = 0
+    memory_mib: int = 0
 
     def on(self, host: str) -> list[Worker]:
         return [w for w in self.workers if w.host == host]
@@ -253,7 +254,7 @@ class Layout:
             workers=tuple(Worker(**w) for w in value.get("workers") or ()),
             hosts=tuple(WorkerHost(**h) for h in value.get("hosts") or ()),
             main_private=str(value.get("main_private") or ""),
-            cores=int(value.get("cores") or 0), memory_mb=int(value.get("memory_mb") or 0),
+            cores=int(value.get("cores") or 0), memory_mib=int(value.get("memory_mib") or 0),
         )
 
 
@@ -273,7 +274,7 @@ class _Namer:
 
 
 def resolve(counts: dict[str, int], hosts: list[tuple[WorkerHost, dict[str, int]]], *, main_private: str = "",
-            cores: int = 0, memory_mb: int = 0) -> Layout:
+            cores: int = 0, memory_mib: int = 0) -> Layout:
     """The layout for the main host's counts and each worker host's: names and ports given in a
     fixed order, so the same answers on the same hosts always give the same layout (a rerun is
     unchanged)."""
@@ -291,4 +292,4 @@ def resolve(counts: dict[str, int], hosts: list[tuple[WorkerHost, dict[str, int]
         for kind in KINDS:
             for _ in range(host_counts.get(kind, 0)):
                 workers.append(Worker(namer.name(kind, f"h{number}-"), kind, host.address, namer.port(host.address)))
-    return Layout(tuple(workers), tuple(h for h, _ in hosts), main_private if hosts else "", cores, memory_mb)
+    return Layout(tuple(workers), tuple(h for h, _ in hosts), main_private if hosts else "", cores, memory_mib)

@@ -80,9 +80,9 @@ async def plan(ctx: StageContext) -> Status:
     a = ctx.answers.workers
     size = ctx.take(HostSize)
     custom = _layout.parse_custom(a.custom)
-    counts = _layout.auto_counts(size.cores, size.memory_mb) if a.preset == "auto" else custom
+    counts = _layout.auto_counts(size.cores, size.memory_mib) if a.preset == "auto" else custom
     if a.preset == "auto" and not counts:
-        ctx.log(f"auto: {size.cores} core(s) and {size.memory_mb} MB is too small for workers to help: one Synapse "
+        ctx.log(f"auto: {size.cores} core(s) and {size.memory_mib} MiB is too small for workers to help: one Synapse "
                 "process (the rule: " + _layout.AUTO_RULE + ")")
     hosts: list[tuple[WorkerHost, dict[str, int]]] = []
     for host in host_entries(ctx):
@@ -91,10 +91,10 @@ async def plan(ctx: StageContext) -> Status:
             found = hctx.take(HostSize)
         finally:
             await hctx.remote.close()
-        sized = WorkerHost(host.address, host.host_key, found.cores, found.memory_mb, host.instance_id)
-        hosts.append((sized, _layout.worker_host_counts(a.preset, custom, found.cores, found.memory_mb)))
+        sized = WorkerHost(host.address, host.host_key, found.cores, found.memory_mib, host.instance_id)
+        hosts.append((sized, _layout.worker_host_counts(a.preset, custom, found.cores, found.memory_mib)))
     main_private = await private_source(ctx, hosts[0][0].address) if hosts else ""
-    layout = _layout.resolve(counts, hosts, main_private=main_private, cores=size.cores, memory_mb=size.memory_mb)
+    layout = _layout.resolve(counts, hosts, main_private=main_private, cores=size.cores, memory_mib=size.memory_mib)
     for line in describe(layout):
         ctx.log(line)
     changed = ctx.facts.get(LAYOUT) != layout.to_fact()
@@ -107,10 +107,10 @@ async def plan(ctx: StageContext) -> Status:
 def describe(layout: Layout) -> list[str]:
     if not layout.workers:
         return ["no workers"]
-    lines = [f"main host ({layout.cores} cores, {layout.memory_mb} MB): "
+    lines = [f"main host ({layout.cores} cores, {layout.memory_mib} MiB): "
              + (", ".join(f"{w.name} (:{w.port})" for w in layout.on("")) or "no workers")]
     for host in layout.hosts:
-        lines.append(f"worker host {host.address} ({host.cores} cores, {host.memory_mb} MB): "
+        lines.append(f"worker host {host.address} ({host.cores} cores, {host.memory_mib} MiB): "
                      + ", ".join(f"{w.name} (:{w.port})" for w in layout.on(host.address)))
     if layout.main_private:
         lines.append(f"the worker hosts reach Postgres, Redis and replication on the main host's {layout.main_private}")

@@ -100,8 +100,9 @@ class Oci(Provider):
         return []
 
     def problems_before_run(self, answers: Answers, options: RunOptions) -> list[str]:
-        """The OCI profile, for a run that launches on Oracle Cloud (an upgrade only needs SSH)."""
-        if answers.cloud.provider != self.name or options.mode != "install":
+        """The OCI profile, for a run that launches on Oracle Cloud (an install, or a restore onto a
+        new VM; an upgrade only needs SSH)."""
+        if answers.cloud.provider != self.name or options.mode not in ("install", "restore"):
             return []
         from installer.cloud.config import check_oci_config
 
@@ -142,6 +143,20 @@ class Oci(Provider):
         if ctx.dry_run:
             return DryRunCloud.ADDRESS
         raise StageError("the host's public address is not known yet", "the cloud.instance stage must finish first; rerun")
+
+    async def private_networks(self, ctx: StageContext) -> list[str]:
+        """The VCN's CIDR blocks, as Oracle says them (the VCN is in the state)."""
+        from installer.cloud import CloudError, cloud_for, explain
+
+        vcn_id = ctx.facts.get("cloud.vcn_id")
+        if not vcn_id:
+            return []
+        cloud = await cloud_for(ctx)
+        try:
+            vcn = await cloud.get_vcn(str(vcn_id))
+        except CloudError as exc:
+            raise explain(exc, ctx) from None
+        return [str(block) for block in (getattr(vcn, "cidr_blocks", None) or [getattr(vcn, "cidr_block", None)]) if block]
 
     async def check_notes(self, server_name: str, options: RunOptions) -> list[tuple[str, str]]:
         from installer.cloud.instance_state import instance_state_notes
