@@ -4,7 +4,7 @@ from Synapse's workers documentation (docs/workers.md, "synapse.app.generic_work
 place that decides where each request goes.
 
 Left to the main process on purpose: pagination (`/rooms/.../messages`: every request for a room
-must reach the same process), single sign-on (one process), and the admin API other than media's.
+must reach the same process), single sign-on (one process). The admin API is not public at all (see MEDIA).
 """
 
 from __future__ import annotations
@@ -115,14 +115,14 @@ MEDIA = (
     r"^/_matrix/media/",
     r"^/_matrix/client/v1/media/",
     r"^/_matrix/federation/v1/media/",
-    r"^/_synapse/admin/v1/purge_media_cache$",
-    r"^/_synapse/admin/v1/room/.*/media.*$",
-    r"^/_synapse/admin/v1/user/.*/media.*$",
-    r"^/_synapse/admin/v1/media/.*$",
-    r"^/_synapse/admin/v1/quarantine_media/.*$",
-    r"^/_synapse/admin/v1/users/.*/media$",
 )
-"""With media workers the main process no longer serves these (enable_media_repo: false)."""
+"""With media workers the main process no longer serves these (enable_media_repo: false).
+
+The media admin API (`/_synapse/admin/v1/media/...`, purge_media_cache, quarantine_media, a
+user's or a room's media) moves to the media worker as well, but stays off Caddy's routes: the
+admin API is never public here (the site proxies /_matrix and /_synapse/client only). An admin
+reaches it on the main host at the media worker's own port on loopback (127.0.0.1:PORT, the
+port workers.plan says), as the rest of the admin API at 127.0.0.1:8008."""
 
 
 @dataclass(frozen=True)
