@@ -61,7 +61,9 @@ def context(a, remote=None, *, dry_run: bool = False, facts: dict | None = None)
     lines: list[tuple[str, str]] = []
     session.listeners.append(lambda e: lines.append((e.line, e.kind)) if isinstance(e, StageLog) else None)
     kinds = (HostOS, HostSize, AdminCredentials)
-    return StageContext(session, Stage("test", "test", lambda ctx: None, gives=kinds, takes=kinds)), lines
+    ctx = StageContext(session, Stage("test", "test", lambda ctx: None, gives=kinds, takes=kinds))
+    ctx.give(HostSize(4096, 2))  # what host.ssh gives the stages that render files (replaced when a test runs it)
+    return ctx, lines
 
 
 def tcp(*numbers: int) -> list[Port]:
