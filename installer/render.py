@@ -100,12 +100,13 @@ def _balance_view(route: Any) -> dict[str, Any]:
         raise RenderError(f"unsafe upstreams, policy or methods for a Caddyfile: {bad or route.policy or route.methods!r}")
     if route.policy == "header" and not _HEADER_NAME.fullmatch(route.policy_header):
         raise RenderError(f"unsafe header for a Caddyfile's lb_policy: {route.policy_header!r}")
-    if not route.health_uri.startswith("/") or not 1 <= int(route.health_interval) <= 300 or not 0 <= int(route.try_seconds) <= 300:
+    if not route.health_uri.startswith("/") or not 1 <= int(route.health_interval) <= 300 or not 0 <= int(route.try_seconds) <= 300 \
+            or not 1 <= int(route.dial_seconds) <= 60:
         raise RenderError(f"unsafe health check for a Caddyfile: {route.health_uri!r} every {route.health_interval} s")
     policy = f"header {route.policy_header}" if route.policy == "header" else route.policy
     return {"regexp": regexp, "methods": route.methods, "upstreams": route.upstreams, "group": route.name,
             "lb_policy": policy, "health_uri": route.health_uri, "health_interval": int(route.health_interval),
-            "try_seconds": int(route.try_seconds)}
+            "try_seconds": int(route.try_seconds), "dial_seconds": int(route.dial_seconds)}
 
 
 def _route_view(route: Any, number: int) -> dict[str, Any]:

@@ -96,7 +96,13 @@ class Balance:
     """Send requests whose path matches one of `patterns` (regular expressions, as Synapse's worker
     documentation lists endpoints) to a group of upstreams: balanced by `policy`, each checked
     with an active health check (`health_uri` every `health_interval` seconds) and left out while
-    it fails; a request whose upstream cannot be reached is tried on another for `try_seconds`."""
+    it fails; a request whose upstream cannot be reached (no connection within `dial_seconds`) is
+    tried on another for `try_seconds`.
+
+    No passive health check: with one, a single failed request marks a healthy upstream down (a
+    client that drops its upload, or, on Caddy 2.6, a POST retried after a dead upstream's dial
+    timeout, whose body is gone by then), and with every upstream so marked Caddy answers 503
+    for its whole fail duration. The active check alone decides; the lab showed both."""
 
     name: str
     """What the group serves, for the Caddyfile's comment ("sync")."""
@@ -110,7 +116,10 @@ class Balance:
     """Only these HTTP methods (Synapse serves some endpoints from workers for GET alone)."""
     health_uri: str = "/health"
     health_interval: int = 2
-    try_seconds: int = 5
+    try_seconds: int = 8
+    dial_seconds: int = 1
+    """The upstreams are on this host or its private network: a connection that takes longer
+    means a host that is gone (its packets dropped), not a slow one (the kernel answers SYNs)."""
     max_body: int | None = None
     """As Proxy's: bytes; larger declared bodies are answered 413 M_TOO_LARGE by Caddy."""
 

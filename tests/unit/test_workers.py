@@ -199,6 +199,8 @@ def test_caddy_sends_each_group_to_its_workers_with_health_checks(tmp_path):
     assert site.routes.index(balanced[-1]) < next(i for i, r in enumerate(site.routes) if not isinstance(r, Balance))
     text = d.caddyfile()
     assert "lb_policy header Authorization" in text and "health_uri \"/health\"" in text and "method GET" in text
+    # A dead upstream is given up on quickly and retried elsewhere; no passive check knocks healthy ones out.
+    assert "dial_timeout 1s" in text and "lb_try_duration 8s" in text and "fail_duration" not in text
     # The admin API stays off the public site, its media part (served by the media worker) too.
     assert "/_synapse/admin" not in text and "_synapse/admin" not in "".join(p for r in balanced for p in r.patterns)
     caddy_validate(text, tmp_path)

@@ -46,14 +46,6 @@ def registration_keys(policy: str, *, open_now: bool = False) -> dict[str, Any]:
             "enable_registration_without_verification": False}
 
 
-def database_block(db: DatabaseSettings) -> dict[str, Any]:
-    """Synapse's `database:` for a Postgres server; no password: libpq reads PGPASSWORD from the
-    container's environment (the deployment's root-only env file), so this file never holds it."""
-    return {"name": "psycopg2", "txn_limit": 10000, "args": {
-        "user": db.user, "database": db.database, "host": db.host, "port": db.port, "cp_min": 5, "cp_max": 10,
-    }}
-
-
 WORKER_KEYS = ("redis", "instance_map", "stream_writers", "federation_sender_instances", "enable_media_repo",
                "media_instance_running_background_jobs", "run_background_tasks_on", "worker_replication_secret_path")
 """The top-level keys the worker settings own: set while there are workers, gone when there are none."""
@@ -95,6 +87,14 @@ def _is_replication_listener(listener: Any) -> bool:
     resources = listener.get("resources") or [] if isinstance(listener, dict) else []
     names = [name for r in resources if isinstance(r, dict) for name in r.get("names") or []]
     return isinstance(listener, dict) and listener.get("type") == "http" and names == ["replication"]
+
+
+def database_block(db: DatabaseSettings) -> dict[str, Any]:
+    """Synapse's `database:` for a Postgres server; no password: libpq reads PGPASSWORD from the
+    container's environment (the deployment's root-only env file), so this file never holds it."""
+    return {"name": "psycopg2", "txn_limit": 10000, "args": {
+        "user": db.user, "database": db.database, "host": db.host, "port": db.port, "cp_min": 5, "cp_max": 10,
+    }}
 
 
 def wanted_settings(answers: Answers, settings: Sequence[object] = (), *, open_now: bool = False) -> dict[str, Any]:
@@ -165,14 +165,15 @@ def edit_homeserver_config(
             "the server name can never change once Synapse has run"
         )
     changed: list[str] = []
+    wanted: set[str] = set()  # every key put: a worker key not among them goes
 
     def put(key: str, value: Any) -> None:
+        wanted.add(key)
         if data.get(key) != value:
             data[key] = value
             changed.append(key)
 
-    wanted = {**wanted_settings(answers, settings, open_now=open_now), **(extra or {})}
-    for key, value in wanted.items():
+    for key, value in {**wanted_settings(answers, settings, open_now=open_now), **(extra or {})}.items():
         put(key, value)
     for key in WORKER_KEYS:  # no workers (any more): their keys go, so the main process does it all again
         if key not in wanted and key in data:
