@@ -207,12 +207,11 @@ def measure() -> tuple[list[Row], list[str]]:
                     deployed = name
                     running = sorted(n for n in host.exec("docker ps --format '{{.Names}}'").stdout.split()
                                      if n.startswith("synapse-"))
-                    notes.append(f"switched to {name} in {time.monotonic() - started:.0f} s; workers: "
-                                 f"{', '.join(running) or 'none'}")
+                    print(f"  switched to {name} in {time.monotonic() - started:.0f} s; workers: "
+                          f"{', '.join(running) or 'none'}", flush=True)
                     time.sleep(5)  # the processes settle (caches, the health checks' first rounds)
                 rounds.append(measured_round(host, name, base, ca, tokens, room))
-                notes.append(f"round {number}, {rounds[-1].describe()}")
-                print(f"  {notes[-1]}", flush=True)
+                print(f"  round {number}, {rounds[-1].describe()}", flush=True)  # as it goes; the summary follows
             cores = host.exec("nproc").stdout.strip()
             notes.append(f"the lab host sees {cores} cores; {USERS} clients (sync, send, members in a loop), "
                          f"{ROUNDS} rounds each ordered ABBA, {WARMUP:.0f} s warm-up and {SECONDS:.0f} s measured "
