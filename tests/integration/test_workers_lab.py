@@ -143,6 +143,35 @@ async def client_session(host: _lab.LabHost, ca, *, syncs: int = 2, upload: bool
         await made.close()
 
 
+def curl_json(host: _lab.LabHost, method: str, url: str, token: str = "", body: dict | None = None) -> dict:
+    """A request from inside the host: through Caddy (https://MATRIX_HOST) or to the main process's loopback."""
+    words = ["curl", "-sS", "-k", "--resolve", f"{MATRIX_HOST}:443:127.0.0.1", "-X", method]
+    if token:
+        words += ["-H", f"Authorization: Bearer {token}"]
+    if body is not None:
+        words += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    out = host.exec([*words, url], check=True).stdout
+    return json.loads(out or "{}")
+
+
+def syncs_on_every_generic_worker(host: _lab.LabHost, workers: tuple[str, ...], most_users: int = 16) -> int:
+    """Users of their own (made through the admin API on the main process's loopback), each syncing
+    once through Caddy, until each generic worker's own log shows a /sync (Caddy sends a token to
+    one worker by hashing it); returns how many users it took."""
+    admin = curl_json(host, "POST", f"https://{MATRIX_HOST}/_matrix/client/v3/login",
+                      body={"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "admin"},
+                            "password": PASSWORD})["access_token"]
+    for number in range(1, most_users + 1):
+        user = f"@sync{number}:{SERVER_NAME}"
+        curl_json(host, "PUT", f"http://127.0.0.1:8008/_synapse/admin/v2/users/{user}", admin,
+                  {"password": f"sync-user-password-{number}"})
+        token = curl_json(host, "POST", f"http://127.0.0.1:8008/_synapse/admin/v1/users/{user}/login", admin, {})["access_token"]
+        assert "next_batch" in curl_json(host, "GET", f"https://{MATRIX_HOST}/_matrix/client/v3/sync?timeout=0", token)
+        if all(re.search(r"GET /_matrix/client/v3/sync", worker_log(host, name)) for name in workers):
+            return number
+    raise AssertionError(f"{most_users} users' syncs never reached every one of {workers}")
+
+
 def federation_requests(host: _lab.LabHost, count: int) -> list[int]:
     """`count` requests to the federation version endpoint through Caddy, from inside the main host."""
     codes = []
@@ -199,6 +228,8 @@ def test_auto_on_one_host_federates_and_the_workers_serve(hosts, run):
     assert re.search(r"POST /_matrix/media/v3/upload", logs["media1"]), logs["media1"][-2000:]
     # Round robin: both generic workers answered federation requests.
     assert all("/_matrix/federation/v1/version" in logs[n] for n in ("generic1", "generic2"))
+    # Each generic worker's own log shows /sync: users' tokens spread over them.
+    syncs_on_every_generic_worker(main, ("generic1", "generic2"))
     # The main process served none of them.
     main_log = main.exec("docker logs synapse 2>&1", check=True).stdout
     assert "/_matrix/client/v3/sync" not in main_log and "/_matrix/media/v3/upload" not in main_log
