@@ -270,6 +270,12 @@ class InstallerApp(App[int]):
         from installer.files import write_private
         from installer.shown import error_words
 
+        # One file per error: its report can reach here twice (the worker's state, then the app's
+        # hook), and seconds apart under load; a second file would only confuse the bug report.
+        kept = getattr(self, "_crashes_kept", {})
+        self._crashes_kept = kept
+        if error is not None and id(error) in kept:
+            return kept[id(error)]
         details = "".join(traceback.format_exception(error)) if error else "unknown error"
         summary = error_words(error) if error else "unknown error"
         if self.session is not None:
@@ -279,6 +285,8 @@ class InstallerApp(App[int]):
             write_private(crash, details.encode())
         except OSError:
             crash = None
+        if error is not None:
+            kept[id(error)] = (summary, crash)
         return summary, crash
 
     def _fatal_error(self) -> None:

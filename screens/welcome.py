@@ -15,15 +15,17 @@ from screens.base import StepScreen
 WHAT = """\
 From an Oracle Cloud account (or a server you have) and a domain to a Matrix homeserver \
 that federates with the rest of the network:
-  • an Ubuntu VM on Oracle's Always Free tier, ports 80 and 443 open
-  • DNS records, Caddy (automatic HTTPS), Docker, Synapse, an admin user
+  • an Ubuntu VM on Oracle's Always Free tier, both firewalls opened
+  • DNS records, Caddy (HTTPS), Synapse and Postgres in Docker, an admin
+  • Element Web, a TURN server for calls, backups off the box
   • a federation test at the end; later, --upgrade keeps it up to date
 [b]You need[/] an OCI config (~/.oci/config) or a server you can SSH into, and a domain \
 whose DNS you can edit. Nothing changes until you press Install on the Review step."""
 
 UPGRADE = """\
-Upgrade mode: back up Synapse's data, upgrade the OS packages and the Synapse image, reboot if \
-the OS asks, remove old images, then run the federation test again. Check the answers of the \
+Upgrade mode: back up Synapse's data, upgrade the OS packages, the images and Element Web (the \
+previous release kept), reboot if the OS asks, remove old images, then run the federation test \
+again. Check the answers of the \
 server to upgrade on the next screens (or pick a previous run below), then review and start."""
 
 

@@ -8,7 +8,6 @@ the diagnosis.
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
@@ -70,12 +69,8 @@ def well_known_caddy(caddy_lab: CaddyLab, synapse: SynapseServer) -> CaddyServer
 
 
 async def test_well_known_delegation_passes(well_known_caddy, dns_plain, caddy_lab, synapse):
-    await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab)  # warm-up: Python imports, first handshakes
-    started = time.monotonic()
     report = await check(SERVER_NAME, well_known_caddy, dns_plain, caddy_lab, expect_policy="closed",
                          admin=AdminLogin(*synapse.admin, MATRIX_HOST))
-    seconds = time.monotonic() - started
-    print(f"healthy full check: {seconds:.3f} s")
     assert report.ok, report.summary_lines()
     assert [c.name for c in report.checks] == ["dns", "well-known", "tls", "server-keys", "federation-version",
                                                "client-well-known", "client-versions", "registration", "admin-login"]
@@ -85,7 +80,6 @@ async def test_well_known_delegation_passes(well_known_caddy, dns_plain, caddy_l
     assert report.check("federation-version").detail.startswith("Synapse 1.")
     assert "closed" in report.check("registration").detail
     assert report.check("admin-login").detail == "@admin:example.test can log in"
-    assert seconds < 1.0, f"a healthy check took {seconds:.2f} s"
 
     data = report.to_json()
     assert synapse.admin[1] not in json.dumps(data)

@@ -51,17 +51,16 @@ async def test_dependencies_run_first_and_independent_stages_overlap() -> None:
         Stage("c.right", "right", sleeper("c", 0.2), needs=("a.first",)),
         Stage("d.last", "last", sleeper("d"), needs=("b.left", "c.right")),
     ]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     result = await Engine(stages, s).run()
-    elapsed = loop.time() - started
     assert result.ok
     starts, ends = order_of(events, StageStarted), order_of(events, StageFinished)
     assert starts[0] == "a.first" and ends[0] == "a.first"
     # b and c both start before either finishes: they ran at the same time.
     assert set(starts[1:3]) == {"b.left", "c.right"}
     assert starts.index("d.last") > ends.index("b.left") and starts.index("d.last") > ends.index("c.right")
-    assert elapsed < 0.2 * 2  # two 0.2 s stages side by side, not one after the other
+    # Side by side, not one after the other: both had started before the first of them finished.
+    both = [(type(e), e.stage) for e in events if isinstance(e, (StageStarted, StageFinished)) and e.stage in ("b.left", "c.right")]
+    assert [kind for kind, _ in both[:2]] == [StageStarted, StageStarted], both
 
 
 async def test_max_parallel_is_respected() -> None:

@@ -78,7 +78,7 @@ def _turn(answers: Answers) -> bool:
 @dataclass(frozen=True)
 class CallsKeys:
     turn: bool = key(True, "Calls (TURN)", "coturn: UDP/TCP 3478, TLS 5349, the relay range below", step="Server",
-                     checkbox="relay calls through this server (TURN), so calls connect behind NAT",
+                     checkbox="relay calls through this server (TURN)",
                      guide="most people sit behind NAT, as the server itself does on Oracle Cloud: without a TURN "
                            "server many calls never connect")
     relay_ports: str = key(RELAY_PORTS, "Relay ports", "UDP ports the relay uses (both firewalls open them)",

@@ -56,7 +56,7 @@ def _optional_host(value: object) -> str | None:
 @dataclass(frozen=True)
 class ElementKeys:
     enabled: bool = key(True, "Element Web", "the web client, served by Caddy at its own host name", step="Server",
-                        checkbox="serve Element Web, the web client, from this server",
+                        checkbox="serve Element Web, the web client, here",
                         guide="Element Web at https://element.<server name>, already pointed at this server: "
                               "nothing to install for anyone who has a browser")
     host: str = key("", "Element host", 'default "element." + server_name', step="Server", check=_optional_host,
