@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-ALL = ["startup", "ssh", "logs", "run", "memory", "server"]
+ALL = ["startup", "ssh", "logs", "run", "memory", "server", "workers"]
 
 
 def main(names: list[str]) -> None:

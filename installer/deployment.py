@@ -112,10 +112,21 @@ class Deployment:
     # --- containers -----------------------------------------------------------------------
     @functools.cached_property
     def services(self) -> list[Service]:
+        """Every compose service, with the ports components publish on a private address for
+        the deployment's other hosts (installer.components.base.PrivatePort)."""
+        import dataclasses
+
         found = self._collect("services")
         names = [s.name for s in found]
         if len(set(names)) != len(names):
             raise DeploymentError(f"compose services declared twice: {names}")
+        for published in self._collect("private_ports"):
+            if published.service not in names:
+                raise DeploymentError(f"a private port for {published.service}, which no component declares")
+            at = names.index(published.service)
+            service = found[at]
+            ports = [*service.settings.get("ports", ()), f"{published.address}:{published.port}:{published.port}"]
+            found[at] = dataclasses.replace(service, settings={**service.settings, "ports": ports})
         return found
 
     def service(self, name: str) -> Service:

@@ -77,14 +77,49 @@ _SITE_ADDRESS = re.compile(r"[a-z0-9.-]+(:[0-9]{1,5})?")
 _FILES_ROOT = re.compile(r"(/[A-Za-z0-9._-]+)+")
 
 
-def _route_view(route: Any, number: int) -> dict[str, Any]:
-    """One route as the template draws it (installer.components.base: Proxy, Respond, Redirect)."""
-    from installer.components.base import Files, Proxy, Redirect, Respond
+_UPSTREAM = re.compile(r"[A-Za-z0-9.-]+:[0-9]{1,5}|\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}")
+_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+_HEADER_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}")
 
-    if isinstance(route, Proxy):
-        return {"kind": "proxy", "number": number, "paths": route.paths, "upstream": route.upstream,
-                "max_body": route.max_body, "too_large": greater_than(route.max_body) if route.max_body else "",
-                "too_large_body": TOO_LARGE}
+
+def _balance_view(route: Any) -> dict[str, Any]:
+    """A Balance route's parts as the template draws them, each checked for its place."""
+    from installer.components.base import LB_POLICIES
+
+    if not route.patterns or not route.upstreams:
+        raise RenderError(f"the {route.name} route has no paths or no upstreams")
+    for pattern in route.patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise RenderError(f"not a regular expression for a Caddyfile: {pattern!r} ({exc})") from None
+    regexp = "|".join(route.patterns)
+    caddy_str(regexp)  # refused here, with the value, rather than half-way through the template
+    bad = [u for u in route.upstreams if not _UPSTREAM.fullmatch(u)]
+    if bad or route.policy not in LB_POLICIES or set(route.methods) - _METHODS:
+        raise RenderError(f"unsafe upstreams, policy or methods for a Caddyfile: {bad or route.policy or route.methods!r}")
+    if route.policy == "header" and not _HEADER_NAME.fullmatch(route.policy_header):
+        raise RenderError(f"unsafe header for a Caddyfile's lb_policy: {route.policy_header!r}")
+    if not route.health_uri.startswith("/") or not 1 <= int(route.health_interval) <= 300 or not 0 <= int(route.try_seconds) <= 300 \
+            or not 1 <= int(route.dial_seconds) <= 60:
+        raise RenderError(f"unsafe health check for a Caddyfile: {route.health_uri!r} every {route.health_interval} s")
+    policy = f"header {route.policy_header}" if route.policy == "header" else route.policy
+    return {"regexp": regexp, "methods": route.methods, "upstreams": route.upstreams, "group": route.name,
+            "lb_policy": policy, "health_uri": route.health_uri, "health_interval": int(route.health_interval),
+            "try_seconds": int(route.try_seconds), "dial_seconds": int(route.dial_seconds)}
+
+
+def _route_view(route: Any, number: int) -> dict[str, Any]:
+    """One route as the template draws it (installer.components.base: Proxy, Balance, Respond, Redirect, Files)."""
+    from installer.components.base import Balance, Files, Proxy, Redirect, Respond
+
+    if isinstance(route, Proxy | Balance):
+        view = {"kind": "proxy", "number": number, "max_body": route.max_body,
+                "too_large": greater_than(route.max_body) if route.max_body else "", "too_large_body": TOO_LARGE,
+                "paths": (), "regexp": "", "methods": (), "upstreams": (), "lb_policy": ""}
+        if isinstance(route, Proxy):
+            return {**view, "paths": route.paths, "upstreams": (route.upstream,)}
+        return {**view, **_balance_view(route)}
     if isinstance(route, Respond):
         if "`" in route.body:
             raise RenderError(f"unsafe body for a Caddyfile respond: {route.body[:40]!r}")
@@ -106,7 +141,8 @@ def _site_view(site: Any) -> dict[str, Any]:
         raise RenderError("a site comment spans lines")
     routes, numbered = [], {"proxy": 0, "files": 0}
     for route in site.routes:
-        kind = type(route).__name__.lower()
+        # Numbered by what the template draws (a Balance is drawn as a proxy: @proxyN).
+        kind = "proxy" if type(route).__name__ in ("Proxy", "Balance") else type(route).__name__.lower()
         view = _route_view(route, numbered.get(kind, 0) + 1)
         if view["kind"] in numbered:
             numbered[view["kind"]] += 1

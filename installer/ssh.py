@@ -193,6 +193,8 @@ class SshRemote:
         self._lock = asyncio.Lock()
         self._channels = asyncio.Semaphore(max_channels)
         self._client_key: asyncssh.SSHKey | None = None
+        self.tunnel: SshRemote | None = None
+        """Connect through this remote's connection (a worker host on the main host's private network)."""
 
     # --- connecting -------------------------------------------------------------------
     def _load_client_key(self) -> asyncssh.SSHKey:
@@ -229,6 +231,7 @@ class SshRemote:
         try:
             conn = await asyncssh.connect(
                 t.host, t.port, username=t.user,
+                tunnel=await self.tunnel._connection(None) if self.tunnel is not None else (),
                 client_keys=[client_key], agent_path=None, config=None,
                 known_hosts=(self.trusted_keys, [], []),
                 client_factory=lambda: _Client(self),

@@ -296,22 +296,25 @@ class OciCloud:
         response = await self._call(f"network.get_security_list({sl_id})", self.network.get_security_list, sl_id)
         return response.data, response.headers.get("etag", "")
 
-    async def add_ingress_rules(self, sl_id: str, existing: list[Any], ports: list[Port], etag: str) -> Any:
-        """PUT the list back with every existing rule kept and one rule per new port (or range)."""
+    async def add_ingress_rules(self, sl_id: str, existing: list[Any], ports: list[Port], etag: str,
+                                source: str = "0.0.0.0/0") -> Any:
+        """PUT the list back with every existing rule kept and one rule per new port (or range),
+        from `source` (a CIDR: anywhere unless said)."""
         m = self.models
         new = []
         for port in ports:
             low, high = port.span
             options = {"destination_port_range": m.PortRange(min=low, max=high)}
             new.append(m.IngressSecurityRule(
-                protocol=PROTOCOL_NUMBERS[port.protocol], source="0.0.0.0/0", source_type="CIDR_BLOCK", is_stateless=False,
+                protocol=PROTOCOL_NUMBERS[port.protocol], source=source, source_type="CIDR_BLOCK", is_stateless=False,
                 tcp_options=m.TcpOptions(**options) if port.protocol == "tcp" else None,
                 udp_options=m.UdpOptions(**options) if port.protocol == "udp" else None,
                 description=f"matrix-installer: {port.protocol.upper()} {_numbers(port)}",
             ))
         details = m.UpdateSecurityListDetails(ingress_security_rules=list(existing) + new)
         return (await self._call(
-            f"network.update_security_list({sl_id}, add ingress {_shown_ports(ports)}, if_match=etag)",
+            f"network.update_security_list({sl_id}, add ingress {_shown_ports(ports)}"
+            f"{'' if source == '0.0.0.0/0' else ' from ' + source}, if_match=etag)",
             self.network.update_security_list, sl_id, details, if_match=etag,
         )).data
 
@@ -575,8 +578,10 @@ class DryRunCloud:
         self._log_call(f"network.get_security_list({sl_id})")
         return self._ns(id=sl_id, ingress_security_rules=[]), "dryrun-etag"
 
-    async def add_ingress_rules(self, sl_id: str, existing: list[Any], ports: list[Port], etag: str) -> Any:
-        self._log_call(f"network.update_security_list({sl_id}, add ingress {_shown_ports(ports)}, if_match=etag)")
+    async def add_ingress_rules(self, sl_id: str, existing: list[Any], ports: list[Port], etag: str,
+                                source: str = "0.0.0.0/0") -> Any:
+        self._log_call(f"network.update_security_list({sl_id}, add ingress {_shown_ports(ports)}"
+                       f"{'' if source == '0.0.0.0/0' else ' from ' + source}, if_match=etag)")
         return self._ns(id=sl_id)
 
     async def get_vnic(self, vnic_id: str) -> Any:

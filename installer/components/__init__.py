@@ -23,6 +23,7 @@ REGISTRY = (
     "installer.components.registration",
     "installer.components.synapse",
     "installer.components.postgres",
+    "installer.components.workers",
     "installer.components.element",
     "installer.components.calls",
     "installer.components.tuning",

@@ -59,6 +59,21 @@ class Service:
     probe: str = ""
     """A command on the host that succeeds once the service is ready (quicker than waiting for
     Docker's next health check)."""
+    upgrade_after: str = ""
+    """The service whose upgrade must finish before this one runs a new image (a worker reading
+    the database the homeserver migrates): an upgrade leaves it stopped while it recreates the
+    others, and the component that declared it starts it again."""
+
+
+@dataclass(frozen=True)
+class PrivatePort:
+    """A compose service's port published on this host's private address, for the deployment's
+    other hosts (worker hosts reaching Postgres, say); never on a public address. The component
+    that declares it also keeps everyone else out (a firewall rule of its own)."""
+
+    service: str
+    port: int
+    address: str
 
 
 # --- Caddy ------------------------------------------------------------------------------------
@@ -71,6 +86,42 @@ class Proxy:
     upstream: str
     max_body: int | None = None
     """Bytes; requests declaring more (Content-Length) are answered 413 M_TOO_LARGE by Caddy."""
+
+
+LB_POLICIES = ("round_robin", "least_conn", "ip_hash", "header")
+
+
+@dataclass(frozen=True)
+class Balance:
+    """Send requests whose path matches one of `patterns` (regular expressions, as Synapse's worker
+    documentation lists endpoints) to a group of upstreams: balanced by `policy`, each checked
+    with an active health check (`health_uri` every `health_interval` seconds) and left out while
+    it fails; a request whose upstream cannot be reached (no connection within `dial_seconds`) is
+    tried on another for `try_seconds`.
+
+    No passive health check: with one, a single failed request marks a healthy upstream down (a
+    client that drops its upload, or, on Caddy 2.6, a POST retried after a dead upstream's dial
+    timeout, whose body is gone by then), and with every upstream so marked Caddy answers 503
+    for its whole fail duration. The active check alone decides; the lab showed both."""
+
+    name: str
+    """What the group serves, for the Caddyfile's comment ("sync")."""
+    patterns: tuple[str, ...]
+    upstreams: tuple[str, ...]
+    """host:port each."""
+    policy: str = "round_robin"
+    """One of LB_POLICIES; "header" hashes `policy_header` (the same user to the same process)."""
+    policy_header: str = ""
+    methods: tuple[str, ...] = ()
+    """Only these HTTP methods (Synapse serves some endpoints from workers for GET alone)."""
+    health_uri: str = "/health"
+    health_interval: int = 2
+    try_seconds: int = 8
+    dial_seconds: int = 1
+    """The upstreams are on this host or its private network: a connection that takes longer
+    means a host that is gone (its packets dropped), not a slow one (the kernel answers SYNs)."""
+    max_body: int | None = None
+    """As Proxy's: bytes; larger declared bodies are answered 413 M_TOO_LARGE by Caddy."""
 
 
 @dataclass(frozen=True)
@@ -99,7 +150,7 @@ class Files:
     no_cache: tuple[str, ...] = ()
 
 
-Route = Proxy | Respond | Redirect | Files
+Route = Proxy | Balance | Respond | Redirect | Files
 
 
 @dataclass(frozen=True)
@@ -213,6 +264,10 @@ class Component:
         return []
 
     def services(self, d: Deployment) -> list[Service]:
+        return []
+
+    def private_ports(self, d: Deployment) -> list[PrivatePort]:
+        """Ports of services (its own or another component's) published on a private address."""
         return []
 
     def sites(self, d: Deployment) -> list[Site]:

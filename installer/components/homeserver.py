@@ -54,6 +54,49 @@ class DatabaseSettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    """A homeserver setting: the Redis server its processes share replication (and caches) through.
+    The password reaches the homeserver only as a file it reads (`password_file`, a path inside its
+    container), never in its config file."""
+
+    service: str
+    """The compose service that runs it: the homeserver starts only once it is healthy."""
+    host: str
+    port: int
+    password_file: str
+
+
+@dataclass(frozen=True)
+class WorkerInstance:
+    """One worker process as the main config names it."""
+
+    name: str
+    kind: str
+    """What it does: "generic", "sync", "client_reader", "federation_reader", "media",
+    "federation_sender", "background", "event_persister"."""
+    replication_host: str = ""
+    """Where the others reach its replication listener (event persisters only), and its port."""
+    replication_port: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """A homeserver setting: the main process shares its work with these worker processes (Synapse's
+    worker model): the main's replication listener, where each job moved off it runs, and the secret
+    the processes authenticate each other's requests with (a file, as the Redis password)."""
+
+    workers: tuple[WorkerInstance, ...]
+    main_host: str
+    """Where the workers reach the main process's replication listener (its compose service)."""
+    replication_port: int
+    secret_file: str
+    """A path inside the homeserver's container holding the replication secret."""
+
+    def named(self, kind: str) -> list[str]:
+        return [w.name for w in self.workers if w.kind == kind]
+
+
+@dataclass(frozen=True)
 class TurnSettings:
     """A homeserver setting: the TURN server it hands clients for calls (the TURN REST API: the
     homeserver makes short-lived credentials from a secret it shares with the TURN server).

@@ -11,6 +11,7 @@ Fixtures (session scope):
                  fed_port, user, private_key_path, host_key, exec(), load_image(), ...
   synapse_image  the tag of the lab's stand-in for matrixdotorg/synapse (Synapse 1.163.2)
   postgres_image the tag of the lab's stand-in for postgres:17-alpine
+  redis_image    the tag of the lab's stand-in for redis:7-alpine
 """
 
 from __future__ import annotations
@@ -95,6 +96,17 @@ def postgres_image(lab_docker):
     use the lab tag itself."""
     try:
         return _lab.build_postgres_image()
+    except _lab.LabError as exc:
+        _fail(exc)
+
+
+@pytest.fixture(scope="session")
+def redis_image(lab_docker):
+    """Tag of the stand-in `redis:7-alpine` (`matrix-installer-lab/redis:<hash>`) in the runner's
+    Docker; load it into a lab host as `tests.lab.lab.REDIS_IMAGE` (or `scenarios.ready_host(...,
+    redis_image=redis_image)`)."""
+    try:
+        return _lab.build_redis_image()
     except _lab.LabError as exc:
         _fail(exc)
 

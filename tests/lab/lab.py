@@ -67,6 +67,10 @@ POSTGRES_REPO = "matrix-installer-lab/postgres"
 # The image the installer deploys; the lab loads its stand-in into lab hosts under this name.
 POSTGRES_IMAGE = f"postgres:{POSTGRES_MAJOR}-alpine"
 
+REDIS_REPO = "matrix-installer-lab/redis"
+# The image the installer deploys for Synapse's workers; the lab loads its stand-in under this name.
+REDIS_IMAGE = "redis:7-alpine"
+
 # Lab images and cache archives no test session used for this many days are pruned after the
 # next build (0: never).
 KEEP_DAYS = float(os.environ.get("MATRIX_INSTALLER_LAB_KEEP_DAYS", "7"))
@@ -642,6 +646,72 @@ def build_postgres_image(tag: str | None = None) -> str:
     return lab_tag
 
 
+# -- Redis
+
+def _redis_config() -> dict:
+    """The image settings of the official redis:7-alpine that matter here (its version label is
+    added when the installed version is known)."""
+    return {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Entrypoint": ["docker-entrypoint.sh"],
+        "Cmd": ["redis-server"],
+        "ExposedPorts": {"6379/tcp": {}},
+        "Volumes": {"/data": {}},
+        "WorkingDir": "/data",
+    }
+
+
+def _redis_key() -> str:
+    return _hash(
+        (HERE / "build-redis.sh").read_bytes(), (HERE / "redis-entrypoint.sh").read_bytes(),
+        _base_key(), SUITE, json.dumps(_redis_config(), sort_keys=True),
+    )
+
+
+def redis_image_tag() -> str:
+    """`matrix-installer-lab/redis:<hash>`; the hash covers what the image is built from."""
+    return f"{REDIS_REPO}:{_redis_key()}"
+
+
+def build_redis_image() -> str:
+    """Build (or reuse) the lab's stand-in for `redis:7-alpine` (REDIS_IMAGE): Debian's
+    redis-server with an entrypoint that keeps the official image's contract (README.md).
+    Returns its lab tag; load it into a lab host with `load_image(tag, as_tag=REDIS_IMAGE)`."""
+    lab_tag = redis_image_tag()
+    key = _redis_key()
+    tar = CACHE_DIR / f"redis-{key}.tar"
+    version_file = CACHE_DIR / f"redis-{key}.version"
+    _mark_used(lab_tag, tar.name, version_file.name, f"redis-{key}.log", f"base-{_base_key()}.tar",
+               f"base-{_base_key()}.log")
+    if not image_exists(lab_tag):
+        built = False
+        with _build_lock():
+            if not image_exists(lab_tag):
+                if not (tar.exists() and version_file.exists()):
+                    base = _ensure_base()
+                    _run_build(
+                        HERE / "build-redis.sh",
+                        {
+                            "ROOTFS": str(CACHE_DIR / "work" / f"redis-{key}"),
+                            "OUT": str(tar), "OUT_VERSION": str(version_file), "BASE": str(base),
+                            "SUITE": SUITE, "MIRROR": MIRROR, "ENTRYPOINT": str(HERE / "redis-entrypoint.sh"),
+                        },
+                        CACHE_DIR / f"redis-{key}.log",
+                    )
+                    built = True
+                version = version_file.read_text().strip()
+                config = _redis_config()
+                config["Env"].append(f"REDIS_VERSION={version}")
+                config["Labels"] = {
+                    f"{LABEL}.image": "redis", f"{LABEL}.build": key, f"{LABEL}.stands-in-for": REDIS_IMAGE,
+                    "org.opencontainers.image.version": version,
+                }
+                _load_rootfs(tar, lab_tag, config)
+                if built:
+                    prune_unused()
+    return lab_tag
+
+
 def label(image: str, name: str) -> str | None:
     """The value of label `name` on `image` (None when the image or the label is missing)."""
     p = docker("image", "inspect", "--format", "{{json .Config.Labels}}", image, check=False, timeout=30)
@@ -687,6 +757,40 @@ def remove_stale_containers() -> None:
             docker("network", "rm", net, check=False)
 
 
+class LabNetwork:
+    """A Docker network of the runner's that lab hosts join besides their own: their private
+    network (a VCN's subnet), each host with an address on it. A 10.x subnet, which neither the
+    runner's Docker nor the lab hosts' nested Docker hands out by default."""
+
+    def __init__(self, name: str, subnet: str) -> None:
+        self.name = name
+        self.subnet = subnet
+
+    @classmethod
+    def create(cls, attempts: int = 20) -> "LabNetwork":
+        import random
+
+        name = f"matrix-installer-lab-net-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        for _ in range(attempts):
+            subnet = f"10.{random.randint(100, 250)}.{random.randint(0, 255)}.0/24"
+            made = docker("network", "create", "--subnet", subnet, "--label", f"{LABEL}.pid={os.getpid()}", name,
+                          check=False)
+            if made.returncode == 0:
+                return cls(name, subnet)
+            if "overlap" not in (made.stderr + made.stdout).lower():
+                raise LabError(f"docker network create failed: {made.stderr.strip()}")
+        raise LabError("no free 10.x subnet for the lab's private network")
+
+    def join(self, host: "LabHost") -> str:
+        """Put `host` on this network; returns its address there (its private address)."""
+        docker("network", "connect", self.name, host.container)
+        out = docker("inspect", "--format", "{{json .NetworkSettings.Networks}}", host.container).stdout
+        return json.loads(out)[self.name]["IPAddress"]
+
+    def remove(self) -> None:
+        docker("network", "rm", self.name, check=False)
+
+
 def session_key(directory: Path) -> Path:
     """An ed25519 key pair for this session (mode 0600), made once; returns the private key path."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -712,6 +816,8 @@ class LabHost:
         self.fed_port = ports["fed_port"]
         self.host = "127.0.0.1"
         self.host_key = ""
+        self.private_address = ""
+        """Its address on a LabNetwork it joined (scenarios.ready_host(..., private_network=...))."""
         self._docker_ready = False
 
     @classmethod

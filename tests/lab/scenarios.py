@@ -21,17 +21,23 @@ ROOT = Path(__file__).resolve().parents[2]
 def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = False,
                postgres_image: str | None = None, memory_mib: int | None = None,
                cores: int | None = None, compressor_image: str | None = None, network: str | None = None,
-               aliases: tuple[str, ...] = ()) -> Iterator[_lab.LabHost]:
+               aliases: tuple[str, ...] = (), redis_image: str | None = None,
+               private_network: _lab.LabNetwork | None = None) -> Iterator[_lab.LabHost]:
     """A fresh lab host with Docker in it and the stand-in Synapse image loaded under the real
     image's name (there is no registry here to pull it from); removed afterwards.
     `postgres_image` (the `postgres_image` fixture): also load the stand-in Postgres, as
-    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE). `memory_mib`, `cores`: the box's size
-    as the installer will read it (LabHost.start). `compressor_image` (lab.build_compressor_image):
-    the state compressor's stand-in, under the real name the nightly timer runs. `network`,
-    `aliases`: see LabHost.start."""
+    `postgres:17-alpine` (tests.lab.lab.POSTGRES_IMAGE); `redis_image`, the stand-in Redis as
+    `redis:7-alpine`. `memory_mib`, `cores`: the box's size as the installer will read it
+    (LabHost.start). `compressor_image` (lab.build_compressor_image): the state compressor's
+    stand-in, under the real name the nightly timer runs. `network`, `aliases`: a runner network
+    the host starts on, names resolving to it (LabHost.start). `private_network`: a second network
+    the host joins before Docker starts in it (so the nested Docker's own networks keep clear of
+    it); its address there is `host.private_address`."""
     host = _lab.LabHost.start(image, key, rebootable=rebootable, memory_mib=memory_mib, cores=cores,
                               network=network, aliases=aliases)
     try:
+        if private_network is not None:
+            host.private_address = private_network.join(host)
         host.preinstall_docker()
         host.load_image(synapse_image, as_tag="matrixdotorg/synapse:latest")
         if postgres_image:
@@ -40,6 +46,8 @@ def ready_host(image: str, key: Path, synapse_image: str, *, rebootable: bool = 
             from installer.components.tuning.compress import COMPRESSOR_IMAGE
 
             host.load_image(compressor_image, as_tag=COMPRESSOR_IMAGE)
+        if redis_image:
+            host.load_image(redis_image, as_tag=_lab.REDIS_IMAGE)
         yield host
     finally:
         host.stop()

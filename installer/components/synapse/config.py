@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ruamel.yaml import YAML
 
 from installer.answers import Answers
-from installer.components.homeserver import DatabaseSettings, RegistrationPolicy, TurnSettings
+from installer.components.homeserver import DatabaseSettings, RedisSettings, RegistrationPolicy, TurnSettings, WorkerSettings
 
 if TYPE_CHECKING:
     from installer.sizing import Sizing
@@ -55,6 +55,49 @@ def registration_keys(policy: str, *, open_now: bool = False) -> dict[str, Any]:
             "enable_registration_without_verification": False}
 
 
+WORKER_KEYS = ("redis", "instance_map", "stream_writers", "federation_sender_instances", "enable_media_repo",
+               "media_instance_running_background_jobs", "run_background_tasks_on", "worker_replication_secret_path")
+"""The top-level keys the worker settings own: set while there are workers, gone when there are none."""
+
+
+def redis_block(redis: RedisSettings) -> dict[str, Any]:
+    """Synapse's `redis:`; the password as a file Synapse reads at start (`password_path`, Synapse 1.116+)."""
+    return {"enabled": True, "host": redis.host, "port": redis.port, "password_path": redis.password_file}
+
+
+def worker_keys(workers: WorkerSettings) -> dict[str, Any]:
+    """The shared config's worker keys (Synapse's workers documentation): the main process in the
+    instance map (and each stream writer), and where each job moved off the main process runs."""
+    instance_map: dict[str, Any] = {"main": {"host": workers.main_host, "port": workers.replication_port}}
+    for worker in workers.workers:
+        if worker.replication_port:
+            instance_map[worker.name] = {"host": worker.replication_host, "port": worker.replication_port}
+    keys: dict[str, Any] = {"instance_map": instance_map, "worker_replication_secret_path": workers.secret_file}
+    if persisters := workers.named("event_persister"):
+        keys["stream_writers"] = {"events": persisters}
+    if senders := workers.named("federation_sender"):
+        keys["federation_sender_instances"] = senders
+    if media := workers.named("media"):
+        keys["enable_media_repo"] = False  # the media workers serve it (each turns it on in its own file)
+        keys["media_instance_running_background_jobs"] = media[0]
+    if background := workers.named("background"):
+        keys["run_background_tasks_on"] = background[0]
+    return keys
+
+
+def replication_listener(port: int) -> dict[str, Any]:
+    """The main process's HTTP replication listener, on the compose network (never published but
+    on a private address, for worker hosts)."""
+    return {"port": port, "tls": False, "type": "http", "bind_addresses": ["0.0.0.0"],
+            "resources": [{"names": ["replication"], "compress": False}]}
+
+
+def _is_replication_listener(listener: Any) -> bool:
+    resources = listener.get("resources") or [] if isinstance(listener, dict) else []
+    names = [name for r in resources if isinstance(r, dict) for name in r.get("names") or []]
+    return isinstance(listener, dict) and listener.get("type") == "http" and names == ["replication"]
+
+
 def database_block(db: DatabaseSettings) -> dict[str, Any]:
     """Synapse's `database:` for a Postgres server; no password: libpq reads PGPASSWORD from the
     container's environment (the deployment's root-only env file), so this file never holds it."""
@@ -78,6 +121,10 @@ def wanted_settings(answers: Answers, settings: Sequence[object] = (), *, open_n
             wanted.update(registration_keys(setting.policy, open_now=open_now))
         elif isinstance(setting, DatabaseSettings):
             wanted["database"] = database_block(setting)
+        elif isinstance(setting, RedisSettings):
+            wanted["redis"] = redis_block(setting)
+        elif isinstance(setting, WorkerSettings):
+            wanted.update(worker_keys(setting))
         elif isinstance(setting, TurnSettings):
             wanted.update(turn_keys(setting))
     if sizing is not None:
@@ -149,14 +196,31 @@ def edit_homeserver_config(
             "the server name can never change once Synapse has run"
         )
     changed: list[str] = []
+    wanted: set[str] = set()  # every key put: a worker key not among them goes
 
     def put(key: str, value: Any) -> None:
+        wanted.add(key)
         if data.get(key) != value:
             data[key] = value
             changed.append(key)
 
     for key, value in {**wanted_settings(answers, settings, open_now=open_now, sizing=sizing), **(extra or {})}.items():
         put(key, value)
+    for key in WORKER_KEYS:  # no workers (any more): their keys go, so the main process does it all again
+        if key not in wanted and key in data:
+            del data[key]
+            changed.append(key)
+    workers = next((s for s in settings if isinstance(s, WorkerSettings)), None)
+    listeners = data.get("listeners")
+    if listeners is None and workers is not None:
+        listeners = data["listeners"] = []
+    replication = [item for item in listeners or [] if _is_replication_listener(item)]
+    want_replication = [replication_listener(workers.replication_port)] if workers else []
+    if [dict(item) for item in replication] != want_replication:
+        for item in replication:
+            listeners.remove(item)
+        listeners.extend(want_replication)
+        changed.append("listeners[replication]")
     if not data.get("registration_shared_secret"):
         data["registration_shared_secret"] = new_secret()
         changed.append("registration_shared_secret")

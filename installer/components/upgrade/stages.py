@@ -342,9 +342,13 @@ async def upgrade_images(ctx: StageContext) -> Status:
     for service in changing:
         ctx.remember(f"upgrade.previous_image.{service.service}", service.container.image_id)
     ctx.progress("recreating the services on their new images")
-    await ctx.run(compose("up", "-d", "--remove-orphans"), sudo=True, timeout=600)
+    # Services that must follow another's upgrade (workers reading the database the homeserver
+    # migrates) stay stopped: the component that declared them starts them once this is done.
+    held = {s.name for s in ctx.deployment.services if s.upgrade_after}
+    leading = [name for name in (s.service for s in found.services) if name not in held]
+    await ctx.run(compose("up", "-d", "--remove-orphans", *(leading if held else ())), sudo=True, timeout=600)
     failures = []
-    for service in changing:
+    for service in (s for s in changing if s.service not in held):
         ready, why = await wait_ready(ctx, ctx.deployment.service(service.service), image_id=service.newest.id, fresh=True)
         if not ready:
             failures.append((service, why))
@@ -380,6 +384,9 @@ async def _roll_back(ctx: StageContext, found: Findings, service: ServiceImages,
     await ctx.run(f"docker tag {q(previous)} {q(service.image_ref)}", sudo=True)
     await ctx.run(compose("up", "-d", "--force-recreate", service.service), sudo=True, timeout=600)
     back, why_not = await wait_ready(ctx, ctx.deployment.service(service.service), image_id=previous, fresh=True)
+    if back and any(s.upgrade_after for s in ctx.deployment.services):
+        # The services held back for this upgrade run again, on the images they ran before.
+        await ctx.run(compose("up", "-d", "--remove-orphans"), sudo=True, timeout=600)
     if not back:
         raise StageError(f"{name} {failed} did not come up healthy ({why}), and the rollback to "
                          f"{previous_name} did not either ({why_not})",
