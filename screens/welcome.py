@@ -18,7 +18,7 @@ that federates with the rest of the network:
   • an Ubuntu VM on Oracle's Always Free tier, both firewalls opened
   • DNS records, Caddy (HTTPS), Synapse and Postgres in Docker, an admin
   • Element Web, a TURN server for calls, backups off the box
-  • a federation test at the end; later, --upgrade keeps it up to date
+  • a federation test at the end, then daily; --upgrade keeps it current
 [b]You need[/] an OCI config (~/.oci/config) or a server you can SSH into, and a domain \
 whose DNS you can edit. Nothing changes until you press Install on the Review step."""
 

@@ -76,7 +76,7 @@ async def install_docker(ctx: StageContext) -> Status:
 
 # --- services.start ---------------------------------------------------------------------------
 
-async def _changed_since(ctx: StageContext, paths: tuple[str, ...], started_at: float) -> bool:
+async def changed_since(ctx: StageContext, paths: tuple[str, ...], started_at: float) -> bool:
     """Whether any of the files changed after the container started (so it runs an old config)."""
     if not paths:
         return False
@@ -101,7 +101,7 @@ async def start_services(ctx: StageContext) -> Status:
         was, now = before[service.name], await inspect(ctx, service.name, dry_output="")
         if was is None or now is None or (was.id, was.started_at) != (now.id, now.started_at):
             changed = True
-        elif await _changed_since(ctx, service.config_files, now.started_at):
+        elif await changed_since(ctx, service.config_files, now.started_at):
             ctx.log(f"{service.name}'s configuration changed since it started: restarting it")
             await ctx.run(compose("restart", service.name), sudo=True, timeout=300)
             changed = True

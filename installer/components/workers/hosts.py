@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from installer.components.docker.stages import changed_since
 from installer.components.workers import HOSTS_DEPLOYED, LOG_CONFIG, REDIS_PASSWORD, REPLICATION_SECRET, worker_config_text
 from installer.components.workers.firewall import admit_only
 from installer.components.workers.layout import Layout, WorkerHost
@@ -187,7 +188,7 @@ async def deploy(ctx: StageContext, hctx: HostContext, layout: Layout, files: di
         was, now = before[service.name], await inspect(hctx, service.name, dry_output="")
         if was is None or now is None or (was.id, was.started_at) != (now.id, now.started_at):
             changed = True
-        elif await _changed_since(hctx, service.config_files, now.started_at):
+        elif await changed_since(hctx, service.config_files, now.started_at):
             hctx.log(f"{service.name}'s configuration changed since it started: restarting it")
             await hctx.run(compose("restart", service.name), sudo=True, timeout=300)
             changed = True
@@ -205,14 +206,6 @@ async def _changed(step: Any) -> bool:
     from installer.events import Status
 
     return await step is Status.DONE
-
-
-async def _changed_since(ctx: StageContext, paths: tuple[str, ...], started_at: float) -> bool:
-    if not paths:
-        return False
-    result = await ctx.run(f"stat -c %Y {' '.join(q(p) for p in paths)}", sudo=True, check=False, dry_output="0")
-    stamps = [float(word) for word in result.stdout.split() if word.isdigit()]
-    return bool(stamps) and max(stamps) > started_at
 
 
 async def take_down(hctx: HostContext) -> bool:
