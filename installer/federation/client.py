@@ -91,6 +91,26 @@ def _body_json(answer: Fetched) -> Any:
         return None
 
 
+LONGEST_RATE_LIMIT_WAIT = 30.0
+"""Seconds a rate-limited request is worth waiting for (Synapse's login limit frees a slot in ~6 s)."""
+
+
+def rate_limit_wait(status: int, body: str | bytes) -> float | None:
+    """Seconds to wait before asking again, when a 429 answer says (`retry_after_ms`) a short
+    enough wait; None otherwise. A rerun logs the admin in a few times within seconds (the TURN
+    check, the self-test, the federation test), which Synapse's per-account login limit refuses."""
+    if status != 429:
+        return None
+    try:
+        data = json.loads(body or "{}")
+    except ValueError:
+        return None
+    wait = data.get("retry_after_ms") if isinstance(data, dict) else None
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool) or not 0 <= wait / 1000 <= LONGEST_RATE_LIMIT_WAIT:
+        return None
+    return wait / 1000 + 0.1
+
+
 async def client_versions(net: Net, base_url: str) -> Check:
     url = f"{base_url}/_matrix/client/versions"
     try:
@@ -154,10 +174,14 @@ async def admin_login(net: Net, admin: AdminLogin, server_name: str) -> Check:
     url = f"{base_url}/_matrix/client/v3/login"
     body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user_id}, "password": password,
             "initial_device_display_name": "matrix-installer check"}
-    try:
-        answer = await net.fetch(url, method="POST", json=body)
-    except NetError as exc:
-        return _failed("admin-login", exc, url)
+    for _ in range(3):
+        try:
+            answer = await net.fetch(url, method="POST", json=body)
+        except NetError as exc:
+            return _failed("admin-login", exc, url)
+        if (wait := rate_limit_wait(answer.status, answer.body)) is None:
+            break
+        await asyncio.sleep(wait)
     data = _body_json(answer)
     if answer.status == 200 and isinstance(data, dict) and data.get("access_token"):
         try:
@@ -172,7 +196,8 @@ async def admin_login(net: Net, admin: AdminLogin, server_name: str) -> Check:
                      "reset the admin's password with the admin API, or create the account with "
                      "`register_new_matrix_user -c /data/homeserver.yaml -a` inside the Synapse container")
     if answer.status == 429:
-        return Check("admin-login", False, f"{user_id}: login rate-limited (429)", "wait a minute and run the check again")
+        return Check("admin-login", False, f"{user_id}: login rate-limited (429), still after waiting as Synapse asked",
+                     "wait a minute and run the check again")
     detail, fix = http_status_problem(answer.reason, answer.status, url, answer.body)
     return Check("admin-login", False, detail, fix)
 

@@ -642,3 +642,48 @@ async def test_an_upgrade_never_makes_a_key_pair(tmp_path):
     with pytest.raises(StageError, match="an upgrade logs in with the key the server already accepts"):
         await local.ensure_ssh_key(ctx)
     assert not key.exists()
+
+
+async def test_a_rate_limited_request_waits_as_synapse_asks_then_asks_again(monkeypatch) -> None:
+    """A rerun logs the admin in several times within seconds (the TURN check, the self-test);
+    Synapse's per-account login limit answers 429 with retry_after_ms: the request waits that long
+    and is sent again, instead of failing the run."""
+    import asyncio
+
+    from installer.components.synapse.api import request
+
+    answers_seen = iter([CommandResult(0, '{"errcode": "M_LIMIT_EXCEEDED", "retry_after_ms": 1500}\n429', ""),
+                         CommandResult(0, '{"access_token": "t"}\n200', "")])
+
+    class RateLimited(ScriptedRemote):
+        async def run(self, command, **kwargs):
+            await super().run(command, **kwargs)
+            return next(answers_seen)
+
+    waited: list[float] = []
+
+    async def no_sleep(seconds: float) -> None:
+        waited.append(seconds)
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
+    remote = RateLimited([])
+    ctx, lines = context(answers(), remote)
+    answer = await request(ctx, "POST", "/_matrix/client/v3/login", body={"type": "m.login.password"})
+    assert answer.status == 200 and waited == [1.6]
+    assert remote.commands.count("curl -K -") == 2
+    assert "Synapse asks to wait 2 s (rate limit): waiting" in [line for line, _ in lines]
+
+
+@pytest.mark.parametrize("status, body, wait", [
+    (429, '{"retry_after_ms": 5800}', 5.9),
+    (429, b'{"retry_after_ms": 0}', 0.1),
+    (429, '{"retry_after_ms": 3600000}', None),  # an hour: say so rather than hang
+    (429, '{"errcode": "M_LIMIT_EXCEEDED"}', None),
+    (429, '{"retry_after_ms": true}', None),
+    (429, "not json", None),
+    (403, '{"retry_after_ms": 100}', None),
+])
+def test_rate_limit_waits_only_for_a_short_wait_synapse_named(status, body, wait) -> None:
+    from installer.federation.client import rate_limit_wait
+
+    assert rate_limit_wait(status, body) == (pytest.approx(wait) if wait is not None else None)

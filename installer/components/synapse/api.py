@@ -3,6 +3,7 @@ logged, bodies never (responses carry access tokens and registration tokens)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from installer.components.homeserver import Response
@@ -33,6 +34,19 @@ async def request(ctx: StageContext, method: str, path: str, *, body: object | N
                   dry_output: str = "{}\n200") -> Response:
     """One request to Synapse on the host's loopback. The request is logged; bodies never are
     (responses can carry access tokens and registration tokens)."""
+    from installer.federation.client import rate_limit_wait
+
+    for _ in range(3):
+        answer = await _request_once(ctx, method, path, body=body, token=token, dry_output=dry_output)
+        if (wait := rate_limit_wait(answer.status, answer.body)) is None:
+            break
+        ctx.log(f"Synapse asks to wait {wait:.0f} s (rate limit): waiting")
+        await asyncio.sleep(wait)
+    return answer
+
+
+async def _request_once(ctx: StageContext, method: str, path: str, *, body: object | None, token: str | None,
+                        dry_output: str) -> Response:
     ctx.log(f"{method} {SYNAPSE_URL}{path}" + (" (as the admin)" if token else ""), "command")
 
     def log(line: str, kind: str) -> None:
