@@ -216,23 +216,16 @@ async def client_credentials(ctx: StageContext) -> tuple[str, str, str]:
     """(username, password, how they were obtained): as a client gets them, from a logged-in
     user's GET /_matrix/client/v3/voip/turnServer; made from the shared secret the way Synapse
     makes them when this run does not know the admin's password."""
+    from installer.components.registration.stages import admin_token, kept_admin_token
+
     homeserver = ctx.deployment.homeserver
     admin = ctx.take(AdminCredentials)
-    if admin.password:
-        login = await homeserver.api(ctx, "POST", "/_matrix/client/v3/login", body={
-            "type": "m.login.password", "identifier": {"type": "m.id.user", "user": admin.user_id},
-            "password": admin.password, "initial_device_display_name": "matrix-installer TURN check",
-        }, dry_output='{"access_token": "DRY-RUN"}\n200')
-        token = str(login.json().get("access_token") or "")
-        if login.status != 200 or not token:
-            raise StageError(f"the admin could not log in to fetch TURN credentials: HTTP {login.status} "
-                             f"{login.json().get('errcode', '')}")
-        ctx.secret(token)
-        try:
-            answer = await homeserver.api(ctx, "GET", "/_matrix/client/v3/voip/turnServer", token=token,
-                                          dry_output='{"username": "DRY", "password": "DRY", "uris": []}\n200')
-        finally:
-            await homeserver.api(ctx, "POST", "/_matrix/client/v3/logout", token=token, body={})
+    # The admin's kept session (a login only when there is none): a login per run would soon meet
+    # Synapse's per-account login limit (5, then one per 5 minutes).
+    token = await kept_admin_token(ctx) or (await admin_token(ctx) if admin.password else None)
+    if token:
+        answer = await homeserver.api(ctx, "GET", "/_matrix/client/v3/voip/turnServer", token=token,
+                                      dry_output='{"username": "DRY", "password": "DRY", "uris": []}\n200')
         found = answer.json()
         username, password = str(found.get("username") or ""), str(found.get("password") or "")
         if answer.status != 200 or not username or not password:

@@ -42,14 +42,22 @@ DRY_REGISTER = {
 }
 
 
-async def admin_token(ctx: StageContext) -> str:
-    """An admin access token: the one kept on the host when it still works, else a new login."""
+async def kept_admin_token(ctx: StageContext) -> str | None:
+    """The admin access token kept on the host, when it still works."""
     raw = await ctx.read_file(ADMIN_TOKEN_FILE)
     if raw and raw.strip():
         token = ctx.secret(raw.decode().strip())
         if (await api(ctx, "GET", "/_matrix/client/v3/account/whoami", token=token)).status == 200:
             return token
-        ctx.log("the kept admin access token no longer works: logging in again")
+        ctx.log("the kept admin access token no longer works")
+    return None
+
+
+async def admin_token(ctx: StageContext) -> str:
+    """An admin access token: the one kept on the host when it still works, else a new login (kept
+    in turn). One session for every run: Synapse allows an account 5 logins, then one per 5 minutes."""
+    if token := await kept_admin_token(ctx):
+        return token
     admin = ctx.take(AdminCredentials)
     user_id, password = admin.user_id, admin.password
     if not password:

@@ -128,14 +128,17 @@ async def notices_room(ctx: StageContext) -> Status:
                 ctx.remember(ROOM, room)
             return Status.UNCHANGED
         ctx.log(f"the notices room needs setting up again: {state}")
+    from installer.components.registration.stages import kept_admin_token
+
+    kept = await kept_admin_token(ctx)  # the admin's kept session: no login (Synapse allows few)
     password = (ctx.take(AdminCredentials).password if AdminCredentials in ctx.stage.takes else None) \
         or admin_password_from_env(ctx)
-    if not password:
+    if not password and not kept:
         ctx.log(f"the self-test's notices room needs the admin's password, which this run does not have: the "
                 f"self-test keeps its history but posts nothing; set ${ctx.answers.registration.admin_password_env} "
                 "and rerun to make the room")
         return Status.SKIPPED
-    admin_token = await _login(ctx, admin, password, "matrix-installer (self-test set-up)")
+    admin_token = kept or await _login(ctx, admin, str(password), "matrix-installer (self-test set-up)")
     try:
         bot_password = ctx.secret(_random.token_urlsafe(32))  # used once, to log the bot in; never kept
         made = await hs.api(ctx, "PUT", f"/_synapse/admin/v2/users/{quote(bot, safe='@:')}", token=admin_token, body={
@@ -165,7 +168,8 @@ async def notices_room(ctx: StageContext) -> Status:
             raise StageError(f"{admin} could not join the notices room {room}: HTTP {joined.status} "
                              f"{joined.json().get('errcode', '')}")
     finally:
-        await hs.api(ctx, "POST", "/_matrix/client/v3/logout", token=admin_token, body={})
+        if not kept:
+            await hs.api(ctx, "POST", "/_matrix/client/v3/logout", token=admin_token, body={})
     await ctx.run(f"install -d -m 0700 -o root -g root {q(FOLDER)}", sudo=True)
     await ctx.put_file(TOKEN_FILE, token.encode() + b"\n", mode=0o600, owner="root:root", backup=False, secret=True)
     ctx.remember(ROOM, room)
