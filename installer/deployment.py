@@ -68,11 +68,13 @@ class Deployment:
         plan before the run) or sizing off (the benchmark's seed deployment)."""
         if self.size is None or not self.size.tuned:
             return None
-        from installer.components.homeserver import DatabaseSettings
+        from installer.components.homeserver import DatabaseSettings, WorkerSettings
         from installer.sizing import sizing_for
 
-        database_server = any(isinstance(s, DatabaseSettings) for s in self.homeserver_settings())
-        return sizing_for(self.size, postgres=database_server)
+        settings = self.homeserver_settings()
+        database_server = any(isinstance(s, DatabaseSettings) for s in settings)
+        workers = sum(len(s.workers) for s in settings if isinstance(s, WorkerSettings))
+        return sizing_for(self.size, postgres=database_server, synapse_processes=1 + workers)
 
     def has(self, name: str) -> bool:
         return any(c.name == name for c in self.components)

@@ -27,6 +27,10 @@ dockerd and containerd, Caddy."""
 OS_RESERVE = 512
 POSTGRES_BACKENDS = 128
 """MiB for Postgres's connections beyond its shared buffers (Synapse keeps up to 10 open)."""
+POOL_MIN, POOL_MAX = 5, 10
+"""Each Synapse process's database pool (cp_min, cp_max): it opens POOL_MIN at start, up to POOL_MAX under load."""
+SPARE_CONNECTIONS = 10
+"""Postgres connections beyond Synapse's pools: the backup's pg_dump, the restore test, a migration, an admin's psql."""
 PRESENCE_FROM = 3584
 """MiB: a "4 GB" server reports a little less than 4 GiB (the kernel keeps some)."""
 SMALL = 2 * GIB
@@ -84,8 +88,15 @@ def _clamp(value: float, low: int, high: int) -> int:
     return int(max(low, min(high, value)))
 
 
-def sizing_for(size: HostSize, *, postgres: bool = True) -> Sizing:
-    """The settings for a box of `size` (`postgres`: whether Postgres shares the box with Synapse)."""
+def max_connections(synapse_processes: int) -> int:
+    """Enough for every Synapse process's full pool (the main one and each worker, on any host) and
+    the spare ones: a pool that cannot connect fails its requests, and a pg_dump that cannot fails the backup."""
+    return max(40, synapse_processes * POOL_MAX + SPARE_CONNECTIONS)
+
+
+def sizing_for(size: HostSize, *, postgres: bool = True, synapse_processes: int = 1) -> Sizing:
+    """The settings for a box of `size` (`postgres`: whether Postgres shares the box with Synapse;
+    `synapse_processes`: the main process and its workers, which all use that Postgres)."""
     memory, cores = size.memory_mib, max(1, size.cores)
     small = memory <= SMALL
     shared_buffers = _clamp(memory / 16, 32, GIB)
@@ -118,7 +129,7 @@ def sizing_for(size: HostSize, *, postgres: bool = True) -> Sizing:
         effective_cache_size_mib=_clamp(memory / 4, 64, 8 * GIB),
         maintenance_work_mem_mib=_clamp(memory / 32, 16, 256),
         work_mem_mib=4 if small else 8,
-        max_connections=40,
+        max_connections=max_connections(synapse_processes),
         swap_offer_mib=(2 * GIB if memory <= 1536 else GIB) if small else 0,
     )
 

@@ -337,7 +337,11 @@ def test_no_turn_secret_in_logs_reports_state_or_output(installed: Lab) -> None:
 def test_a_rerun_is_all_unchanged(installed: Lab) -> None:
     done, report = installed.run("third", "--ca-file", str(installed.ca))
     assert done.returncode == 0, done.stdout[-4000:]
-    assert {s["status"] for s in report["stages"]} == {"unchanged"}, [(s["name"], s["status"]) for s in report["stages"]]
+    statuses = {s["name"]: s["status"] for s in report["stages"]}
+    # What does not apply to the lab host is skipped again, as on the first run, not redone: it has no public IPv6
+    # address (no AAAA records), and it is a large box (a swap file is offered on boxes of 2 GiB or less).
+    assert {name: statuses.pop(name) for name in ("dns.aaaa", "host.swap")} == {"dns.aaaa": "skipped", "host.swap": "skipped"}
+    assert set(statuses.values()) == {"unchanged"}, {k: v for k, v in statuses.items() if v != "unchanged"}
 
 
 def test_an_upgrade_finds_a_newer_element_web_and_keeps_the_previous(installed: Lab) -> None:

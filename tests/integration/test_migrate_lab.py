@@ -138,7 +138,7 @@ def test_an_sqlite_server_moves_to_postgres_with_its_users_rooms_and_messages(sq
     assert "copied " in out and " tables, " in out and "it was down for " in out
     users = host.exec("docker exec postgres psql -U synapse -d synapse -At -c 'SELECT name FROM users ORDER BY name'",
                       check=True).stdout.split()
-    assert users == ["@admin:example.test", ALICE]
+    assert users == ["@admin:example.test", ALICE, "@matrix-selftest:example.test"]  # the daily self-test's account too
     assert host.exec("test -s /opt/matrix/synapse/data/homeserver.db").returncode == 0
     assert "psycopg2" in host.exec("cat /opt/matrix/synapse/data/homeserver.yaml", check=True).stdout
     assert asyncio.run(read_messages(host, ca, room_id)) == SENT

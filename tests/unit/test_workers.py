@@ -395,3 +395,18 @@ hosts = ["10.0.0.5 {KEY}"]
     assert "(its content is not shown: it holds secrets)" in out.split("redis.conf (owner 999:0", 1)[1].split("\n")[1]
     assert "DOCKER-USER 1 -s 10.0.0.5/32" in out
     assert "[10.0.0.5] write /opt/matrix/synapse/docker-compose.yml" in out
+
+
+def test_postgres_admits_every_processs_full_pool_and_a_backup_beside_them():
+    """Eight Synapse processes opening 5 connections each filled the old fixed 40: the upgrade's
+    pg_dump was refused ("too many clients") and the backup failed."""
+    from installer.host.connect import HostSize
+    from installer.sizing import POOL_MAX, SPARE_CONNECTIONS
+
+    d = deployment(layout_with_host()).sized(HostSize(4096, 2))
+    processes = 1 + len(layout_with_host().workers)
+    assert processes == 9
+    command = d.service("postgres").settings["command"]
+    assert f"max_connections={processes * POOL_MAX + SPARE_CONNECTIONS}" in command
+    # Without workers the box's own figure stays.
+    assert "max_connections=40" in deployment(L.Layout(), 'preset = "none"').sized(HostSize(4096, 2)).service("postgres").settings["command"]

@@ -14,6 +14,7 @@ from ruamel.yaml import YAML
 
 from installer.answers import Answers
 from installer.components.homeserver import DatabaseSettings, RedisSettings, RegistrationPolicy, TurnSettings, WorkerSettings
+from installer.sizing import POOL_MAX, POOL_MIN
 
 if TYPE_CHECKING:
     from installer.sizing import Sizing
@@ -102,7 +103,7 @@ def database_block(db: DatabaseSettings) -> dict[str, Any]:
     """Synapse's `database:` for a Postgres server; no password: libpq reads PGPASSWORD from the
     container's environment (the deployment's root-only env file), so this file never holds it."""
     return {"name": "psycopg2", "txn_limit": 10000, "args": {
-        "user": db.user, "database": db.database, "host": db.host, "port": db.port, "cp_min": 5, "cp_max": 10,
+        "user": db.user, "database": db.database, "host": db.host, "port": db.port, "cp_min": POOL_MIN, "cp_max": POOL_MAX,
     }}
 
 
