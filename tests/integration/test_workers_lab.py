@@ -188,7 +188,9 @@ def test_auto_on_one_host_federates_and_the_workers_serve(hosts, run):
     main, _ = hosts
     # The first run: everything is made; its federation test cannot trust Caddy's new local CA yet.
     done, report = run('preset = "auto"')
-    assert {s for n, s in statuses(report).items() if n != "federation.check"} <= {"done", "unchanged"}, explain(done, report)
+    # dns.aaaa and host.swap do not apply to the lab host (no public IPv6 address; a large box).
+    assert {s for n, s in statuses(report).items() if n not in ("federation.check", "dns.aaaa", "host.swap")} \
+        <= {"done", "unchanged"}, explain(done, report)
     assert {statuses(report)[n] for n in ("workers.plan", "workers.config", "workers.check")} == {"done"}
     names = containers(main)
     assert names == sorted(["synapse", "postgres", "redis", "synapse-generic1", "synapse-generic2", "synapse-media1",
