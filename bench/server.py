@@ -115,12 +115,16 @@ def compress_once(d) -> dict:
             "log": d.host.exec("journalctl -u matrix-compress-state --no-pager -n 8 -o cat").stdout.strip()}
 
 
+def _share(part: int, whole: int) -> float:
+    return part / whole * 100 if whole else 0.0
+
+
 def load_rows(a, b) -> list[tuple[str, float, float, str, str]]:
     """The load's own figures for two results of it (tests.lab.load.Result), a's then b's:
     (measure, a, b, unit, better). bench/workers.py prints them too."""
     out = [(f"delivery delay p{p}", a.percentile(p), b.percentile(p), "ms", "lower") for p in (50, 95, 99)]
     out.append(("messages/s sent and answered", a.messages_per_second, b.messages_per_second, "/s", "higher"))
-    out.append(("deliveries (of expected)", a.delivered, b.delivered, f"/{b.expected}", "higher"))
+    out.append(("deliveries (of expected)", _share(a.delivered, a.expected), _share(b.delivered, b.expected), "%", "higher"))
     out.append(("errors (send, sync, lost)", a.error_count, b.error_count, "", "lower"))
     return out
 

@@ -23,6 +23,7 @@ limits, with the figures.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import statistics
 import tempfile
@@ -125,6 +126,10 @@ def steady_cpu_per_message(rounds: list[Round]) -> float:
     """Milliseconds of Synapse's CPU (all its processes) per message sent by the steady load."""
     sent = sum(r.steady.sent for r in rounds)
     return sum(_synapse(r.steady_cpu)[1] for r in rounds) / sent * 1000 if sent else 0.0
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and b == b and a == a else "-"  # (x == x: not NaN, a round with nothing delivered)
 
 
 def deploy(host, work: Path, name: str):
@@ -253,8 +258,12 @@ def measure() -> tuple[list[tuple], list[Row], list[str]]:
     steady_rows.append(("Synapse CPU per message (all its processes)", steady_cpu_per_message(by["monolith"]),
                         steady_cpu_per_message(by["workers"]), "ms", "lower"))
     notes.append(f"steady: {STEADY.describe()}, pooled over {ROUNDS} rounds each; p95 of each round's pair (workers / "
-                 "monolith): " + ", ".join(f"{w.steady.percentile(95) / m.steady.percentile(95):.2f}x"
-                                           for w, m in zip(by["workers"], by["monolith"]) if m.steady.percentile(95)))
+                 "monolith): " + ", ".join(_ratio(w.steady.percentile(95), m.steady.percentile(95))
+                                           for w, m in zip(by["workers"], by["monolith"])))
+    for name, r in merged.items():
+        if r.error_count:
+            notes.append(f"steady, {name}: {r.error_count} errors ({r.errors}); a round's failed sends are not "
+                         f"delivered nor delayed, so its delays are of what got through; the first: {r.first_errors}")
     notes.append(f"steady: a fixed rate ({STEADY.users * STEADY.rate:g} msg/s in all) cannot show a throughput gain: "
                  "its messages/s only says whether each kept up; the saturation rows say what each could carry")
 
@@ -262,7 +271,13 @@ def measure() -> tuple[list[tuple], list[Row], list[str]]:
     p95 = {name: statistics.median(r.load.percentile(95) for r in rs) for name, rs in by.items()}
     pairs = [(a.load.throughput, b.load.throughput) for a, b in zip(by["workers"], by["monolith"])]
     notes.append("saturation: throughput ratio of each round's pair (workers / monolith): "
-                 + ", ".join(f"{w / m:.2f}x" for w, m in pairs if m))
+                 + ", ".join(_ratio(w, m) for w, m in pairs))
+    for name, rs in by.items():
+        if errors := sum(r.load.errors for r in rs):
+            answered = {kind: sum(len(r.load.latencies.get(kind, [])) for r in rs) for kind in ("sync", "send", "members")}
+            notes.append(f"saturation, {name}: {errors} failed requests over its rounds (answered: "
+                         + ", ".join(f"{k} {v}" for k, v in answered.items()) + "); where sends fail, the cheaper "
+                         "reads left over raise the throughput and lower the p95: those figures do not compare")
     for name, rs in by.items():
         mains = [r.synapse_cores() for r in rs]
         notes.append(f"saturation, {name}, medians: Synapse {statistics.median(s for _, s in mains):.2f} cores (main "
@@ -284,6 +299,7 @@ def measure() -> tuple[list[tuple], list[Row], list[str]]:
 def main() -> None:
     from bench.server import print_compared
 
+    logging.getLogger("nio.responses").setLevel(logging.ERROR)  # a failed sync is counted (and its first shown)
     steady_rows, rows, notes = measure()
     print("\nWorkers: the server-load benchmark's load (tests/lab/load.py) on one process and on the workers "
           "(lab host, one run)")
