@@ -1,17 +1,18 @@
-"""A client load on a Matrix server, as many users' clients make it: each logs in once, then loops
-over an incremental /sync (no wait), a message sent to a room they share, and a read of the room's
-members, as fast as the server answers. The same load for any deployment (the server-load
-benchmark can drive it too): `drive(...)` returns throughput and latency percentiles, by kind.
+"""A closed-loop client load on a Matrix server, to find how much it carries: each user's client
+(an access token each) loops over an incremental /sync (no wait), a message sent to a room they
+share, and a read of the room's members, as fast as the server answers. `drive(...)` returns
+throughput and latency percentiles, by kind. bench/workers.py drives it beside the server-load
+benchmark's fixed-rate load (tests/lab/load.py), which cannot show a gain in throughput: it sends
+the same messages a second whatever the server could carry.
 
-Requests go to https://MATRIX_HOST:PORT with every name resolved to one address (the lab's
-published port) and the lab's CA trusted: what a user's client sees, Caddy included.
+Requests go to https://MATRIX_HOST:PORT with every name resolved to loopback (where the lab
+publishes its ports) and the lab's CA trusted: what a user's client sees, Caddy included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import ssl
 import time
 import uuid
@@ -21,19 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
-
-
-class _OneAddress(AbstractResolver):
-    def __init__(self, address: str) -> None:
-        self.address = address
-
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
-        return [{"hostname": host, "host": self.address, "port": port, "family": socket.AF_INET, "proto": 0,
-                 "flags": socket.AI_NUMERICHOST}]
-
-    async def close(self) -> None:
-        return None
+from tests.lab.matrix_client import _Loopback
 
 
 @dataclass
@@ -64,26 +53,17 @@ class Load:
                 f"{self.percentile(50) * 1000:.0f} ms, p95 {self.percentile(95) * 1000:.0f} ms, {self.errors} errors; {kinds}")
 
 
-def session(address: str, ca_file: Path, connections: int) -> aiohttp.ClientSession:
+def session(ca_file: Path, connections: int) -> aiohttp.ClientSession:
     context = ssl.create_default_context(cafile=str(ca_file))
-    connector = aiohttp.TCPConnector(resolver=_OneAddress(address), ssl=context, limit=connections)
+    connector = aiohttp.TCPConnector(resolver=_Loopback(), ssl=context, limit=connections)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
 
 
-async def login(http: aiohttp.ClientSession, base: str, user: str, password: str) -> str:
-    body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": user}, "password": password}
-    async with http.post(f"{base}/_matrix/client/v3/login", json=body) as answer:
-        data = await answer.json()
-        if answer.status != 200:
-            raise RuntimeError(f"login of {user} failed: {answer.status} {data}")
-        return data["access_token"]
-
-
-async def drive(base: str, address: str, ca_file: Path, tokens: list[str], room_id: str, *,
+async def drive(base: str, ca_file: Path, tokens: list[str], room_id: str, *,
                 seconds: float = 30.0, warmup: float = 5.0) -> Load:
     """Every user's client at once (one access token each, logged in already), for `warmup` +
     `seconds`; what the last `seconds` saw."""
-    async with session(address, ca_file, len(tokens) * 2) as http:
+    async with session(ca_file, len(tokens) * 2) as http:
         started = time.monotonic()
         measure_from = started + warmup
         stop = measure_from + seconds
@@ -119,8 +99,4 @@ async def drive(base: str, address: str, ca_file: Path, tokens: list[str], room_
         return load
 
 
-def p95_and_throughput(load: Load) -> tuple[float, float]:
-    return load.throughput, load.percentile(95)
-
-
-__all__ = ["Load", "drive", "login", "p95_and_throughput", "session"]
+__all__ = ["Load", "drive", "session"]

@@ -115,15 +115,24 @@ def compress_once(d) -> dict:
             "log": d.host.exec("journalctl -u matrix-compress-state --no-pager -n 8 -o cat").stdout.strip()}
 
 
+def _share(part: int, whole: int) -> float:
+    return part / whole * 100 if whole else 0.0
+
+
+def load_rows(a, b) -> list[tuple[str, float, float, str, str]]:
+    """The load's own figures for two results of it (tests.lab.load.Result), a's then b's:
+    (measure, a, b, unit, better). bench/workers.py prints them too."""
+    out = [(f"delivery delay p{p}", a.percentile(p), b.percentile(p), "ms", "lower") for p in (50, 95, 99)]
+    out.append(("messages/s sent and answered", a.messages_per_second, b.messages_per_second, "/s", "higher"))
+    out.append(("deliveries (of expected)", _share(a.delivered, a.expected), _share(b.delivered, b.expected), "%", "higher"))
+    out.append(("errors (send, sync, lost)", a.error_count, b.error_count, "", "lower"))
+    return out
+
+
 def rows(figures: dict[str, dict]) -> list[tuple[str, float, float, str, str]]:
     """(measure, seed, ours, unit, better): lower is better except throughput."""
-    out = []
     seed, ours = figures["seed"]["result"], figures["ours"]["result"]
-    for p in (50, 95, 99):
-        out.append((f"delivery delay p{p}", seed.percentile(p), ours.percentile(p), "ms", "lower"))
-    out.append(("messages/s sent and answered", seed.messages_per_second, ours.messages_per_second, "/s", "higher"))
-    out.append(("deliveries (of expected)", seed.delivered, ours.delivered, f"/{ours.expected}", "higher"))
-    out.append(("errors (send, sync, lost)", seed.error_count, ours.error_count, "", "lower"))
+    out = load_rows(seed, ours)
     for container in ("synapse", "postgres"):
         s_peak, s_steady = seed.rss(container)
         o_peak, o_steady = ours.rss(container)
@@ -142,17 +151,24 @@ def rows(figures: dict[str, dict]) -> list[tuple[str, float, float, str, str]]:
     return out
 
 
+def print_compared(names: tuple[str, str], table: list[tuple[str, float, float, str, str]]) -> None:
+    """Rows of (measure, a, b, unit, better) side by side, with b/a and whether b is the better."""
+    a_name, b_name = names
+    width = max(10, len(f"{b_name}/{a_name}"))
+    print(f"  {'measure':<44} {a_name:>10} {b_name:>10} {b_name + '/' + a_name:>{width}}  better")
+    for name, a, b, unit, better in table:
+        ratio = f"{b / a:.2f}x" if a else "-"
+        good = (b < a if better == "lower" else b > a) if a != b else None
+        verdict = {True: "improved", False: "NOT improved", None: "same"}[good]
+        print(f"  {name:<44} {a:>8.1f}{unit[:2]:<2} {b:>8.1f}{unit[:2]:<2} {ratio:>{width}}  {better} is better: {verdict}")
+
+
 def print_table(figures: dict[str, dict]) -> None:
     from tests.lab import load as L
 
     print(f"\nServer under load: {ROUND.describe()}, {ROUNDS} rounds each, alternating, on two lab boxes of "
           f"{L.BOX_MIB // 1024} GiB and 2 cores side by side")
-    print(f"  {'measure':<44} {'seed':>10} {'ours':>10} {'ours/seed':>10}  better")
-    for name, seed, ours, unit, better in rows(figures):
-        ratio = f"{ours / seed:.2f}x" if seed else "-"
-        good = (ours < seed if better == "lower" else ours > seed) if seed != ours else None
-        verdict = {True: "improved", False: "NOT improved", None: "same"}[good]
-        print(f"  {name:<44} {seed:>8.1f}{unit[:2]:<2} {ours:>8.1f}{unit[:2]:<2} {ratio:>10}  {better} is better: {verdict}")
+    print_compared(("seed", "ours"), rows(figures))
     ours = figures["ours"]
     print(f"  ours: Synapse's cgroup limit {int(ours['memory']['max']) // MIB if ours['memory']['max'].isdigit() else '?'} MiB, "
           f"OOM kills {ours['memory']['oom_kill']}, restarts {ours['memory']['restarts']}, status {ours['memory']['status']}")

@@ -88,9 +88,12 @@ class Deployed:
         return f"https://{MATRIX_HOST}:{self.host.https_port}"
 
 
-def deploy(host: _lab.LabHost, work: Path, *, engine: str = "postgres", tuned: bool = True, timeout: float = 1200) -> Deployed:
+def deploy(host: _lab.LabHost, work: Path, *, engine: str = "postgres", tuned: bool = True, extra: str = "",
+           timeout: float = 1200) -> Deployed:
     """The real command installs the lab host as an existing server (`tuned=False`: Synapse's
-    generated defaults, the benchmark's seed; the sizing is switched off by the environment)."""
+    generated defaults, the benchmark's seed; the sizing is switched off by the environment).
+    `extra`: more answers (bench/workers.py's `[workers]`); run again on the same `work`, it
+    changes the deployment in place, as a rerun of the command does."""
     from installer.host.connect import UNTUNED_ENV
 
     work.mkdir(parents=True, exist_ok=True)
@@ -98,7 +101,7 @@ def deploy(host: _lab.LabHost, work: Path, *, engine: str = "postgres", tuned: b
     answers.write_text(existing_server_answers(
         host, server_name=SERVER_NAME, matrix_host=MATRIX_HOST,
         registration=f'admin_user = "{ADMIN}"\nadmin_password_env = "{PASSWORD_ENV}"',
-        extra=f'[database]\nengine = "{engine}"\n'))
+        extra=f'[database]\nengine = "{engine}"\n{extra}'))
     report = work / "report.json"
     env = {**os.environ, PASSWORD_ENV: ADMIN_PASSWORD}
     env.pop(UNTUNED_ENV, None)
