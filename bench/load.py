@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from tests.lab.matrix_client import _Loopback
+from tests.lab.matrix_client import LoopbackResolver
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Load:
 
 def session(ca_file: Path, connections: int) -> aiohttp.ClientSession:
     context = ssl.create_default_context(cafile=str(ca_file))
-    connector = aiohttp.TCPConnector(resolver=_Loopback(), ssl=context, limit=connections)
+    connector = aiohttp.TCPConnector(resolver=LoopbackResolver(), ssl=context, limit=connections)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
 
 

@@ -31,7 +31,7 @@ import pytest
 
 from tests.lab import lab as _lab
 from tests.lab.matrix_client import client, login
-from tests.lab.scenarios import Command, existing_server_answers, https_mappings, ready_host
+from tests.lab.scenarios import NOT_APPLICABLE_ON_THE_LAB, Command, existing_server_answers, https_mappings, ready_host
 
 pytestmark = pytest.mark.lab
 
@@ -188,8 +188,7 @@ def test_auto_on_one_host_federates_and_the_workers_serve(hosts, run):
     main, _ = hosts
     # The first run: everything is made; its federation test cannot trust Caddy's new local CA yet.
     done, report = run('preset = "auto"')
-    # dns.aaaa and host.swap do not apply to the lab host (no public IPv6 address; a large box).
-    assert {s for n, s in statuses(report).items() if n not in ("federation.check", "dns.aaaa", "host.swap")} \
+    assert {s for n, s in statuses(report).items() if n not in ("federation.check", *NOT_APPLICABLE_ON_THE_LAB)} \
         <= {"done", "unchanged"}, explain(done, report)
     assert {statuses(report)[n] for n in ("workers.plan", "workers.config", "workers.check")} == {"done"}
     names = containers(main)

@@ -28,7 +28,7 @@ import aiohttp
 import nio
 
 from tests.lab import lab as _lab
-from tests.lab.matrix_client import _Loopback, client
+from tests.lab.matrix_client import LoopbackResolver, client
 from tests.lab.scenarios import ROOT, existing_server_answers
 
 SERVER_NAME = "example.test"
@@ -81,7 +81,7 @@ class Deployed:
 
     def http(self) -> aiohttp.ClientSession:
         context = ssl.create_default_context(cafile=str(self.ca_file))
-        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=_Loopback(), ssl=context))
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=LoopbackResolver(), ssl=context))
 
     @property
     def base(self) -> str:

@@ -14,7 +14,7 @@ import nio
 from aiohttp.abc import AbstractResolver
 
 
-class _Loopback(AbstractResolver):
+class LoopbackResolver(AbstractResolver):
     """Every name is 127.0.0.1: the lab publishes its ports there."""
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET) -> list[dict[str, Any]]:
@@ -29,7 +29,7 @@ def client(matrix_host: str, https_port: int, ca_file: Path, user: str) -> nio.A
     """A client for `user` (a full user ID) at https://matrix_host, reached on the lab's port."""
     context = ssl.create_default_context(cafile=str(ca_file))
     made = nio.AsyncClient(f"https://{matrix_host}:{https_port}", user, ssl=context)
-    made.client_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=_Loopback(), ssl=context))
+    made.client_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=LoopbackResolver(), ssl=context))
     return made
 
 

@@ -58,6 +58,11 @@ WITHOUT_WEB_CLIENT_AND_CALLS = '[element]\nenabled = false\n[calls]\nturn = fals
 here (tests/integration/test_calls_element_lab.py serves a stand-in), and coturn costs a minute."""
 
 
+NOT_APPLICABLE_ON_THE_LAB = ("dns.aaaa", "host.swap")
+"""Stages that report skipped (does not apply) on every run on a lab host: it has no public IPv6
+address (no AAAA records), and it is a large box (a swap file is offered on boxes of 2 GiB or less)."""
+
+
 def existing_server_answers(host: _lab.LabHost, *, server_name: str = "example.test", matrix_host: str = "matrix.example.test",
                             domain: str = "", registration: str = "", extra: str = "", key: Path | None = None,
                             address: str = "127.0.0.1", web_client_and_calls: bool = False) -> str:

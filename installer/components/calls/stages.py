@@ -222,7 +222,7 @@ async def client_credentials(ctx: StageContext) -> tuple[str, str, str]:
     admin = ctx.take(AdminCredentials)
     # The admin's kept session (a login only when there is none): a login per run would soon meet
     # Synapse's per-account login limit (5, then one per 5 minutes).
-    token = await kept_admin_token(ctx) or (await admin_token(ctx) if admin.password else None)
+    token = await admin_token(ctx) if admin.password else await kept_admin_token(ctx)
     if token:
         answer = await homeserver.api(ctx, "GET", "/_matrix/client/v3/voip/turnServer", token=token,
                                       dry_output='{"username": "DRY", "password": "DRY", "uris": []}\n200')
